@@ -1,0 +1,409 @@
+"""BERT encoder in Keras 3, numerically Google's BERT, reading and writing Google-format checkpoints.
+
+The layers mirror google-research/bert `modeling.py`: LayerNorm epsilon 1e-12, GELU in its tanh form,
+attention mask adder -10000.0, a tanh pooler over [CLS]. Every weight is reachable under its Google
+checkpoint name (`BertEncoder.checkpoint_variables()`), so KR-BERT's release loads directly and the
+checkpoints this repository writes are Google-format too.
+"""
+
+import dataclasses
+import json
+import math
+import os
+
+import keras
+import tensorflow as tf
+
+# google-research/bert modeling.py: `tf.contrib.layers.layer_norm(..., epsilon=1e-12)`; Keras defaults to 1e-3.
+LAYER_NORM_EPSILON = 1e-12
+# google-research/bert modeling.py: `adder = (1.0 - mask) * -10000.0` on the attention scores.
+ATTENTION_MASK_ADDER = -10000.0
+# google-research/bert modeling.py `get_activation`; "gelu" there is the tanh approximation.
+ACTIVATIONS = {
+    "gelu": lambda x: keras.activations.gelu(x, approximate=True),
+    "relu": keras.activations.relu,
+    "tanh": keras.activations.tanh,
+    "linear": keras.activations.linear,
+}
+POOLINGS = ("cls", "pooled", "mean")
+INPUT_NAMES = ("input_word_ids", "input_mask", "input_type_ids")
+
+
+class ConfigError(Exception):
+    """A BERT config file that is missing, malformed or inconsistent."""
+
+
+class CheckpointError(Exception):
+    """A checkpoint that is missing, unreadable or does not fit the model."""
+
+
+# === Config ===
+
+
+@dataclasses.dataclass(frozen=True)
+class BertConfig:
+    """Google-format `bert_config.json`, the keys KR-BERT ships.
+
+    Example:
+        >>> config = BertConfig.from_json_file("configs/char_bert_base.json")
+        >>> config.hidden_size
+        768
+    """
+
+    vocab_size: int
+    hidden_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+    intermediate_size: int
+    hidden_act: str
+    hidden_dropout_prob: float
+    attention_probs_dropout_prob: float
+    max_position_embeddings: int
+    type_vocab_size: int
+    initializer_range: float
+
+    def __post_init__(self):
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            expected = {"int": int, "float": (int, float), "str": str}[field.type.__name__]
+            if isinstance(value, bool) or not isinstance(value, expected):
+                raise ConfigError(f"config key '{field.name}' must be {field.type.__name__}, got {value!r}")
+        if self.hidden_act not in ACTIVATIONS:
+            raise ConfigError(f"config hidden_act '{self.hidden_act}' is not one of {sorted(ACTIVATIONS)}")
+        if self.hidden_size % self.num_attention_heads:
+            raise ConfigError(
+                f"config hidden_size {self.hidden_size} is not a multiple of "
+                f"num_attention_heads {self.num_attention_heads}"
+            )
+
+    @classmethod
+    def from_dict(cls, values):
+        if not isinstance(values, dict):
+            raise ConfigError(f"a BERT config must be a JSON object, got {type(values).__name__}")
+        names = [field.name for field in dataclasses.fields(cls)]
+        missing = [name for name in names if name not in values]
+        if missing:
+            raise ConfigError(f"config is missing {', '.join(missing)}")
+        # Google configs of other models carry extra keys (directionality, pooler_*): not used by BERT itself.
+        return cls(**{name: values[name] for name in names})
+
+    @classmethod
+    def from_json_file(cls, path):
+        try:
+            with open(path, encoding="utf-8") as f:
+                values = json.load(f)
+        except FileNotFoundError:
+            raise ConfigError(f"config file not found: {path}") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise ConfigError(f"config file {path} is not valid JSON: {error}") from None
+        try:
+            return cls.from_dict(values)
+        except ConfigError as error:
+            raise ConfigError(f"{path}: {error}") from None
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+    def to_json_file(self, path):
+        with open(path, "w", encoding="utf-8") as f:
+            json.dump(self.to_dict(), f, indent=2, sort_keys=True)
+            f.write("\n")
+
+
+def _initializer(config):
+    # google-research/bert modeling.py `create_initializer`: truncated normal, stddev initializer_range.
+    return keras.initializers.TruncatedNormal(stddev=config.initializer_range)
+
+
+# === Layers ===
+
+
+class BertEmbeddings(keras.layers.Layer):
+    """Word + position + token-type embeddings, LayerNorm, dropout (modeling.py `embedding_postprocessor`)."""
+
+    def __init__(self, config, **kwargs):
+        super().__init__(**kwargs)
+        self.config = config
+        self.layer_norm = keras.layers.LayerNormalization(
+            epsilon=LAYER_NORM_EPSILON, dtype=self.dtype_policy, name="LayerNorm"
+        )
+        self.dropout = keras.layers.Dropout(config.hidden_dropout_prob, dtype=self.dtype_policy)
+
+    def build(self, input_shape):
+        config = self.config
+        self.word_embeddings = self.add_weight(
+            name="word_embeddings",
+            shape=(config.vocab_size, config.hidden_size),
+            initializer=_initializer(config),
+        )
+        self.token_type_embeddings = self.add_weight(
+            name="token_type_embeddings",
+            shape=(config.type_vocab_size, config.hidden_size),
+            initializer=_initializer(config),
+        )
+        self.position_embeddings = self.add_weight(
+            name="position_embeddings",
+            shape=(config.max_position_embeddings, config.hidden_size),
+            initializer=_initializer(config),
+        )
+        self.layer_norm.build((None, None, config.hidden_size))
+
+    def call(self, input_word_ids, input_type_ids, training=None):
+        sequence_length = tf.shape(input_word_ids)[1]
+        words = keras.ops.take(self.word_embeddings, input_word_ids, axis=0)  # [batch, seq, hidden]
+        token_types = keras.ops.take(self.token_type_embeddings, input_type_ids, axis=0)  # [batch, seq, hidden]
+        positions = self.position_embeddings[:sequence_length][tf.newaxis]  # [1, seq, hidden]
+        embeddings = self.layer_norm(words + token_types + positions)  # [batch, seq, hidden]
+        return self.dropout(embeddings, training=training)
+
+    def checkpoint_variables(self, prefix):
+        return {
+            f"{prefix}/word_embeddings": self.word_embeddings,
+            f"{prefix}/token_type_embeddings": self.token_type_embeddings,
+            f"{prefix}/position_embeddings": self.position_embeddings,
+            f"{prefix}/LayerNorm/gamma": self.layer_norm.gamma,
+            f"{prefix}/LayerNorm/beta": self.layer_norm.beta,
+        }
+
+
+class TransformerLayer(keras.layers.Layer):
+    """One post-LayerNorm transformer layer (modeling.py `transformer_model`, one iteration)."""
+
+    def __init__(self, config, **kwargs):
+        super().__init__(**kwargs)
+        self.config = config
+        self.num_heads = config.num_attention_heads
+        self.head_size = config.hidden_size // config.num_attention_heads
+
+        def dense(units, name, activation=None):
+            return keras.layers.Dense(
+                units,
+                activation=activation,
+                kernel_initializer=_initializer(config),
+                dtype=self.dtype_policy,
+                name=name,
+            )
+
+        def layer_norm(name):
+            return keras.layers.LayerNormalization(epsilon=LAYER_NORM_EPSILON, dtype=self.dtype_policy, name=name)
+
+        self.query = dense(config.hidden_size, "query")
+        self.key = dense(config.hidden_size, "key")
+        self.value = dense(config.hidden_size, "value")
+        self.attention_dropout = keras.layers.Dropout(config.attention_probs_dropout_prob, dtype=self.dtype_policy)
+        self.attention_output = dense(config.hidden_size, "attention_output")
+        self.attention_output_dropout = keras.layers.Dropout(config.hidden_dropout_prob, dtype=self.dtype_policy)
+        self.attention_layer_norm = layer_norm("attention_layer_norm")
+        self.intermediate = dense(config.intermediate_size, "intermediate", ACTIVATIONS[config.hidden_act])
+        self.output_dense = dense(config.hidden_size, "output")
+        self.output_dropout = keras.layers.Dropout(config.hidden_dropout_prob, dtype=self.dtype_policy)
+        self.output_layer_norm = layer_norm("output_layer_norm")
+
+    def build(self, input_shape):
+        hidden_shape = (None, None, self.config.hidden_size)
+        for layer in (self.query, self.key, self.value, self.attention_output, self.intermediate):
+            layer.build(hidden_shape)
+        self.output_dense.build((None, None, self.config.intermediate_size))
+        self.attention_layer_norm.build(hidden_shape)
+        self.output_layer_norm.build(hidden_shape)
+
+    def _split_heads(self, x):
+        batch_size, sequence_length = tf.shape(x)[0], tf.shape(x)[1]
+        return tf.reshape(x, [batch_size, sequence_length, self.num_heads, self.head_size])  # [b, s, heads, d]
+
+    def call(self, hidden, input_mask, training=None):
+        # hidden: [batch, seq, hidden]; input_mask: [batch, seq], 1 for tokens and 0 for padding.
+        query = self._split_heads(self.query(hidden))  # [batch, seq, heads, head_size]
+        key = self._split_heads(self.key(hidden))  # [batch, seq, heads, head_size]
+        value = self._split_heads(self.value(hidden))  # [batch, seq, heads, head_size]
+        scores = tf.einsum("bqhd,bkhd->bhqk", query, key)  # [batch, heads, seq_q, seq_k]
+        # [batch, 1, 1, seq_k]: 0 for tokens, -10000 for padding, broadcast over heads and queries.
+        adder = (1.0 - tf.cast(input_mask[:, tf.newaxis, tf.newaxis, :], scores.dtype)) * ATTENTION_MASK_ADDER
+        scores = scores * (1.0 / math.sqrt(self.head_size)) + adder
+        probabilities = self.attention_dropout(tf.nn.softmax(scores, axis=-1), training=training)
+        context = tf.einsum("bhqk,bkhd->bqhd", probabilities, value)  # [batch, seq, heads, head_size]
+        context = tf.reshape(context, tf.shape(hidden))  # [batch, seq, hidden]
+        attended = self.attention_output_dropout(self.attention_output(context), training=training)
+        attended = self.attention_layer_norm(attended + hidden)  # [batch, seq, hidden]
+        intermediate = self.intermediate(attended)  # [batch, seq, intermediate]
+        output = self.output_dropout(self.output_dense(intermediate), training=training)
+        return self.output_layer_norm(output + attended)  # [batch, seq, hidden]
+
+    def checkpoint_variables(self, prefix):
+        names = {
+            "attention/self/query": self.query,
+            "attention/self/key": self.key,
+            "attention/self/value": self.value,
+            "attention/output/dense": self.attention_output,
+            "intermediate/dense": self.intermediate,
+            "output/dense": self.output_dense,
+        }
+        variables = {}
+        for name, dense in names.items():
+            variables[f"{prefix}/{name}/kernel"] = dense.kernel
+            variables[f"{prefix}/{name}/bias"] = dense.bias
+        for name, layer_norm in {
+            "attention/output/LayerNorm": self.attention_layer_norm,
+            "output/LayerNorm": self.output_layer_norm,
+        }.items():
+            variables[f"{prefix}/{name}/gamma"] = layer_norm.gamma
+            variables[f"{prefix}/{name}/beta"] = layer_norm.beta
+        return variables
+
+
+# === Model ===
+
+
+class BertEncoder(keras.Model):
+    """Google's BERT as a functional Keras model.
+
+    Inputs: a dict of int32 `input_word_ids`, `input_mask`, `input_type_ids`, each [batch, seq].
+    Outputs: a dict of `sequence_output` [batch, seq, hidden] and `pooled_output` [batch, hidden].
+
+    Args:
+        config: a `BertConfig`.
+        dtype: a Keras dtype policy name ("float32", "mixed_bfloat16", ...); None follows the global policy.
+
+    Example:
+        >>> config = BertConfig.from_json_file("../shared/data/checkpoints/tiny-char-mlm/bert_config.json")
+        >>> encoder = BertEncoder(config)
+        >>> load_checkpoint(encoder, "../shared/data/checkpoints/tiny-char-mlm/model.ckpt")
+        >>> ids = tf.constant([[2, 7, 3, 0]])
+        >>> outputs = encoder({"input_word_ids": ids, "input_mask": tf.cast(ids > 0, tf.int32),
+        ...                    "input_type_ids": tf.zeros_like(ids)})
+        >>> outputs["pooled_output"].shape
+        TensorShape([1, 256])
+    """
+
+    def __init__(self, config, dtype=None, **kwargs):
+        # === Layers ===
+        self.embeddings = BertEmbeddings(config, dtype=dtype, name="embeddings")
+        self.transformer_layers = [
+            TransformerLayer(config, dtype=dtype, name=f"layer_{index}") for index in range(config.num_hidden_layers)
+        ]
+        self.pooler = keras.layers.Dense(
+            config.hidden_size,
+            activation="tanh",
+            kernel_initializer=_initializer(config),
+            dtype=dtype,
+            name="pooler",
+        )
+
+        # === Forward ===
+        inputs = {name: keras.Input(shape=(None,), dtype="int32", name=name) for name in INPUT_NAMES}
+        hidden = self.embeddings(inputs["input_word_ids"], inputs["input_type_ids"])  # [batch, seq, hidden]
+        for layer in self.transformer_layers:
+            hidden = layer(hidden, inputs["input_mask"])  # [batch, seq, hidden]
+        pooled = self.pooler(hidden[:, 0])  # [batch, hidden]
+        super().__init__(
+            inputs=inputs,
+            outputs={"sequence_output": hidden, "pooled_output": pooled},
+            dtype=dtype,
+            **kwargs,
+        )
+
+        # === Config ===
+        self.config = config
+
+    def get_config(self):
+        return {
+            "config": self.config.to_dict(),
+            "dtype": keras.dtype_policies.serialize(self.dtype_policy),
+            "name": self.name,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        return cls(BertConfig.from_dict(config.pop("config")), **config)
+
+    def checkpoint_variables(self):
+        """Every weight by its google-research/bert checkpoint name."""
+        variables = self.embeddings.checkpoint_variables("bert/embeddings")
+        for index, layer in enumerate(self.transformer_layers):
+            variables.update(layer.checkpoint_variables(f"bert/encoder/layer_{index}"))
+        variables["bert/pooler/dense/kernel"] = self.pooler.kernel
+        variables["bert/pooler/dense/bias"] = self.pooler.bias
+        return variables
+
+
+def pool(outputs, input_mask, pooling):
+    """One sentence embedding per row: [CLS] of the sequence output, the pooler output, or the masked mean."""
+    if pooling == "cls":
+        return outputs["sequence_output"][:, 0]  # [batch, hidden]
+    if pooling == "pooled":
+        return outputs["pooled_output"]  # [batch, hidden]
+    if pooling == "mean":
+        mask = keras.ops.cast(input_mask, outputs["sequence_output"].dtype)[:, :, None]  # [batch, seq, 1]
+        total = keras.ops.sum(outputs["sequence_output"] * mask, axis=1)  # [batch, hidden]
+        return total / keras.ops.maximum(keras.ops.sum(mask, axis=1), 1.0)  # [batch, hidden]
+    raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+
+
+def sentence_embedder(encoder, pooling):
+    """A Keras model from the encoder's input dict to one embedding per sentence, [batch, hidden]."""
+    inputs = {name: keras.Input(shape=(None,), dtype="int32", name=name) for name in INPUT_NAMES}
+    embeddings = pool(encoder(inputs), inputs["input_mask"], pooling)
+    return keras.Model(inputs=inputs, outputs=embeddings, name=f"{pooling}_embedder")
+
+
+# === Checkpoints ===
+
+
+def resolve_checkpoint(path):
+    """The checkpoint prefix for `path`: a prefix itself, or a directory with a `checkpoint` state file."""
+    if os.path.isdir(path):
+        prefix = tf.train.latest_checkpoint(path)
+        if prefix is None:
+            raise CheckpointError(f"{path} is a directory with no TensorFlow checkpoint in it")
+        return prefix
+    if not tf.io.gfile.exists(f"{path}.index"):
+        raise CheckpointError(f"checkpoint not found: {path} (expected {path}.index and its data files)")
+    return path
+
+
+def load_checkpoint(encoder, path):
+    """Loads a Google-format BERT checkpoint (KR-BERT's release or one of ours) into `encoder`.
+
+    Only the encoder's own variables are read, so optimizer slots (adam_m, adam_v), global_step and the
+    `cls/` pretraining heads are skipped. Raises `CheckpointError` naming the first missing variable or
+    shape mismatch.
+    """
+    prefix = resolve_checkpoint(path)
+    try:
+        reader = tf.train.load_checkpoint(prefix)
+    except (tf.errors.OpError, ValueError) as error:
+        message = str(error).strip().splitlines()[0]
+        raise CheckpointError(f"{prefix} is not a readable TensorFlow checkpoint: {message}") from None
+    shapes = reader.get_variable_to_shape_map()
+    for name, variable in encoder.checkpoint_variables().items():
+        if name not in shapes:
+            raise CheckpointError(f"checkpoint {prefix} has no variable {name}")
+        if tuple(shapes[name]) != tuple(variable.shape):
+            raise CheckpointError(
+                f"checkpoint {prefix} has {name} of shape {list(shapes[name])}, "
+                f"the config makes it {list(variable.shape)}"
+            )
+        variable.assign(reader.get_tensor(name))
+    return prefix
+
+
+def save_checkpoint(encoder, prefix):
+    """Writes the encoder as a Google-format checkpoint at `prefix` (`prefix.index`, `prefix.data-*`).
+
+    It is written under a temporary prefix and renamed into place, index last, so an interrupted save
+    never leaves a half-written checkpoint under `prefix`.
+    """
+    variables = encoder.checkpoint_variables()
+    names = sorted(variables)
+    temporary = f"{prefix}.tmp-{os.getpid()}"
+    tf.raw_ops.SaveV2(
+        prefix=temporary,
+        tensor_names=names,
+        shape_and_slices=[""] * len(names),
+        tensors=[tf.convert_to_tensor(variables[name]) for name in names],
+    )
+    data_files = tf.io.gfile.glob(f"{temporary}.data-*")
+    for source in data_files + [f"{temporary}.index"]:
+        tf.io.gfile.rename(source, prefix + source[len(temporary) :], overwrite=True)
+    return prefix

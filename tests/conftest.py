@@ -1,0 +1,74 @@
+"""Shared test helpers: the ../shared data location and a writer of Google-format (TF1) BERT checkpoints."""
+
+import os
+import pathlib
+import sys
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+SHARED_DATA = REPO.parent / "shared" / "data"
+VOCAB = SHARED_DATA / "vocabs" / "vocab_char_16424.txt"
+TINY_CHECKPOINT_DIR = SHARED_DATA / "checkpoints" / "tiny-char-mlm"
+
+needs_shared = pytest.mark.skipif(not SHARED_DATA.is_dir(), reason=f"shared data not found at {SHARED_DATA}")
+
+
+def google_bert_weights(config, seed=0):
+    """Random weights for every variable of google-research/bert, by checkpoint name, float32."""
+    rng = np.random.default_rng(seed)
+    h, i = config["hidden_size"], config["intermediate_size"]
+
+    def normal(*shape):
+        return rng.normal(0.0, 0.2, shape).astype(np.float32)
+
+    weights = {
+        "bert/embeddings/word_embeddings": normal(config["vocab_size"], h),
+        "bert/embeddings/token_type_embeddings": normal(config["type_vocab_size"], h),
+        "bert/embeddings/position_embeddings": normal(config["max_position_embeddings"], h),
+        "bert/embeddings/LayerNorm/gamma": 1.0 + normal(h),
+        "bert/embeddings/LayerNorm/beta": normal(h),
+        "bert/pooler/dense/kernel": normal(h, h),
+        "bert/pooler/dense/bias": normal(h),
+    }
+    for layer in range(config["num_hidden_layers"]):
+        p = f"bert/encoder/layer_{layer}/"
+        for name, shape in {
+            "attention/self/query": (h, h),
+            "attention/self/key": (h, h),
+            "attention/self/value": (h, h),
+            "attention/output/dense": (h, h),
+            "intermediate/dense": (h, i),
+            "output/dense": (i, h),
+        }.items():
+            weights[p + name + "/kernel"] = normal(*shape)
+            weights[p + name + "/bias"] = normal(shape[1])
+        for name in ("attention/output/LayerNorm", "output/LayerNorm"):
+            weights[p + name + "/gamma"] = 1.0 + normal(h)
+            weights[p + name + "/beta"] = normal(h)
+    return weights
+
+
+def write_tf1_checkpoint(prefix, weights, pretraining_extras=True):
+    """Writes `weights` with a TF1 graph-mode Saver, as google-research/bert does, plus what pretraining
+    checkpoints also hold: Adam slots, global_step and a `cls/` head."""
+    import tensorflow as tf
+
+    variables = dict(weights)
+    if pretraining_extras:
+        for name, value in weights.items():
+            variables[name + "/adam_m"] = np.zeros_like(value)
+            variables[name + "/adam_v"] = np.ones_like(value)
+        variables["global_step"] = np.int64(2000000)
+        variables["cls/predictions/output_bias"] = np.zeros([7], np.float32)
+    graph = tf.Graph()
+    with graph.as_default():
+        tf_variables = [tf.compat.v1.Variable(value, name=name) for name, value in variables.items()]
+        saver = tf.compat.v1.train.Saver(tf_variables)
+        with tf.compat.v1.Session(graph=graph) as session:
+            session.run(tf.compat.v1.global_variables_initializer())
+            return saver.save(session, str(prefix), write_meta_graph=False)

@@ -1,0 +1,151 @@
+"""The encoder against an independent numpy BERT, checkpoint loading and saving, config round trips."""
+
+import json
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from conftest import REPO, google_bert_weights, write_tf1_checkpoint
+from reference_bert import bert
+
+import model
+
+SMALL = {
+    "vocab_size": 60,
+    "hidden_size": 32,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "intermediate_size": 48,
+    "hidden_act": "gelu",
+    "hidden_dropout_prob": 0.1,
+    "attention_probs_dropout_prob": 0.1,
+    "max_position_embeddings": 16,
+    "type_vocab_size": 2,
+    "initializer_range": 0.02,
+}
+
+
+def small_inputs():
+    rng = np.random.default_rng(1)
+    ids = rng.integers(5, SMALL["vocab_size"], size=(3, 9)).astype(np.int32)
+    mask = np.ones_like(ids)
+    mask[1, 6:] = 0  # padded rows, as the tokenizer produces them
+    mask[2, 3:] = 0
+    ids = ids * mask
+    type_ids = np.zeros_like(ids)
+    type_ids[0, 5:] = 1
+    return {"input_word_ids": ids, "input_mask": mask, "input_type_ids": type_ids}
+
+
+@pytest.fixture
+def small_checkpoint(tmp_path):
+    weights = google_bert_weights(SMALL)
+    return write_tf1_checkpoint(tmp_path / "model.ckpt-2000000", weights), weights
+
+
+def test_matches_reference_bert_from_google_checkpoint(small_checkpoint):
+    prefix, weights = small_checkpoint
+    encoder = model.BertEncoder(model.BertConfig.from_dict(SMALL), dtype="float32")
+    model.load_checkpoint(encoder, prefix)
+    inputs = small_inputs()
+    outputs = encoder(inputs, training=False)
+    sequence, pooled = bert(weights, 2, 4, inputs["input_word_ids"], inputs["input_mask"], inputs["input_type_ids"])
+    np.testing.assert_allclose(outputs["sequence_output"].numpy(), sequence, atol=1e-4, rtol=0)
+    np.testing.assert_allclose(outputs["pooled_output"].numpy(), pooled, atol=1e-4, rtol=0)
+    # The reference's constants matter: Keras' default LayerNorm epsilon or exact GELU would not pass at 1e-4.
+    assert np.abs(sequence).max() > 1.0
+
+
+def test_dropout_draws_a_new_mask_per_call(small_checkpoint):
+    encoder = model.BertEncoder(model.BertConfig.from_dict(SMALL))
+    model.load_checkpoint(encoder, small_checkpoint[0])
+    inputs = small_inputs()
+    first = encoder(inputs, training=True)["pooled_output"].numpy()
+    second = encoder(inputs, training=True)["pooled_output"].numpy()
+    assert np.abs(first - second).max() > 1e-3
+    np.testing.assert_array_equal(
+        encoder(inputs, training=False)["pooled_output"], encoder(inputs, training=False)["pooled_output"]
+    )
+
+
+def test_saved_checkpoint_is_google_format_and_loads_back(small_checkpoint, tmp_path):
+    config = model.BertConfig.from_dict(SMALL)
+    encoder = model.BertEncoder(config)
+    model.load_checkpoint(encoder, small_checkpoint[0])
+    prefix = model.save_checkpoint(encoder, str(tmp_path / "ours" / "best"))
+    names = set(tf.train.load_checkpoint(prefix).get_variable_to_shape_map())
+    assert names == set(encoder.checkpoint_variables())
+    assert sorted(p.name for p in (tmp_path / "ours").iterdir()) == ["best.data-00000-of-00001", "best.index"]
+    reloaded = model.BertEncoder(config)
+    model.load_checkpoint(reloaded, prefix)
+    inputs = small_inputs()
+    np.testing.assert_array_equal(reloaded(inputs)["sequence_output"], encoder(inputs)["sequence_output"])
+
+
+def test_checkpoint_directory_resolves_to_latest(small_checkpoint):
+    prefix = small_checkpoint[0]
+    assert model.resolve_checkpoint(str(prefix).rsplit("/", 1)[0]) == prefix
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"vocab_size": 61}, "has bert/embeddings/word_embeddings of shape [60, 32], the config makes it [61, 32]"),
+        ({"num_hidden_layers": 3}, "has no variable bert/encoder/layer_2/attention/self/query/kernel"),
+    ],
+)
+def test_checkpoint_that_does_not_fit_the_config(small_checkpoint, change, message):
+    encoder = model.BertEncoder(model.BertConfig.from_dict({**SMALL, **change}))
+    with pytest.raises(model.CheckpointError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        model.load_checkpoint(encoder, small_checkpoint[0])
+
+
+def test_path_that_is_not_a_checkpoint(tmp_path):
+    encoder = model.BertEncoder(model.BertConfig.from_dict(SMALL))
+    with pytest.raises(model.CheckpointError, match="checkpoint not found"):
+        model.load_checkpoint(encoder, str(tmp_path / "model.ckpt-1"))
+    with pytest.raises(model.CheckpointError, match="no TensorFlow checkpoint"):
+        model.load_checkpoint(encoder, str(tmp_path))
+    (tmp_path / "corrupt.index").write_bytes(b"not a checkpoint index")
+    with pytest.raises(model.CheckpointError, match="not a readable TensorFlow checkpoint"):
+        model.load_checkpoint(encoder, str(tmp_path / "corrupt"))
+
+
+def test_kr_bert_char_config_round_trips(tmp_path):
+    config = model.BertConfig.from_json_file(REPO / "configs" / "char_bert_base.json")
+    assert (config.vocab_size, config.hidden_size, config.num_hidden_layers) == (16424, 768, 12)
+    config.to_json_file(tmp_path / "config.json")
+    assert model.BertConfig.from_json_file(tmp_path / "config.json") == config
+    encoder = model.BertEncoder(model.BertConfig.from_dict(SMALL))
+    rebuilt = model.BertEncoder.from_config(encoder.get_config())
+    assert rebuilt.config == encoder.config
+    assert len(rebuilt.weights) == len(encoder.weights) == len(encoder.checkpoint_variables())
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("{not json", "is not valid JSON"),
+        (json.dumps({k: v for k, v in SMALL.items() if k != "hidden_size"}), "missing hidden_size"),
+        (json.dumps({**SMALL, "hidden_size": "32"}), "'hidden_size' must be int"),
+        (json.dumps({**SMALL, "hidden_act": "swish"}), "hidden_act 'swish' is not one of"),
+        (json.dumps({**SMALL, "num_attention_heads": 5}), "not a multiple of"),
+        (json.dumps([1, 2]), "must be a JSON object"),
+    ],
+)
+def test_malformed_config(tmp_path, text, message):
+    path = tmp_path / "bert_config.json"
+    path.write_text(text)
+    with pytest.raises(model.ConfigError, match=message):
+        model.BertConfig.from_json_file(path)
+
+
+def test_pooling():
+    outputs = {
+        "sequence_output": tf.constant([[[1.0, 2.0], [3.0, 4.0], [9.0, 9.0]]]),
+        "pooled_output": tf.constant([[0.5, 0.5]]),
+    }
+    mask = tf.constant([[1, 1, 0]])
+    np.testing.assert_allclose(model.pool(outputs, mask, "cls"), [[1.0, 2.0]])
+    np.testing.assert_allclose(model.pool(outputs, mask, "pooled"), [[0.5, 0.5]])
+    np.testing.assert_allclose(model.pool(outputs, mask, "mean"), [[2.0, 3.0]])
