@@ -72,3 +72,28 @@ def write_tf1_checkpoint(prefix, weights, pretraining_extras=True):
         with tf.compat.v1.Session(graph=graph) as session:
             session.run(tf.compat.v1.global_variables_initializer())
             return saver.save(session, str(prefix), write_meta_graph=False)
+
+
+def run_script(*args, timeout=900):
+    """Runs a repository script in a subprocess, as a user would."""
+    import subprocess
+
+    return subprocess.run(
+        [sys.executable, *map(str, args)], cwd=REPO, capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+def last_stderr_line(result):
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    return lines[-1] if lines else ""
+
+
+@pytest.fixture(scope="session")
+def prepared_data_dir(tmp_path_factory):
+    """Every tfds-korean dataset prepared offline from ../shared/data with `python data.py prepare`."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"shared data not found at {SHARED_DATA}")
+    data_dir = tmp_path_factory.mktemp("tensorflow_datasets")
+    result = run_script("data.py", "prepare", f"--source_dir={SHARED_DATA}", f"--data_dir={data_dir}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    return data_dir, result.stderr

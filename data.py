@@ -1,0 +1,260 @@
+"""Data: KR-BERT tokenization in-graph, and the tfds-korean datasets prepared offline and read with tfds.
+
+Offline preparation runs the real tfds-korean builders with their downloads served from local copies of
+the upstream files:
+
+    python data.py prepare --source_dir=../shared/data --data_dir=~/tensorflow_datasets
+
+A split whose source file is absent is left out (with a warning naming the file); asking for it later
+fails with an error that says which file to provide.
+"""
+
+import os
+import sys
+
+import tensorflow as tf
+import tensorflow_datasets as tfds
+import tensorflow_text as tf_text
+import tfds_korean.klue_sts
+import tfds_korean.korean_wikipedia_corpus
+import tfds_korean.kornli
+import tfds_korean.korsts
+from absl import app, flags, logging
+
+# Upstream file of every split, relative to --source_dir, laid out as ../shared/data is.
+SOURCE_FILES = {
+    "korsts": {
+        "train": "korsts/sts-train.tsv",
+        "dev": "korsts/sts-dev.tsv",
+        "test": "korsts/sts-test.tsv",
+    },
+    "klue_sts": {
+        "train": "klue_sts/klue-sts-v1.1_train.json",
+        "dev": "klue_sts/klue-sts-v1.1_dev.json",
+    },
+    "kornli": {
+        "mnli_train": "kornli/multinli.train.ko.tsv",
+        "snli_train": "kornli/snli_1.0_train.ko.tsv",
+        "xnli_dev": "kornli/xnli.dev.ko.tsv",
+        "xnli_test": "kornli/xnli.test.ko.tsv",
+    },
+    "korean_wikipedia_corpus": {"train": "korean_wikipedia_corpus/corpus.zip"},
+}
+BUILDERS = {
+    "korsts": tfds_korean.korsts.Korsts,
+    "klue_sts": tfds_korean.klue_sts.KlueSts,
+    "kornli": tfds_korean.kornli.Kornli,
+    "korean_wikipedia_corpus": tfds_korean.korean_wikipedia_corpus.KoreanWikipediaCorpus,
+}
+# The gold similarity feature of each STS dataset (both on a 0-5 scale).
+STS_SCORE_FEATURES = {"korsts": "score", "klue_sts": "label"}
+
+
+class DataError(Exception):
+    """Data that is missing, not prepared, or unknown."""
+
+
+# === Tokenization ===
+
+# google-research/bert tokenization.py WordpieceTokenizer: words longer than this many characters are [UNK].
+MAX_CHARS_PER_WORD = 100
+
+
+# tokenization.py BasicTokenizer: words split at whitespace, around every punctuation character (ASCII
+# symbols and Unicode P*) and around every CJK ideograph. Hangul is neither, so it stays in words.
+_PUNCTUATION = r"[!-/:-@\[-`{-~\p{P}]"
+_CJK_IDEOGRAPH = (
+    r"[\x{4E00}-\x{9FFF}\x{3400}-\x{4DBF}\x{20000}-\x{2A6DF}\x{2A700}-\x{2B73F}"
+    r"\x{2B740}-\x{2B81F}\x{2B820}-\x{2CEAF}\x{F900}-\x{FAFF}\x{2F800}-\x{2FA1F}]"
+)
+_WORD_DELIMITERS = rf" +|{_PUNCTUATION}|{_CJK_IDEOGRAPH}"
+_KEPT_DELIMITERS = rf"{_PUNCTUATION}|{_CJK_IDEOGRAPH}"
+
+
+class KrBertTokenizer(tf.Module):
+    """KR-BERT's tokenization (BERT's FullTokenizer, do_lower_case=False) as TensorFlow ops.
+
+    The two halves of `tensorflow_text.BertTokenizer` with no lower-casing and no Unicode normalisation
+    (NFD would decompose Hangul): BERT's basic tokenization as `tensorflow_text.regex_split`, then
+    `tensorflow_text.WordpieceTokenizer`. Two of the reference's rules are applied as it states them, where
+    tf-text's BertTokenizer differs: text cleaning (control characters dropped, not made spaces; Unicode
+    spaces made spaces) and the word length limit (100 characters, not 100 bytes: a 34-syllable Hangul word
+    is a word, not [UNK]).
+
+    Args:
+        vocab_path: a BERT vocab file, one token per line.
+        max_sequence_length: length of every output row, [CLS] and [SEP] included.
+
+    Example:
+        >>> tokenizer = KrBertTokenizer("../shared/data/vocabs/vocab_char_16424.txt", max_sequence_length=8)
+        >>> tokenizer(tf.constant(["안녕하세요"]))["input_word_ids"].numpy()
+        array([[   2, 1926, 6872, 6617, 7025, 7122,    3,    0]], dtype=int32)
+    """
+
+    def __init__(self, vocab_path, max_sequence_length):
+        super().__init__()
+        if not tf.io.gfile.exists(vocab_path):
+            raise DataError(f"vocab file not found: {vocab_path}")
+        if max_sequence_length < 2:
+            raise DataError(f"max_sequence_length must leave room for [CLS] and [SEP], got {max_sequence_length}")
+        with tf.io.gfile.GFile(vocab_path) as f:
+            tokens = [line.rstrip("\n") for line in f]
+        self.vocab_size = len(tokens)
+        missing = [token for token in ("[PAD]", "[UNK]", "[CLS]", "[SEP]") if token not in tokens]
+        if missing:
+            raise DataError(f"vocab file {vocab_path} has no {', '.join(missing)} token")
+        self.max_sequence_length = max_sequence_length
+        self.pad_id = tokens.index("[PAD]")
+        self.cls_id = tokens.index("[CLS]")
+        self.sep_id = tokens.index("[SEP]")
+        vocab_table = tf.lookup.StaticVocabularyTable(
+            tf.lookup.TextFileInitializer(
+                vocab_path, tf.string, tf.lookup.TextFileIndex.WHOLE_LINE, tf.int64, tf.lookup.TextFileIndex.LINE_NUMBER
+            ),
+            num_oov_buckets=1,
+        )
+        self.wordpiece_tokenizer = tf_text.WordpieceTokenizer(
+            vocab_table,
+            # Enough bytes for any word of MAX_CHARS_PER_WORD characters; longer words are [UNK] already.
+            max_bytes_per_word=4 * MAX_CHARS_PER_WORD,
+            token_out_type=tf.int32,
+            unknown_token="[UNK]",
+        )
+
+    def __call__(self, sentences):
+        """sentences: string [batch] -> int32 `input_word_ids`, `input_mask`, `input_type_ids`, [batch, max_len]."""
+        # tokenization.py _clean_text and whitespace_tokenize: Unicode spaces split words, control
+        # characters (every category C, but tab/newline/CR) and U+FFFD are dropped.
+        text = tf.strings.regex_replace(sentences, r"[\t\n\r\p{Zs}\x{2028}\x{2029}]", " ")
+        text = tf.strings.regex_replace(text, r"[\p{C}\x{FFFD}]", "")
+        words = tf_text.regex_split(text, _WORD_DELIMITERS, _KEPT_DELIMITERS)  # string [batch, (words)]
+        words = tf.ragged.map_flat_values(
+            lambda flat: tf.where(tf.strings.length(flat, unit="UTF8_CHAR") > MAX_CHARS_PER_WORD, "[UNK]", flat),
+            words,
+        )
+        pieces = self.wordpiece_tokenizer.tokenize(words).merge_dims(1, 2)  # int32 [batch, (pieces)]
+        pieces = pieces[:, : self.max_sequence_length - 2]  # room for [CLS] and [SEP]
+        batch_size = tf.shape(sentences)[0]
+        cls = tf.fill([batch_size, 1], self.cls_id)  # [batch, 1]
+        sep = tf.fill([batch_size, 1], self.sep_id)  # [batch, 1]
+        ids = tf.concat([cls, pieces, sep], axis=1)  # int32 [batch, (tokens)]
+        shape = [None, self.max_sequence_length]
+        input_word_ids = ids.to_tensor(default_value=self.pad_id, shape=shape)  # [batch, max_len]
+        input_mask = tf.ones_like(ids).to_tensor(default_value=0, shape=shape)  # [batch, max_len]
+        return {
+            "input_word_ids": input_word_ids,
+            "input_mask": input_mask,
+            "input_type_ids": tf.zeros_like(input_word_ids),
+        }
+
+
+# === Offline preparation ===
+
+
+class _LocalDownloads:
+    """A stand-in for a builder's DownloadManager that serves each URL from `source_dir/<dataset>/<file name>`."""
+
+    def __init__(self, dl_manager, source_dir, dataset):
+        self.dl_manager = dl_manager
+        self.directory = os.path.join(source_dir, dataset)
+
+    def download(self, url_or_urls):
+        return tf.nest.map_structure(lambda url: tfds.core.Path(self.directory) / url.rsplit("/", 1)[-1], url_or_urls)
+
+    def extract(self, path_or_paths):
+        return self.dl_manager.extract(path_or_paths)
+
+    def download_and_extract(self, url_or_urls):
+        return self.extract(self.download(url_or_urls))
+
+
+def _offline_builder(name, source_dir):
+    """The tfds-korean builder `name`, its downloads served from `source_dir`, absent splits left out."""
+    registered = BUILDERS[name]
+    available = {}
+    for split, relative in SOURCE_FILES[name].items():
+        if os.path.exists(os.path.join(source_dir, relative)):
+            available[split] = relative
+        else:
+            logging.warning("%s: %s is absent from %s, so split '%s' is left out", name, relative, source_dir, split)
+    if not available:
+        raise DataError(f"{name}: none of {', '.join(SOURCE_FILES[name].values())} is in {source_dir}")
+
+    class OfflineBuilder(registered, skip_registration=True):
+        def _split_generators(self, dl_manager):
+            generators = super()._split_generators(_LocalDownloads(dl_manager, source_dir, name))
+            return {split: generator for split, generator in generators.items() if split in available}
+
+    OfflineBuilder.name = registered.name
+    return OfflineBuilder
+
+
+def prepare(names, source_dir, data_dir):
+    """Builds each dataset in `names` into `data_dir` from the upstream files under `source_dir`."""
+    for name in names:
+        if name not in BUILDERS:
+            raise DataError(f"unknown dataset '{name}' (choose from {', '.join(BUILDERS)})")
+    for name in names:
+        builder = _offline_builder(name, source_dir)(data_dir=data_dir)
+        builder.download_and_prepare()
+        splits = ", ".join(f"{split}: {info.num_examples}" for split, info in builder.info.splits.items())
+        logging.info("prepared %s in %s (%s)", name, builder.data_dir, splits)
+
+
+# === Loading ===
+
+
+def load(name, split, data_dir=None):
+    """`tfds.load` of a prepared tfds-korean split, with errors that say how to fix them."""
+    if name not in SOURCE_FILES:
+        raise DataError(f"unknown dataset '{name}' (choose from {', '.join(SOURCE_FILES)})")
+    if split not in SOURCE_FILES[name]:
+        raise DataError(f"unknown split '{split}' of {name} (choose from {', '.join(SOURCE_FILES[name])})")
+    builder = tfds.builder(name, data_dir=data_dir)
+    if not builder.is_prepared():
+        raise DataError(
+            f"{name} is not prepared in {builder.data_dir_root}: run `python data.py prepare "
+            f"--source_dir=DIR --data_dir={builder.data_dir_root} --datasets={name}` with the upstream files in DIR"
+        )
+    if split not in builder.info.splits:
+        raise DataError(
+            f"{name}:{split} was not prepared in {builder.data_dir_root} because its source file was absent: "
+            f"put {SOURCE_FILES[name][split]} under --source_dir and rerun `python data.py prepare --datasets={name}`"
+        )
+    return tfds.load(name, split=split, data_dir=data_dir, download=False)
+
+
+def sts_pairs(name, split, data_dir=None):
+    """An STS split as a dataset of {"sentence1", "sentence2", "score"} (gold score on a 0-5 scale)."""
+    if name not in STS_SCORE_FEATURES:
+        raise DataError(f"unknown STS dataset '{name}' (choose from {', '.join(STS_SCORE_FEATURES)})")
+    score = STS_SCORE_FEATURES[name]
+    return load(name, split, data_dir).map(
+        lambda example: {
+            "sentence1": example["sentence1"],
+            "sentence2": example["sentence2"],
+            "score": example[score],
+        }
+    )
+
+
+# === Command line ===
+
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+    if len(argv) != 2 or argv[1] != "prepare":
+        raise app.UsageError("usage: python data.py prepare --source_dir=DIR --data_dir=TFDS_DIR [--datasets=...]")
+    try:
+        prepare(FLAGS.datasets, FLAGS.source_dir, FLAGS.data_dir)
+    except DataError as error:
+        sys.exit(f"error: {error}")
+
+
+if __name__ == "__main__":
+    flags.DEFINE_string("source_dir", None, "Directory with the upstream files, laid out as ../shared/data is.")
+    flags.DEFINE_string("data_dir", None, "TFDS data directory to prepare into (default: TFDS's).")
+    flags.DEFINE_list("datasets", list(BUILDERS), "Datasets to prepare.")
+    flags.mark_flag_as_required("source_dir")
+    app.run(main)

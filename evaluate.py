@@ -1,0 +1,74 @@
+"""Scores a BERT checkpoint as a sentence encoder on STS sets: cosine similarity of the two sentences'
+embeddings against the gold score, Pearson and Spearman (KorSTS is reported by Spearman, KLUE STS by Pearson).
+
+    python evaluate.py --config=configs/char_bert_base.json --checkpoint=KR-BERT/model.ckpt-2000000 \\
+        --vocab_path=KR-BERT/vocab_char_16424.txt --datasets=korsts:dev,korsts:test,klue_sts:dev
+"""
+
+import json
+import os
+import sys
+
+from absl import app, flags
+
+import data
+import model
+import sts
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("config", None, "Google-format bert_config.json.")
+flags.DEFINE_string("checkpoint", None, "Checkpoint prefix (Google format or saved by training), or its directory.")
+flags.DEFINE_string("vocab_path", None, "BERT vocab file, e.g. vocab_char_16424.txt.")
+flags.DEFINE_string("data_dir", None, "TFDS data directory with the prepared datasets (default: TFDS's).")
+flags.DEFINE_list("datasets", ["korsts:dev", "korsts:test", "klue_sts:dev"], "STS sets as DATASET:SPLIT.")
+flags.DEFINE_integer("max_sequence_length", 64, "Tokens per sentence, [CLS] and [SEP] included.")
+flags.DEFINE_enum("pooling", "cls", model.POOLINGS, "Sentence embedding: [CLS] output, pooler output or mean.")
+flags.DEFINE_integer("batch_size", 64, "Sentence pairs per batch.")
+flags.DEFINE_string("results_json", None, "Write {set: {n, pearson, spearman}} here.")
+for name in ("config", "checkpoint", "vocab_path"):
+    flags.mark_flag_as_required(name)
+
+
+def write_json_atomically(path, value):
+    temporary = f"{path}.tmp-{os.getpid()}"
+    with open(temporary, "w", encoding="utf-8") as f:
+        json.dump(value, f, indent=2)
+        f.write("\n")
+    os.replace(temporary, path)
+
+
+def evaluate():
+    config = model.BertConfig.from_json_file(FLAGS.config)
+    tokenizer = data.KrBertTokenizer(FLAGS.vocab_path, FLAGS.max_sequence_length)
+    if tokenizer.vocab_size != config.vocab_size:
+        raise data.DataError(
+            f"vocab {FLAGS.vocab_path} has {tokenizer.vocab_size} tokens, config vocab_size is {config.vocab_size}"
+        )
+    # Every set is looked up before the model is loaded, so a missing split fails at once.
+    sets = {
+        f"{name}:{split}": data.sts_pairs(name, split, FLAGS.data_dir) for name, split in sts.parse_sets(FLAGS.datasets)
+    }
+    encoder = model.BertEncoder(config, dtype="float32")
+    prefix = model.load_checkpoint(encoder, FLAGS.checkpoint)
+    print(f"checkpoint: {prefix}")
+    evaluator = sts.StsEvaluator(sets, tokenizer, FLAGS.batch_size)
+    results = evaluator(model.sentence_embedder(encoder, FLAGS.pooling), verbose=True)
+
+    print(f"{'set':<16}{'n':>6}{'pearson':>10}{'spearman':>10}   (x100, {FLAGS.pooling} pooling)")
+    for key, scores in results.items():
+        print(f"{key:<16}{scores['n']:>6}{scores['pearson'] * 100:>10.2f}{scores['spearman'] * 100:>10.2f}")
+    if FLAGS.results_json:
+        write_json_atomically(FLAGS.results_json, results)
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    try:
+        evaluate()
+    except (model.ConfigError, model.CheckpointError, data.DataError) as error:
+        sys.exit(f"error: {error}")
+
+
+if __name__ == "__main__":
+    app.run(main)

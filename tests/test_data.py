@@ -1,0 +1,138 @@
+"""Tokenization against BERT's reference tokenizer on real Korean text; offline tfds-korean preparation."""
+
+import json
+import zipfile
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from conftest import SHARED_DATA, VOCAB, needs_shared
+from reference_tokenizer import encode, load_vocab
+
+import data
+
+# Inputs where tf-text's BertTokenizer and the reference disagree unless the tokenizer states the
+# reference's rules itself, and the ones every tokenizer must survive.
+EDGE_CASES = [
+    "가\u00a0나 다\u3000라",  # Unicode spaces (Zs) split words
+    "zero\u200bwidth 가\u200b나",  # format characters (Cf) are dropped, not made spaces
+    "ㅋ" * 40,  # 40 characters, 120 bytes: still a word
+    "ㅋ" * 101,  # over 100 characters: [UNK]
+    "tab\tform\x0cfeed\x0bvertical",
+    "line\u2028separator",
+    "\ufffd대체 문자",
+    "이모지 😀😂🤣 ❤️ 👍🏽",
+    "漢字와 한글, English, 123.45%, (괄호) [대괄호] 「인용」…",
+    "",
+    "   ",
+    "😀",
+    "아주 긴 문장 " * 200,
+]
+
+
+def shared_sentences():
+    sentences = []
+    for name in ("sts-train.tsv", "sts-dev.tsv"):
+        for line in (SHARED_DATA / "korsts" / name).read_text(encoding="utf-8").splitlines()[1:]:
+            sentences += line.split("\t")[5:7]
+    for line in (SHARED_DATA / "kornli" / "xnli.dev.ko.tsv").read_text(encoding="utf-8").splitlines()[1:]:
+        sentences += line.split("\t")[:2]
+    for pair in json.loads((SHARED_DATA / "klue_sts" / "klue-sts-v1.1_dev.json").read_text(encoding="utf-8")):
+        sentences += [pair["sentence1"], pair["sentence2"]]
+    with zipfile.ZipFile(SHARED_DATA / "korean_wikipedia_corpus" / "corpus.zip") as corpus:
+        for name in corpus.namelist()[:2]:
+            sentences += corpus.read(name).decode("utf-8").splitlines()
+    return list(dict.fromkeys(sentences))
+
+
+@needs_shared
+def test_tokenizer_matches_reference_on_real_korean_text():
+    sentences = shared_sentences() + EDGE_CASES
+    assert len(sentences) > 20000
+    assert any(len(s) > 200 for s in sentences) and any(c.isascii() and c.isalpha() for c in "".join(sentences))
+    vocab = load_vocab(VOCAB)
+    tokenizer = data.KrBertTokenizer(str(VOCAB), max_sequence_length=64)
+    for start in range(0, len(sentences), 1024):
+        batch = sentences[start : start + 1024]
+        features = tokenizer(tf.constant(batch))
+        for sentence, ids, mask in zip(
+            batch, features["input_word_ids"].numpy(), features["input_mask"].numpy(), strict=True
+        ):
+            expected_ids, expected_mask = encode(sentence, vocab, 64)
+            assert ids.tolist() == expected_ids, sentence
+            assert mask.tolist() == expected_mask, sentence
+        np.testing.assert_array_equal(features["input_type_ids"], 0)
+
+
+@needs_shared
+def test_long_input_keeps_sep_and_short_input_is_padded():
+    tokenizer = data.KrBertTokenizer(str(VOCAB), max_sequence_length=16)
+    features = tokenizer(tf.constant(["아주 긴 문장 " * 50, "짧다", ""]))
+    ids, mask = features["input_word_ids"].numpy(), features["input_mask"].numpy()
+    assert ids.shape == (3, 16) and ids.dtype == np.int32
+    assert ids[0, 0] == tokenizer.cls_id and ids[0, -1] == tokenizer.sep_id and mask[0].all()
+    assert mask[1].sum() == 4 and ids[1, 3] == tokenizer.sep_id and (ids[1, 4:] == tokenizer.pad_id).all()
+    assert ids[2, :2].tolist() == [tokenizer.cls_id, tokenizer.sep_id] and mask[2].sum() == 2
+
+
+@needs_shared
+def test_tokenizer_runs_inside_tf_data():
+    sentences = ["안녕하세요.", "KR-BERT 문장 임베딩", "😀"]
+    tokenizer = data.KrBertTokenizer(str(VOCAB), max_sequence_length=12)
+    mapped = next(iter(tf.data.Dataset.from_tensor_slices(sentences).batch(3).map(tokenizer)))
+    np.testing.assert_array_equal(mapped["input_word_ids"], tokenizer(tf.constant(sentences))["input_word_ids"])
+
+
+def test_tokenizer_rejects_missing_vocab(tmp_path):
+    with pytest.raises(data.DataError, match="vocab file not found"):
+        data.KrBertTokenizer(str(tmp_path / "vocab.txt"), 64)
+    (tmp_path / "vocab.txt").write_text("[PAD]\n[UNK]\n가\n")
+    with pytest.raises(data.DataError, match=r"has no \[CLS\], \[SEP\] token"):
+        data.KrBertTokenizer(str(tmp_path / "vocab.txt"), 64)
+
+
+def test_prepared_datasets_match_the_source_files(prepared_data_dir):
+    data_dir, log = prepared_data_dir
+    for split in ("train", "dev"):
+        rows = (SHARED_DATA / "korsts" / f"sts-{split}.tsv").read_text(encoding="utf-8").splitlines()[1:]
+        examples = list(data.sts_pairs("korsts", split, data_dir).as_numpy_iterator())
+        assert len(examples) == len(rows)
+        first = rows[0].split("\t")
+        assert any(
+            e["sentence1"].decode() == first[5] and e["score"] == pytest.approx(float(first[4])) for e in examples
+        )
+    klue = data.sts_pairs("klue_sts", "dev", data_dir)
+    assert len(list(klue)) == 519
+    scores = np.array([e["score"] for e in klue.as_numpy_iterator()])
+    assert scores.min() >= 0.0 and scores.max() <= 5.0 and scores.std() > 1.0
+    nli_rows = (SHARED_DATA / "kornli" / "xnli.dev.ko.tsv").read_text(encoding="utf-8").splitlines()[1:]
+    assert len(list(data.load("kornli", "xnli_dev", data_dir))) == len(nli_rows)
+    documents = list(data.load("korean_wikipedia_corpus", "train", data_dir).as_numpy_iterator())
+    assert sum(len(d["content"]) for d in documents) > 40000
+    # Absent upstream files were named when they were left out.
+    for missing in ("korsts/sts-test.tsv", "klue_sts/klue-sts-v1.1_train.json", "kornli/multinli.train.ko.tsv"):
+        assert missing in log
+
+
+def test_absent_split_says_which_file_to_provide(prepared_data_dir):
+    with pytest.raises(data.DataError, match=r"korsts:test was not prepared .* put korsts/sts-test.tsv under"):
+        data.sts_pairs("korsts", "test", prepared_data_dir[0])
+
+
+def test_unknown_or_unprepared_dataset(tmp_path):
+    with pytest.raises(data.DataError, match="unknown dataset 'korsts2'"):
+        data.load("korsts2", "dev", tmp_path)
+    with pytest.raises(data.DataError, match="unknown split 'validation' of korsts"):
+        data.load("korsts", "validation", tmp_path)
+    with pytest.raises(data.DataError, match="unknown STS dataset 'kornli'"):
+        data.sts_pairs("kornli", "xnli_dev", tmp_path)
+    with pytest.raises(data.DataError, match=r"korsts is not prepared in .*python data.py prepare"):
+        data.load("korsts", "dev", tmp_path)
+
+
+def test_prepare_with_no_source_file_fails_clearly(tmp_path):
+    with pytest.raises(data.DataError, match="none of korsts/sts-train.tsv"):
+        data.prepare(["korsts"], str(tmp_path), str(tmp_path / "tfds"))
+    with pytest.raises(data.DataError, match="unknown dataset 'wiki'"):
+        data.prepare(["wiki"], str(tmp_path), str(tmp_path / "tfds"))
+    assert not (tmp_path / "tfds").exists()
