@@ -238,6 +238,96 @@ def sts_pairs(name, split, data_dir=None):
     )
 
 
+# === Training data ===
+
+# The original recipe's shuffle buffer, in sentences.
+SHUFFLE_BUFFER_SIZE = 100_000
+
+
+def corpus_sentences(data_dir=None):
+    """Every sentence of the korean_wikipedia_corpus documents (their `content`), as a dataset of strings."""
+    documents = load("korean_wikipedia_corpus", "train", data_dir)
+    sentences = documents.flat_map(lambda document: tf.data.Dataset.from_tensor_slices(document["content"]))
+    if not list(sentences.take(1)):
+        raise DataError("korean_wikipedia_corpus:train has no sentences to train on")
+    return sentences
+
+
+def unsupervised_batches(sentences, tokenizer, batch_size, seed):
+    """Shuffled, endlessly repeated batches of tokenized sentences, each [batch_size, max_len]."""
+    return (
+        sentences.shuffle(SHUFFLE_BUFFER_SIZE, seed=seed)
+        .repeat()
+        .batch(batch_size, drop_remainder=True)
+        .map(tokenizer, num_parallel_calls=tf.data.AUTOTUNE)
+        .prefetch(tf.data.AUTOTUNE)
+    )
+
+
+# tfds kornli's gold_label ClassLabel: ["entailment", "neutral", "contradiction"].
+ENTAILMENT, NEUTRAL, CONTRADICTION = 0, 1, 2
+# The original recipe's shuffle buffer of NLI triples.
+TRIPLE_SHUFFLE_BUFFER_SIZE = 500_000
+
+
+def nli_triples(split, data_dir=None):
+    """{"premise", "entailment", "contradiction"} for every premise of a KorNLI split that has both an entailment
+    and a contradiction hypothesis (the last of each in file order, as the original work took them).
+
+    Rows are grouped by premise in one streaming tf.data reduction: each premise and its two hypotheses are
+    held once, as tensors, however the rows are ordered, and no Python string is made. Premises are keyed by
+    their 63-bit fingerprint; a collision (odds ~1e-8 at KorNLI's size) would merge two premises.
+    """
+
+    def initial_state(_):
+        return {
+            "premise": "",
+            "entailment": "",
+            "contradiction": "",
+            "has_entailment": False,
+            "has_contradiction": False,
+        }
+
+    def add_row(state, row):
+        is_entailment = tf.equal(row["gold_label"], ENTAILMENT)
+        is_contradiction = tf.equal(row["gold_label"], CONTRADICTION)
+        return {
+            "premise": row["sentence1"],
+            "entailment": tf.where(is_entailment, row["sentence2"], state["entailment"]),
+            "contradiction": tf.where(is_contradiction, row["sentence2"], state["contradiction"]),
+            "has_entailment": state["has_entailment"] | is_entailment,
+            "has_contradiction": state["has_contradiction"] | is_contradiction,
+        }
+
+    grouped = (
+        load("kornli", split, data_dir)
+        .filter(lambda row: row["gold_label"] != NEUTRAL)
+        .apply(
+            tf.data.experimental.group_by_reducer(
+                key_func=lambda row: tf.strings.to_hash_bucket_fast(row["sentence1"], 2**63 - 1),
+                reducer=tf.data.experimental.Reducer(initial_state, add_row, lambda state: state),
+            )
+        )
+    )
+    return grouped.filter(lambda state: state["has_entailment"] & state["has_contradiction"]).map(
+        lambda state: {key: state[key] for key in ("premise", "entailment", "contradiction")}
+    )
+
+
+def supervised_batches(triples, tokenizer, batch_size, seed):
+    """Shuffled, endlessly repeated batches of tokenized (premise, entailment, contradiction) feature dicts."""
+    return (
+        triples.shuffle(TRIPLE_SHUFFLE_BUFFER_SIZE, seed=seed)
+        .repeat()
+        .batch(batch_size, drop_remainder=True)
+        .map(
+            lambda batch: tuple(tokenizer(batch[key]) for key in ("premise", "entailment", "contradiction")),
+            num_parallel_calls=tf.data.AUTOTUNE,
+        )
+        .prefetch(tf.data.AUTOTUNE)
+    )
+
+
 # === Command line ===
 
 FLAGS = flags.FLAGS

@@ -1,5 +1,6 @@
 """Shared test helpers: the ../shared data location and a writer of Google-format (TF1) BERT checkpoints."""
 
+import json
 import os
 import pathlib
 import sys
@@ -14,6 +15,12 @@ sys.path.insert(0, str(REPO))
 SHARED_DATA = REPO.parent / "shared" / "data"
 VOCAB = SHARED_DATA / "vocabs" / "vocab_char_16424.txt"
 TINY_CHECKPOINT_DIR = SHARED_DATA / "checkpoints" / "tiny-char-mlm"
+
+TINY = {
+    "config": TINY_CHECKPOINT_DIR / "bert_config.json",
+    "pretrained_weight": TINY_CHECKPOINT_DIR / "model.ckpt",
+    "vocab_path": VOCAB,
+}
 
 needs_shared = pytest.mark.skipif(not SHARED_DATA.is_dir(), reason=f"shared data not found at {SHARED_DATA}")
 
@@ -97,3 +104,45 @@ def prepared_data_dir(tmp_path_factory):
     result = run_script("data.py", "prepare", f"--source_dir={SHARED_DATA}", f"--data_dir={data_dir}")
     assert result.returncode == 0, result.stderr[-3000:]
     return data_dir, result.stderr
+
+
+def command_line(script, options):
+    """[script, --flag=value ...] from a dict; True is a bare boolean flag."""
+    args = [script]
+    for name, value in options.items():
+        if value is True:
+            args.append(f"--{name}")
+        else:
+            args.append(f"--{name}={value}")
+    return args
+
+
+def evaluate_korsts_dev(data_dir, checkpoint, results_json, run_options):
+    """evaluate.py's KorSTS dev scores of a tiny-config checkpoint, at the run's max sequence length."""
+    result = run_script(
+        "evaluate.py",
+        f"--config={TINY['config']}",
+        f"--checkpoint={checkpoint}",
+        f"--vocab_path={VOCAB}",
+        f"--data_dir={data_dir}",
+        "--datasets=korsts:dev",
+        f"--max_sequence_length={run_options['max_sequence_length']}",
+        f"--results_json={results_json}",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(results_json.read_text())["korsts:dev"]
+
+
+def flag_defaults(script, names):
+    """The default values of a script's flags, read in a fresh interpreter (absl flags are process-global)."""
+    import subprocess
+
+    code = (
+        "import json, sys\n"
+        "from absl import flags\n"
+        f"import {script}\n"
+        "flags.FLAGS(['x'])\n"
+        f"print(json.dumps({{name: flags.FLAGS[name].value for name in {list(names)!r}}}))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    return json.loads(result.stdout.splitlines()[-1])

@@ -59,7 +59,7 @@ def test_evaluate_reproduces_an_independent_bert(prepared_data_dir, tmp_path):
     assert list(results) == ["korsts:dev", "klue_sts:dev"]
     assert results["korsts:dev"]["n"] == 1500 and results["klue_sts:dev"]["n"] == 519
     for scores in results.values():
-        assert set(scores) == {"n", "pearson", "spearman"}
+        assert set(scores) == {"n", "pearson", "spearman", "alignment", "uniformity"}
     assert "korsts:dev" in result.stdout and "klue_sts:dev" in result.stdout
     printed = f"{results['korsts:dev']['spearman'] * 100:.2f}"
     assert printed in result.stdout
