@@ -106,6 +106,29 @@ def prepared_data_dir(tmp_path_factory):
     return data_dir, result.stderr
 
 
+def run_training(script, data_dir, tmp_path, options):
+    """Runs a training script from the tiny checkpoint with `options`, runs and logs under `tmp_path`."""
+    options = {
+        **TINY,
+        "data_dir": data_dir,
+        "model_checkpoints": tmp_path / "runs",
+        "tensorboard_log_path": tmp_path / "logs",
+        **options,
+    }
+    return run_script(*command_line(script, options))
+
+
+def eval_history(run_dir):
+    return [json.loads(line) for line in (run_dir / "eval_history.jsonl").read_text().splitlines()]
+
+
+def assert_failed_cleanly(result, message):
+    """Bad input: a non-zero exit and one clear line on stderr starting with `message`, no traceback."""
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    assert last_stderr_line(result).startswith(message), result.stderr[-2000:]
+
+
 def command_line(script, options):
     """[script, --flag=value ...] from a dict; True is a bare boolean flag."""
     args = [script]

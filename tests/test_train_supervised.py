@@ -6,12 +6,12 @@ import pytest
 from conftest import (
     SHARED_DATA,
     TINY,
-    command_line,
+    assert_failed_cleanly,
+    eval_history,
     evaluate_korsts_dev,
     flag_defaults,
-    last_stderr_line,
     needs_shared,
-    run_script,
+    run_training,
 )
 
 import data
@@ -83,19 +83,12 @@ SHORT_RUN = {
 
 def test_supervised_simcse_raises_korsts(prepared_data_dir, tmp_path):
     data_dir = prepared_data_dir[0]
-    options = {
-        **TINY,
-        **SHORT_RUN,
-        "data_dir": data_dir,
-        "model_checkpoints": tmp_path / "runs",
-        "tensorboard_log_path": tmp_path / "logs",
-    }
-    result = run_script(*command_line("train_supervised.py", options))
+    result = run_training("train_supervised.py", data_dir, tmp_path, SHORT_RUN)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "kornli:xnli_dev: 830 triples" in result.stderr
     (run_dir,) = (tmp_path / "runs").iterdir()
     assert json.loads((run_dir / "data_stats.json").read_text()) == {"triples": {"xnli_dev": 830}}
-    history = [json.loads(line) for line in (run_dir / "eval_history.jsonl").read_text().splitlines()]
+    history = eval_history(run_dir)
     assert [record["step"] for record in history] == [75]  # 3 epochs of 830 // 32 = 25 steps
 
     before = evaluate_korsts_dev(data_dir, TINY["pretrained_weight"], tmp_path / "before.json", SHORT_RUN)
@@ -115,18 +108,8 @@ def test_supervised_simcse_raises_korsts(prepared_data_dir, tmp_path):
     ],
 )
 def test_bad_input_leaves_no_run_directory(prepared_data_dir, tmp_path, change, message):
-    options = {
-        **TINY,
-        **SHORT_RUN,
-        "data_dir": prepared_data_dir[0],
-        "model_checkpoints": tmp_path / "runs",
-        "tensorboard_log_path": tmp_path / "logs",
-        **change,
-    }
-    result = run_script(*command_line("train_supervised.py", options))
-    assert result.returncode != 0
-    assert "Traceback" not in result.stderr
-    assert last_stderr_line(result).startswith(message)
+    result = run_training("train_supervised.py", prepared_data_dir[0], tmp_path, {**SHORT_RUN, **change})
+    assert_failed_cleanly(result, message)
     assert not (tmp_path / "runs").exists() and not (tmp_path / "logs").exists()
 
 

@@ -1,10 +1,17 @@
 """train_unsupervised.py end to end from the tiny MLM checkpoint on the sample corpus; bad input; defaults."""
 
-import json
 import zipfile
 
 import pytest
-from conftest import TINY, command_line, evaluate_korsts_dev, flag_defaults, last_stderr_line, run_script
+from conftest import (
+    TINY,
+    assert_failed_cleanly,
+    eval_history,
+    evaluate_korsts_dev,
+    flag_defaults,
+    run_script,
+    run_training,
+)
 
 # A short CPU run: smaller batches and sentences than the recipe, a higher learning rate to move in 40 steps.
 SHORT_RUN = {
@@ -19,18 +26,11 @@ SHORT_RUN = {
 
 def test_unsupervised_simcse_spreads_embeddings_and_best_checkpoint_scores_as_recorded(prepared_data_dir, tmp_path):
     data_dir = prepared_data_dir[0]
-    options = {
-        **TINY,
-        **SHORT_RUN,
-        "data_dir": data_dir,
-        "model_checkpoints": tmp_path / "runs",
-        "tensorboard_log_path": tmp_path / "logs",
-    }
-    result = run_script(*command_line("train_unsupervised.py", options))
+    result = run_training("train_unsupervised.py", data_dir, tmp_path, SHORT_RUN)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "precision policy: mixed_bfloat16" in result.stderr
     (run_dir,) = (tmp_path / "runs").iterdir()
-    history = [json.loads(line) for line in (run_dir / "eval_history.jsonl").read_text().splitlines()]
+    history = eval_history(run_dir)
     assert [record["step"] for record in history] == [20, 40]
     for record in history:
         assert set(record) == {
@@ -81,18 +81,8 @@ def test_bad_input_leaves_no_run_directory(prepared_data_dir, tmp_path, change, 
         )  # fmt: skip
         assert prepared.returncode == 0, prepared.stderr[-2000:]
         change = {"data_dir": tmp_path / "tfds"}
-    options = {
-        **TINY,
-        **SHORT_RUN,
-        "data_dir": data_dir,
-        "model_checkpoints": tmp_path / "runs",
-        "tensorboard_log_path": tmp_path / "logs",
-        **change,
-    }
-    result = run_script(*command_line("train_unsupervised.py", options))
-    assert result.returncode != 0
-    assert "Traceback" not in result.stderr
-    assert last_stderr_line(result).startswith(message)
+    result = run_training("train_unsupervised.py", data_dir, tmp_path, {**SHORT_RUN, **change})
+    assert_failed_cleanly(result, message)
     assert not (tmp_path / "runs").exists() and not (tmp_path / "logs").exists()
 
 
