@@ -5,8 +5,6 @@ embeddings against the gold score, Pearson and Spearman (KorSTS is reported by S
         --vocab_path=KR-BERT/vocab_char_16424.txt --datasets=korsts:dev,korsts:test,klue_sts:dev
 """
 
-import json
-import os
 import sys
 
 from absl import app, flags
@@ -14,6 +12,7 @@ from absl import app, flags
 import data
 import model
 import sts
+import training
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("config", None, "Google-format bert_config.json.")
@@ -27,14 +26,6 @@ flags.DEFINE_integer("batch_size", 64, "Sentence pairs per batch.")
 flags.DEFINE_string("results_json", None, "Write {set: {n, pearson, spearman}} here.")
 for name in ("config", "checkpoint", "vocab_path"):
     flags.mark_flag_as_required(name)
-
-
-def write_json_atomically(path, value):
-    temporary = f"{path}.tmp-{os.getpid()}"
-    with open(temporary, "w", encoding="utf-8") as f:
-        json.dump(value, f, indent=2)
-        f.write("\n")
-    os.replace(temporary, path)
 
 
 def evaluate():
@@ -58,7 +49,7 @@ def evaluate():
     for key, scores in results.items():
         print(f"{key:<16}{scores['n']:>6}{scores['pearson'] * 100:>10.2f}{scores['spearman'] * 100:>10.2f}")
     if FLAGS.results_json:
-        write_json_atomically(FLAGS.results_json, results)
+        training.write_json_atomically(FLAGS.results_json, results)
 
 
 def main(argv):

@@ -373,10 +373,19 @@ class LinearWarmupDecay(keras.optimizers.schedules.LearningRateSchedule):
         return {"peak": self.peak, "warmup_steps": self.warmup_steps, "total_steps": self.total_steps}
 
 
-def contrastive_loss(logits):
-    """Cross-entropy of logits [batch, candidates] whose target for row i is candidate i, averaged."""
-    labels = tf.range(tf.shape(logits)[0])  # [batch]
-    return tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True))
+def contrastive_loss(logits, first_target=0):
+    """Cross-entropy of logits [batch, candidates] whose target for row i is candidate first_target + i,
+    averaged over the rows."""
+    targets = first_target + tf.range(tf.shape(logits)[0])  # [batch]
+    return tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(targets, logits, from_logits=True))
+
+
+def _gather_from_replicas(embeddings):
+    """[batch, hidden] of this replica -> [replicas * batch, hidden] of all, in replica order; as is on one device."""
+    replica = tf.distribute.get_replica_context()
+    if replica is None or replica.num_replicas_in_sync == 1:
+        return embeddings
+    return replica.all_gather(embeddings, axis=0)
 
 
 class SimCSE(keras.Model):
@@ -385,7 +394,9 @@ class SimCSE(keras.Model):
     Inputs: the encoder's feature dict, which is encoded twice (unsupervised: each pass draws its own dropout
     masks), or a tuple (anchors, positives, hard negatives) of feature dicts (supervised).
     Outputs: float32 logits [batch, batch * (views - 1)], cosine(anchor i, candidate j) / temperature, where
-    the candidates are all positives, then all hard negatives; anchor i's target is candidate i.
+    the candidates are all positives, then all hard negatives; anchor i's target is candidate i. Under a
+    tf.distribute strategy the candidates are gathered from every replica, so each anchor sees the global batch
+    (logits [local batch, global batch * (views - 1)]) and the targets are offset by the replica's position.
 
     Args:
         encoder: a `BertEncoder`.
@@ -415,16 +426,23 @@ class SimCSE(keras.Model):
             )
             for view in views
         ]  # each [batch, hidden]
-        candidates = tf.concat(embeddings[1:], axis=0)  # [batch * (views - 1), hidden]
+        candidates = tf.concat([_gather_from_replicas(e) for e in embeddings[1:]], axis=0)  # [global * (v - 1), h]
         return tf.matmul(embeddings[0], candidates, transpose_b=True) / self.temperature
+
+    def loss_and_gradients(self, inputs):
+        """This replica's loss (its anchors against all candidates) and its share of the gradients of the
+        global mean loss: the optimizer sums gradients over replicas."""
+        replica = tf.distribute.get_replica_context()
+        with tf.GradientTape() as tape:
+            logits = self(inputs, training=True)  # [local batch, candidates]
+            loss = contrastive_loss(logits, replica.replica_id_in_sync_group * tf.shape(logits)[0])
+            # Loss scaling under mixed_float16 (compile wraps the optimizer); the identity otherwise.
+            scaled_loss = self.optimizer.scale_loss(loss / replica.num_replicas_in_sync)
+        return loss, tape.gradient(scaled_loss, self.trainable_weights)
 
     def train_step(self, inputs):
         learning_rate = self.optimizer.learning_rate
-        with tf.GradientTape() as tape:
-            loss = contrastive_loss(self(inputs, training=True))
-            # Loss scaling under mixed_float16 (compile wraps the optimizer); the identity otherwise.
-            scaled_loss = self.optimizer.scale_loss(loss)
-        gradients = tape.gradient(scaled_loss, self.trainable_weights)
+        loss, gradients = self.loss_and_gradients(inputs)
         self.optimizer.apply(gradients, self.trainable_weights)
         self.loss_tracker.update_state(loss)
         return {"loss": self.loss_tracker.result(), "learning_rate": learning_rate}

@@ -23,7 +23,7 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     try:
-        config, tokenizer = training.setup()
+        config, tokenizer, strategy = training.setup()
         triples = None
         counts = {}
         for split in FLAGS.train_splits:
@@ -38,13 +38,14 @@ def main(argv):
                 f"{sum(counts.values())} triples in {', '.join(FLAGS.train_splits)} do not fill one batch of "
                 f"{FLAGS.batch_size}"
             )
-        batches = data.supervised_batches(triples, tokenizer, FLAGS.batch_size, FLAGS.seed)
         training.train(
             "supervised",
             config,
             tokenizer,
-            batches,
+            lambda seed: data.supervised_batches(triples, tokenizer, FLAGS.batch_size, seed),
             FLAGS.epochs * steps_per_epoch,
+            strategy,
+            recipe={"train_splits": FLAGS.train_splits, "epochs": FLAGS.epochs},
             run_files={"data_stats.json": {"triples": counts}},
         )
     except training.INPUT_ERRORS as error:

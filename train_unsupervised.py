@@ -22,10 +22,16 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     try:
-        config, tokenizer = training.setup()
+        config, tokenizer, strategy = training.setup()
         sentences = data.corpus_sentences(FLAGS.data_dir)
-        batches = data.unsupervised_batches(sentences, tokenizer, FLAGS.batch_size, FLAGS.seed)
-        training.train("unsupervised", config, tokenizer, batches, FLAGS.total_steps)
+        training.train(
+            "unsupervised",
+            config,
+            tokenizer,
+            lambda seed: data.unsupervised_batches(sentences, tokenizer, FLAGS.batch_size, seed),
+            FLAGS.total_steps,
+            strategy,
+        )
     except training.INPUT_ERRORS as error:
         sys.exit(f"error: {error}")
 
