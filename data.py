@@ -9,8 +9,11 @@ A split whose source file is absent is left out (with a warning naming the file)
 fails with an error that says which file to provide.
 """
 
+import json
+import math
 import os
 import sys
+import zipfile
 
 import tensorflow as tf
 import tensorflow_datasets as tfds
@@ -168,12 +171,69 @@ class _LocalDownloads:
         return self.extract(self.download(url_or_urls))
 
 
+# Rows as the tfds-korean builders split them: `line.strip().split("\t")` after a header line.
+_TSV_COLUMNS = {
+    "korsts": ("genre", "filename", "year", "id", "score", "sentence1", "sentence2"),
+    "kornli": ("sentence1", "sentence2", "gold_label"),
+}
+_NLI_LABELS = ("entailment", "neutral", "contradiction")
+
+
+def check_source_file(name, path):
+    """Raises DataError naming the file and line of the first row the tfds-korean builder would fail on."""
+    if name in _TSV_COLUMNS:
+        columns = _TSV_COLUMNS[name]
+        with open(path, encoding="utf-8") as f:
+            for number, line in enumerate(f, start=1):
+                if number == 1:
+                    continue
+                row = dict(zip(columns, line.strip().split("\t"), strict=False))
+                if len(row) < len(columns):
+                    raise DataError(
+                        f"{path} line {number}: {len(row)} tab-separated columns, expected {len(columns)} "
+                        f"({', '.join(columns)})"
+                    )
+                if name == "korsts" and not _is_number(row["score"]):
+                    raise DataError(f"{path} line {number}: score {row['score']!r} is not a number")
+                if name == "kornli" and row["gold_label"] not in _NLI_LABELS:
+                    raise DataError(
+                        f"{path} line {number}: gold_label {row['gold_label']!r} is not one of {_NLI_LABELS}"
+                    )
+    elif name == "klue_sts":
+        try:
+            with open(path, encoding="utf-8") as f:
+                pairs = json.load(f)
+        except json.JSONDecodeError as error:
+            raise DataError(f"{path} is not valid JSON: {error}") from None
+        for index, pair in enumerate(pairs if isinstance(pairs, list) else [None]):
+            labels = pair.get("labels") if isinstance(pair, dict) else None
+            if not (
+                {"guid", "sentence1", "sentence2"} <= set(pair or {})
+                and isinstance(labels, dict)
+                and all(_is_number(labels.get(key)) for key in ("label", "real-label", "binary-label"))
+            ):
+                raise DataError(
+                    f"{path} item {index}: expected guid, sentence1, sentence2 and numeric labels "
+                    "(label, real-label, binary-label)"
+                )
+    elif not zipfile.is_zipfile(path):
+        raise DataError(f"{path} is not a zip archive")
+
+
+def _is_number(value):
+    try:
+        return math.isfinite(float(value))
+    except (TypeError, ValueError):
+        return False
+
+
 def _offline_builder(name, source_dir):
     """The tfds-korean builder `name`, its downloads served from `source_dir`, absent splits left out."""
     registered = BUILDERS[name]
     available = {}
     for split, relative in SOURCE_FILES[name].items():
         if os.path.exists(os.path.join(source_dir, relative)):
+            check_source_file(name, os.path.join(source_dir, relative))
             available[split] = relative
         else:
             logging.warning("%s: %s is absent from %s, so split '%s' is left out", name, relative, source_dir, split)
