@@ -512,3 +512,25 @@ def save_checkpoint(encoder, prefix):
     for source in data_files + [f"{temporary}.index"]:
         tf.io.gfile.rename(source, prefix + source[len(temporary) :], overwrite=True)
     return prefix
+
+
+def load_saved_encoder(path):
+    """The `serving_default` function of a SavedModel written by export.py: strings [batch] -> embeddings.
+
+    tensorflow_text must be imported first (data.py does): its ops are in the graph.
+    """
+    if not tf.io.gfile.exists(os.path.join(path, "saved_model.pb")):
+        raise CheckpointError(f"no SavedModel at {path} (expected {os.path.join(path, 'saved_model.pb')})")
+    try:
+        loaded = tf.saved_model.load(path)
+    except (tf.errors.OpError, ValueError, OSError) as error:
+        raise CheckpointError(f"{path} is not a loadable SavedModel: {str(error).strip().splitlines()[0]}") from None
+    if "serving_default" not in loaded.signatures:
+        raise CheckpointError(f"SavedModel {path} has no serving_default signature")
+    serve = loaded.signatures["serving_default"]
+
+    def embed(sentences):
+        return serve(sentences=sentences)["embeddings"]  # float32 [batch, hidden], L2-normalised
+
+    embed.saved_model = loaded  # keeps the loaded objects alive as long as the function
+    return embed

@@ -52,11 +52,11 @@ class StsEvaluator:
             self.sentences[key] = tuple(np.concatenate([b[f"sentence{i}"] for b in columns]) for i in (1, 2))
 
     def __call__(self, embedder, verbose=False):
-        """embedder: a Keras model from tokenizer features to [batch, hidden].
+        """embedder: from tokenizer features to [batch, hidden] (a Keras model, run in inference mode).
 
         Returns {set: {n, pearson, spearman, alignment, uniformity}}.
         """
-        encode = tf.function(lambda features: embedder(features, training=False), reduce_retracing=True)
+        encode = tf.function(embedder, reduce_retracing=True)
         results = {}
         for key, batches in self.batches.items():
             progress = keras.utils.Progbar(len(self.gold[key]), verbose=int(verbose), unit_name="pair")

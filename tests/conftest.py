@@ -81,12 +81,18 @@ def write_tf1_checkpoint(prefix, weights, pretraining_extras=True):
             return saver.save(session, str(prefix), write_meta_graph=False)
 
 
-def run_script(*args, timeout=900):
+def run_script(*args, timeout=900, stdin=None):
     """Runs a repository script in a subprocess, as a user would."""
     import subprocess
 
     return subprocess.run(
-        [sys.executable, *map(str, args)], cwd=REPO, capture_output=True, text=True, timeout=timeout, check=False
+        [sys.executable, *map(str, args)],
+        cwd=REPO,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
     )
 
 

@@ -35,7 +35,7 @@ def test_evaluator_scores_each_distinct_sentence_once():
     )
     # Stand-ins: the tokenizer passes strings through, the embedder looks their vector up.
     evaluator = sts.StsEvaluator({"toy": pairs}, tokenizer=lambda text: text, batch_size=2)
-    scores = evaluator(lambda text, training=None: tf.gather(vectors, table.lookup(text)))["toy"]
+    scores = evaluator(lambda text: tf.gather(vectors, table.lookup(text)))["toy"]
     assert scores["n"] == 3
     # Three distinct sentences, not the six sentence slots of the pairs.
     assert scores["uniformity"] == pytest.approx(sts.uniformity(vectors.numpy().astype(np.float64)), rel=1e-12)

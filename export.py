@@ -1,0 +1,80 @@
+"""Exports a checkpoint as a self-contained SavedModel: raw Korean sentences in, L2-normalised embeddings out.
+
+    python export.py --config=configs/char_bert_base.json --checkpoint=models/RUN/best \\
+        --vocab_path=kr-bert-char/vocab_char_16424.txt --output=exported/krbert-simcse
+
+The `serving_default` signature takes a 1-D string tensor `sentences` and returns
+{"embeddings": float32 [batch, hidden]}. Tokenization runs inside the graph and the vocab is an asset of the
+SavedModel, so the directory loads with `tf.saved_model.load` (or serves with TF Serving) on its own.
+"""
+
+import os
+import shutil
+import sys
+
+import tensorflow as tf
+from absl import app, flags, logging
+
+import data
+import model
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("config", None, "Google-format bert_config.json.")
+flags.DEFINE_string("checkpoint", None, "Checkpoint prefix (Google format or saved by training), or its directory.")
+flags.DEFINE_string("vocab_path", None, "BERT vocab file, e.g. vocab_char_16424.txt.")
+flags.DEFINE_string("output", None, "Directory to write the SavedModel to; it must not exist yet.")
+flags.DEFINE_integer("max_sequence_length", 64, "Tokens per sentence, [CLS] and [SEP] included.")
+flags.DEFINE_enum("pooling", "cls", model.POOLINGS, "Sentence embedding: [CLS] output, pooler output or mean.")
+for name in ("config", "checkpoint", "vocab_path", "output"):
+    flags.mark_flag_as_required(name)
+
+
+class SentenceEncoder(tf.Module):
+    """Tokenizer and encoder in one graph: strings [batch] -> {"embeddings": float32 [batch, hidden]}."""
+
+    def __init__(self, tokenizer, embedder):
+        super().__init__()
+        self.tokenizer = tokenizer
+        self.embedder = embedder
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="sentences")])
+    def serve(self, sentences):
+        embeddings = self.embedder(self.tokenizer(sentences), training=False)  # [batch, hidden]
+        return {"embeddings": tf.math.l2_normalize(tf.cast(embeddings, tf.float32), axis=1)}
+
+
+def export():
+    if os.path.exists(FLAGS.output):
+        raise data.DataError(f"--output {FLAGS.output} exists already: choose a new directory")
+    config = model.BertConfig.from_json_file(FLAGS.config)
+    tokenizer = data.KrBertTokenizer(FLAGS.vocab_path, FLAGS.max_sequence_length)
+    if tokenizer.vocab_size != config.vocab_size:
+        raise data.DataError(
+            f"vocab {FLAGS.vocab_path} has {tokenizer.vocab_size} tokens, config vocab_size is {config.vocab_size}"
+        )
+    encoder = model.BertEncoder(config, dtype="float32")
+    prefix = model.load_checkpoint(encoder, FLAGS.checkpoint)
+    module = SentenceEncoder(tokenizer, model.sentence_embedder(encoder, FLAGS.pooling))
+    # Written under a temporary name and renamed: no half-written model under --output.
+    temporary = f"{FLAGS.output}.tmp-{os.getpid()}"
+    try:
+        tf.saved_model.save(module, temporary, signatures={"serving_default": module.serve})
+        os.rename(temporary, FLAGS.output)
+    finally:
+        shutil.rmtree(temporary, ignore_errors=True)
+    logging.info(
+        "exported %s (%s pooling, max length %d) to %s", prefix, FLAGS.pooling, FLAGS.max_sequence_length, FLAGS.output
+    )
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    try:
+        export()
+    except (model.ConfigError, model.CheckpointError, data.DataError) as error:
+        sys.exit(f"error: {error}")
+
+
+if __name__ == "__main__":
+    app.run(main)

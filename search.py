@@ -1,0 +1,101 @@
+"""Semantic search with an exported model: embeds a corpus (one sentence per line) and prints, for each query,
+the top-k corpus sentences by cosine similarity.
+
+    python search.py --model=exported/krbert-simcse --corpus=sentences.txt --query="오늘 날씨 어때?"
+    python search.py --model=exported/krbert-simcse --corpus=sentences.txt < queries.txt
+
+The corpus embeddings are cached next to the corpus (`<corpus>.<key>.npy`, the key a hash of the model and
+the corpus), so a second search over the same corpus only embeds the queries.
+"""
+
+import contextlib
+import hashlib
+import os
+import sys
+
+import keras
+import numpy as np
+import tensorflow as tf
+from absl import app, flags
+
+import data  # noqa: F401  (registers tensorflow_text's ops, which the SavedModel's tokenizer uses)
+import model
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("model", None, "A SavedModel written by export.py.")
+flags.DEFINE_string("corpus", None, "Text file, one sentence per line.")
+flags.DEFINE_integer("top_k", 5, "Sentences to print per query.")
+flags.DEFINE_string("query", None, "One query; without it, one query per line of standard input.")
+flags.DEFINE_integer("batch_size", 256, "Sentences embedded per batch.")
+for name in ("model", "corpus"):
+    flags.mark_flag_as_required(name)
+
+
+def read_corpus(path):
+    if not os.path.isfile(path):
+        raise data.DataError(f"corpus file not found: {path}")
+    with open(path, encoding="utf-8") as f:
+        sentences = [line.rstrip("\n") for line in f if line.strip()]
+    if not sentences:
+        raise data.DataError(f"corpus {path} has no sentences")
+    return sentences
+
+
+def cache_path(model_dir, corpus_path):
+    """`<corpus>.<hash of the model's graph and weights and of the corpus>.npy`."""
+    digest = hashlib.sha256()
+    for path in [os.path.join(model_dir, "saved_model.pb"), *sorted(tf.io.gfile.glob(f"{model_dir}/variables/*"))]:
+        with open(path, "rb") as f:
+            digest.update(f.read())
+    with open(corpus_path, "rb") as f:
+        digest.update(f.read())
+    return f"{corpus_path}.{digest.hexdigest()[:16]}.npy"
+
+
+def embed(encode, sentences, verbose):
+    progress = keras.utils.Progbar(len(sentences), verbose=int(verbose), unit_name="sentence")
+    batches = []
+    for start in range(0, len(sentences), FLAGS.batch_size):
+        batches.append(encode(tf.constant(sentences[start : start + FLAGS.batch_size])).numpy())
+        progress.add(len(batches[-1]))
+    return np.concatenate(batches)  # [sentences, hidden], L2-normalised
+
+
+def corpus_embeddings(encode, sentences):
+    path = cache_path(FLAGS.model, FLAGS.corpus)
+    if os.path.exists(path):
+        return np.load(path)
+    with contextlib.redirect_stdout(sys.stderr):  # the progress bar; stdout is for results
+        embeddings = embed(encode, sentences, verbose=True)
+    temporary = f"{path}.tmp-{os.getpid()}.npy"
+    np.save(temporary, embeddings)
+    os.replace(temporary, path)
+    return embeddings
+
+
+def search():
+    sentences = read_corpus(FLAGS.corpus)
+    encode = model.load_saved_encoder(FLAGS.model)
+    corpus = corpus_embeddings(encode, sentences)  # [corpus, hidden]
+    queries = [FLAGS.query] if FLAGS.query is not None else [line.strip() for line in sys.stdin if line.strip()]
+    if not queries:
+        raise data.DataError("no query: give --query or queries on standard input")
+    scores = embed(encode, queries, verbose=False) @ corpus.T  # cosine similarities, [queries, corpus]
+    for query, row in zip(queries, scores, strict=True):
+        print(f"query: {query}")
+        for rank, index in enumerate(np.argsort(-row)[: FLAGS.top_k], start=1):
+            print(f"{rank:>3}. {row[index]:.4f}  {sentences[index]}")
+        print()
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    try:
+        search()
+    except (model.CheckpointError, data.DataError) as error:
+        sys.exit(f"error: {error}")
+
+
+if __name__ == "__main__":
+    app.run(main)
