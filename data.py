@@ -87,6 +87,7 @@ class KrBertTokenizer(tf.Module):
     Args:
         vocab_path: a BERT vocab file, one token per line.
         max_sequence_length: length of every output row, [CLS] and [SEP] included.
+        model_vocab_size: the model's vocab_size, if any: a vocab of another size is refused.
 
     Example:
         >>> tokenizer = KrBertTokenizer("../shared/data/vocabs/vocab_char_16424.txt", max_sequence_length=8)
@@ -94,7 +95,7 @@ class KrBertTokenizer(tf.Module):
         array([[   2, 1926, 6872, 6617, 7025, 7122,    3,    0]], dtype=int32)
     """
 
-    def __init__(self, vocab_path, max_sequence_length):
+    def __init__(self, vocab_path, max_sequence_length, model_vocab_size=None):
         super().__init__()
         if not tf.io.gfile.exists(vocab_path):
             raise DataError(f"vocab file not found: {vocab_path}")
@@ -103,6 +104,8 @@ class KrBertTokenizer(tf.Module):
         with tf.io.gfile.GFile(vocab_path) as f:
             tokens = [line.rstrip("\n") for line in f]
         self.vocab_size = len(tokens)
+        if model_vocab_size is not None and self.vocab_size != model_vocab_size:
+            raise DataError(f"vocab {vocab_path} has {self.vocab_size} tokens, config vocab_size is {model_vocab_size}")
         missing = [token for token in ("[PAD]", "[UNK]", "[CLS]", "[SEP]") if token not in tokens]
         if missing:
             raise DataError(f"vocab file {vocab_path} has no {', '.join(missing)} token")

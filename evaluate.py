@@ -57,11 +57,7 @@ def embedder_and_tokenizer():
         # The SavedModel tokenizes inside: it takes the sentences as they are.
         return model.load_saved_encoder(FLAGS.saved_model), tf.identity, f"SavedModel {FLAGS.saved_model}"
     config = model.BertConfig.from_json_file(FLAGS.config)
-    tokenizer = data.KrBertTokenizer(FLAGS.vocab_path, FLAGS.max_sequence_length)
-    if tokenizer.vocab_size != config.vocab_size:
-        raise data.DataError(
-            f"vocab {FLAGS.vocab_path} has {tokenizer.vocab_size} tokens, config vocab_size is {config.vocab_size}"
-        )
+    tokenizer = data.KrBertTokenizer(FLAGS.vocab_path, FLAGS.max_sequence_length, config.vocab_size)
     encoder = model.BertEncoder(config, dtype="float32")
     prefix = model.load_checkpoint(encoder, FLAGS.checkpoint)
     return model.sentence_embedder(encoder, FLAGS.pooling), tokenizer, f"checkpoint {prefix}, {FLAGS.pooling} pooling"

@@ -47,11 +47,7 @@ def export():
     if os.path.exists(FLAGS.output):
         raise data.DataError(f"--output {FLAGS.output} exists already: choose a new directory")
     config = model.BertConfig.from_json_file(FLAGS.config)
-    tokenizer = data.KrBertTokenizer(FLAGS.vocab_path, FLAGS.max_sequence_length)
-    if tokenizer.vocab_size != config.vocab_size:
-        raise data.DataError(
-            f"vocab {FLAGS.vocab_path} has {tokenizer.vocab_size} tokens, config vocab_size is {config.vocab_size}"
-        )
+    tokenizer = data.KrBertTokenizer(FLAGS.vocab_path, FLAGS.max_sequence_length, config.vocab_size)
     encoder = model.BertEncoder(config, dtype="float32")
     prefix = model.load_checkpoint(encoder, FLAGS.checkpoint)
     module = SentenceEncoder(tokenizer, model.sentence_embedder(encoder, FLAGS.pooling))

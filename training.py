@@ -88,11 +88,7 @@ def setup():
     if FLAGS.evaluation_frequency < 1:
         raise data.DataError(f"--evaluation_frequency must be positive, got {FLAGS.evaluation_frequency}")
     config = model.BertConfig.from_json_file(FLAGS.config)
-    tokenizer = data.KrBertTokenizer(FLAGS.vocab_path, FLAGS.max_sequence_length)
-    if tokenizer.vocab_size != config.vocab_size:
-        raise data.DataError(
-            f"vocab {FLAGS.vocab_path} has {tokenizer.vocab_size} tokens, config vocab_size is {config.vocab_size}"
-        )
+    tokenizer = data.KrBertTokenizer(FLAGS.vocab_path, FLAGS.max_sequence_length, config.vocab_size)
     set_precision(FLAGS.mixed_precision, on_tpu=FLAGS.distribution_strategy == "tpu")
     keras.utils.set_random_seed(FLAGS.seed)
     return config, tokenizer, strategy

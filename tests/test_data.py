@@ -89,6 +89,9 @@ def test_tokenizer_rejects_missing_vocab(tmp_path):
     (tmp_path / "vocab.txt").write_text("[PAD]\n[UNK]\n가\n")
     with pytest.raises(data.DataError, match=r"has no \[CLS\], \[SEP\] token"):
         data.KrBertTokenizer(str(tmp_path / "vocab.txt"), 64)
+    (tmp_path / "vocab.txt").write_text("[PAD]\n[UNK]\n[CLS]\n[SEP]\n가\n")
+    with pytest.raises(data.DataError, match="has 5 tokens, config vocab_size is 16424"):
+        data.KrBertTokenizer(str(tmp_path / "vocab.txt"), 64, model_vocab_size=16424)
 
 
 def test_prepared_datasets_match_the_source_files(prepared_data_dir):

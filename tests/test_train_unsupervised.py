@@ -38,8 +38,9 @@ def test_unsupervised_simcse_spreads_embeddings_and_best_checkpoint_scores_as_re
             "korsts_alignment", "korsts_uniformity", "klue_sts_alignment", "klue_sts_uniformity",
         }  # fmt: skip
     assert list((tmp_path / "logs" / run_dir.name).glob("events.out.tfevents.*"))
-    for name in ("best", "step-20", "step-40"):
+    for name in ("step-20", "step-40"):
         assert (run_dir / f"{name}.index").exists()
+    assert (run_dir / "best" / "checkpoint").exists()
 
     before = evaluate_korsts_dev(data_dir, TINY["pretrained_weight"], tmp_path / "before.json", SHORT_RUN)
     after = history[-1]
