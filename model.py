@@ -106,7 +106,7 @@ class BertConfig:
 
     def to_json_file(self, path):
         with open(path, "w", encoding="utf-8") as f:
-            json.dump(self.to_dict(), f, indent=2, sort_keys=True)
+            json.dump(self.to_dict(), f, indent=2)
             f.write("\n")
 
 
