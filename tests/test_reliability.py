@@ -8,7 +8,7 @@ import time
 
 import pytest
 import tensorflow as tf
-from conftest import REPO, TINY, assert_failed_cleanly, command_line, eval_history, run_training
+from conftest import REPO, TINY, assert_failed_cleanly, command_line, eval_history, run_script, run_training
 
 # Small and fast: every evaluation and save happens within seconds.
 QUICK_RUN = {
@@ -73,13 +73,7 @@ def test_kill_9_then_rerun_finishes_with_every_evaluation_once(prepared_data_dir
     (run_dir / "step-20.tmp-1.index").write_bytes(b"partial")
     (run_dir / "best" / "model.ckpt-20.tmp-1.index").write_bytes(b"partial")
 
-    result = subprocess.run(
-        [sys.executable, *command_line("train_unsupervised.py", options)],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    result = run_script(*command_line("train_unsupervised.py", options))
     assert result.returncode == 0, result.stderr[-3000:]
     assert "resuming" in result.stderr and "starting at step 10" in result.stderr
     history = eval_history(run_dir)
@@ -93,13 +87,7 @@ def test_kill_9_then_rerun_finishes_with_every_evaluation_once(prepared_data_dir
     assert sorted(p.name for p in run_dir.glob("step-*.index")) == ["step-10.index", "step-20.index", "step-30.index"]
 
     # Once more: the run is complete, nothing is trained or evaluated again.
-    again = subprocess.run(
-        [sys.executable, *command_line("train_unsupervised.py", options)],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    again = run_script(*command_line("train_unsupervised.py", options))
     assert again.returncode == 0 and "has finished all 30 steps already" in again.stderr
     assert eval_history(run_dir) == history
 
