@@ -316,13 +316,27 @@ def corpus_sentences(data_dir=None):
     return sentences
 
 
+# Trimmed batches keep a multiple of this many columns: few distinct shapes, so XLA (which Keras turns on for
+# GPUs) compiles a handful of programs, not one per sentence length.
+TRIMMED_LENGTH_MULTIPLE = 8
+
+
+def trim_padding(features):
+    """Features [batch, max_len] -> [batch, length]: the batch's longest sentence rounded up to a multiple of
+    TRIMMED_LENGTH_MULTIPLE (at most max_len). Padding columns only cost compute: padded positions are masked
+    out of attention and pooling, so the embeddings are unchanged."""
+    longest = tf.reduce_max(tf.reduce_sum(features["input_mask"], axis=1))
+    length = -(-longest // TRIMMED_LENGTH_MULTIPLE) * TRIMMED_LENGTH_MULTIPLE  # slicing stops at max_len
+    return {name: values[:, :length] for name, values in features.items()}  # each [batch, length]
+
+
 def unsupervised_batches(sentences, tokenizer, batch_size, seed):
-    """Shuffled, endlessly repeated batches of tokenized sentences, each [batch_size, max_len]."""
+    """Shuffled, endlessly repeated batches of tokenized sentences, each [batch_size, length <= max_len]."""
     return (
         sentences.shuffle(SHUFFLE_BUFFER_SIZE, seed=seed)
         .repeat()
         .batch(batch_size, drop_remainder=True)
-        .map(tokenizer, num_parallel_calls=tf.data.AUTOTUNE)
+        .map(lambda batch: trim_padding(tokenizer(batch)), num_parallel_calls=tf.data.AUTOTUNE)
         .prefetch(tf.data.AUTOTUNE)
     )
 
@@ -378,15 +392,17 @@ def nli_triples(split, data_dir=None):
 
 
 def supervised_batches(triples, tokenizer, batch_size, seed):
-    """Shuffled, endlessly repeated batches of tokenized (premise, entailment, contradiction) feature dicts."""
+    """Shuffled, endlessly repeated batches of tokenized (premise, entailment, contradiction) feature dicts, each
+    [batch_size, length <= max_len]."""
+
+    def tokenize(batch):
+        return tuple(trim_padding(tokenizer(batch[key])) for key in ("premise", "entailment", "contradiction"))
+
     return (
         triples.shuffle(TRIPLE_SHUFFLE_BUFFER_SIZE, seed=seed)
         .repeat()
         .batch(batch_size, drop_remainder=True)
-        .map(
-            lambda batch: tuple(tokenizer(batch[key]) for key in ("premise", "entailment", "contradiction")),
-            num_parallel_calls=tf.data.AUTOTUNE,
-        )
+        .map(tokenize, num_parallel_calls=tf.data.AUTOTUNE)
         .prefetch(tf.data.AUTOTUNE)
     )
 

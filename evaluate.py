@@ -60,7 +60,12 @@ def embedder_and_tokenizer():
     tokenizer = data.KrBertTokenizer(FLAGS.vocab_path, FLAGS.max_sequence_length, config.vocab_size)
     encoder = model.BertEncoder(config, dtype="float32")
     prefix = model.load_checkpoint(encoder, FLAGS.checkpoint)
-    return model.sentence_embedder(encoder, FLAGS.pooling), tokenizer, f"checkpoint {prefix}, {FLAGS.pooling} pooling"
+    embedder = model.sentence_embedder(encoder, FLAGS.pooling)
+    return (
+        embedder,
+        lambda sentences: data.trim_padding(tokenizer(sentences)),
+        f"checkpoint {prefix}, {FLAGS.pooling} pooling",
+    )
 
 
 def evaluate():

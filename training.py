@@ -139,6 +139,14 @@ def write_json_atomically(path, value):
     os.replace(temporary, path)
 
 
+def compile_simcse(encoder, temperature, learning_rate, warmup_steps, total_steps):
+    """SimCSE over `encoder`, compiled for `fit` with the recipe's optimizer: AdamW with linear warm-up and decay."""
+    simcse = model.SimCSE(encoder, temperature)
+    schedule = model.LinearWarmupDecay(learning_rate, warmup_steps, total_steps)
+    simcse.compile(optimizer=keras.optimizers.AdamW(schedule, weight_decay=0.0, epsilon=ADAM_EPSILON))
+    return simcse
+
+
 def train(kind, config, tokenizer, make_batches, total_steps, strategy, recipe=None, run_files=None):
     """Trains SimCSE for `total_steps` on `make_batches(seed)`, evaluating every --evaluation_frequency steps.
 
@@ -148,7 +156,7 @@ def train(kind, config, tokenizer, make_batches, total_steps, strategy, recipe=N
     """
     evaluator = sts.StsEvaluator(
         {f"{name}:{split}": data.sts_pairs(name, split, FLAGS.data_dir) for name, split in EVALUATION_SETS},
-        tokenizer,
+        lambda sentences: data.trim_padding(tokenizer(sentences)),  # as evaluate.py encodes
         FLAGS.batch_size,
     )
     run_name = FLAGS.run_name or f"{kind}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -166,10 +174,8 @@ def train(kind, config, tokenizer, make_batches, total_steps, strategy, recipe=N
 
     with strategy.scope():
         encoder = model.BertEncoder(config)
-        simcse = model.SimCSE(encoder, FLAGS.temperature)
         warmup_steps = int(FLAGS.warmup_ratio * total_steps)
-        schedule = model.LinearWarmupDecay(FLAGS.learning_rate, warmup_steps, total_steps)
-        simcse.compile(optimizer=keras.optimizers.AdamW(schedule, weight_decay=0.0, epsilon=ADAM_EPSILON))
+        simcse = compile_simcse(encoder, FLAGS.temperature, FLAGS.learning_rate, warmup_steps, total_steps)
         # Model, optimizer slots, step counter and (mixed_float16) loss scale: all a resumed run needs.
         state = tf.train.Checkpoint(model=simcse, optimizer=simcse.optimizer)
         last_state = tf.train.latest_checkpoint(os.path.join(run_dir, "state")) if resuming else None

@@ -8,6 +8,7 @@ import tensorflow as tf
 from conftest import REPO, google_bert_weights, write_tf1_checkpoint
 from reference_bert import bert
 
+import data
 import model
 
 SMALL = {
@@ -149,3 +150,23 @@ def test_pooling():
     np.testing.assert_allclose(model.pool(outputs, mask, "cls"), [[1.0, 2.0]])
     np.testing.assert_allclose(model.pool(outputs, mask, "pooled"), [[0.5, 0.5]])
     np.testing.assert_allclose(model.pool(outputs, mask, "mean"), [[2.0, 3.0]])
+
+
+def test_trimmed_padding_gives_the_same_embeddings():
+    config = model.BertConfig.from_dict(SMALL)
+    encoder = model.BertEncoder(config)
+    ids = np.zeros([2, 16], np.int32)
+    ids[0, :5] = [2, 11, 12, 13, 3]  # 5 tokens, then padding to max_len 16
+    ids[1, :3] = [2, 14, 3]
+    padded = {"input_word_ids": ids, "input_mask": (ids > 0).astype(np.int32), "input_type_ids": np.zeros_like(ids)}
+    trimmed = data.trim_padding({name: tf.constant(values) for name, values in padded.items()})
+    assert trimmed["input_word_ids"].shape == (2, data.TRIMMED_LENGTH_MULTIPLE)
+    full, short = encoder(padded), encoder(trimmed)
+    np.testing.assert_allclose(short["pooled_output"], full["pooled_output"], atol=1e-6)
+    np.testing.assert_allclose(
+        short["sequence_output"], full["sequence_output"][:, : data.TRIMMED_LENGTH_MULTIPLE], atol=1e-5
+    )
+    # A batch whose longest sentence fills max_len keeps every column.
+    ids[1, :] = 7
+    untouched = data.trim_padding({"input_word_ids": ids, "input_mask": np.ones_like(ids), "input_type_ids": ids})
+    assert untouched["input_word_ids"].shape == (2, 16)

@@ -1,0 +1,307 @@
+"""Times our SimCSE training step against the same step in PyTorch + transformers, our input pipeline, and our
+evaluate-time encoding against sentence-transformers, in one run on this machine.
+
+    python -m pip install -r benchmarks/requirements.txt
+    python benchmarks/train_step.py --mixed_precision --data_dir=/tmp/tfds \
+        --vocab_path=../shared/data/vocabs/vocab_char_16424.txt
+
+Every measurement runs in a fresh process of its own, one after the other, so TensorFlow's and PyTorch's thread
+pools never compete and neither inherits the other's warm caches. A step time is the median of --steps steps after
+--warmup_steps; it is a full optimizer step (forward, backward, AdamW update), as `fit` runs it in training.
+
+FLOPs are counted analytically, a multiply-add being 2: a sentence of L tokens through N layers of hidden size
+H and intermediate size I costs, forward, N (8 L H^2 + 4 L H I + 4 L^2 H) + 2 H^2 (projections, feed-forward,
+attention scores and context, pooler); a training step is 3x the forward (the backward pass is twice the
+forward) over every sentence it encodes: 2B for unsupervised SimCSE, 3B for supervised (B = --batch_size).
+Embedding look-ups, softmax, LayerNorm and the optimizer are not counted.
+"""
+
+import json
+import multiprocessing
+import os
+import pathlib
+import statistics
+import sys
+import tempfile
+import time
+
+from absl import app, flags
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+# The benchmark measures the repository's own modules, whichever directory it is started from.
+sys.path.insert(0, str(REPO))
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("config", str(REPO / "configs" / "benchmark_4l_512h.json"), "Google-format bert_config.json.")
+flags.DEFINE_integer("batch_size", 64, "Sentences (unsupervised) or triples (supervised) per step.")
+flags.DEFINE_integer("max_sequence_length", 64, "Tokens per sentence, [CLS] and [SEP] included.")
+flags.DEFINE_boolean("mixed_precision", False, "mixed_bfloat16 for us, bfloat16 autocast for PyTorch.")
+flags.DEFINE_integer("steps", 10, "Timed steps per measurement, after the warm-up steps.")
+flags.DEFINE_integer("warmup_steps", 3, "Untimed steps first (tracing, allocation, caches).")
+flags.DEFINE_string("vocab_path", "kr-bert-char/vocab_char_16424.txt", "BERT vocab file of the config's size.")
+flags.DEFINE_string("data_dir", None, "TFDS data directory with korean_wikipedia_corpus and kornli prepared.")
+flags.DEFINE_string("nli_split", "xnli_dev", "KorNLI split of the supervised pipeline measurement.")
+flags.DEFINE_integer("encode_sentences", 2048, "Corpus sentences encoded by each encoder.")
+
+# The recipe's values; they do not change the cost of a step.
+TEMPERATURE = 0.05
+LEARNING_RATE = 3e-5
+# Sentences per evaluate.py batch of pairs (its --batch_size 64, two sentences each): the encoders' batch.
+ENCODE_BATCH_SIZE = 128
+
+
+def step_flops(config, batch_size, length, views):
+    """The analytic FLOPs of one training step (module docstring)."""
+    h, i, n = config.hidden_size, config.intermediate_size, config.num_hidden_layers
+    forward = n * (8 * length * h * h + 4 * length * h * i + 4 * length * length * h) + 2 * h * h
+    return 3 * forward * views * batch_size
+
+
+def median_step_seconds(step_end_times, warmup_steps):
+    """Median of the intervals between step ends, the first `warmup_steps` steps left out."""
+    timed = step_end_times[warmup_steps:]
+    return statistics.median(end - start for start, end in zip(timed[:-1], timed[1:], strict=True))
+
+
+# === Ours (TensorFlow / Keras) ===
+
+
+def synthetic_features(tf, config, batch_size, length, seed):
+    """Random ids of full length (no padding), [batch, length] each."""
+    ids = tf.random.stateless_uniform([batch_size, length], [seed, 0], 5, config.vocab_size, dtype=tf.int32)
+    return {"input_word_ids": ids, "input_mask": tf.ones_like(ids), "input_type_ids": tf.zeros_like(ids)}
+
+
+def ours_step(args):
+    """Median seconds of our training step, as train_*.py run it (`fit`), on synthetic or pipeline batches."""
+    kind, source, settings = args
+    import keras
+    import tensorflow as tf
+
+    import data
+    import model
+    import training
+
+    config = model.BertConfig.from_json_file(settings["config"])
+    training.set_precision(settings["mixed_precision"])
+    keras.utils.set_random_seed(0)
+    batch_size, length = settings["batch_size"], settings["max_sequence_length"]
+    if source == "synthetic":
+        views = 2 if kind == "unsupervised" else 3
+        features = [synthetic_features(tf, config, batch_size, length, seed) for seed in range(views)]
+        batch = features[0] if kind == "unsupervised" else tuple(features)
+        batches = tf.data.Dataset.from_tensors(batch).repeat()
+    else:
+        tokenizer = data.KrBertTokenizer(settings["vocab_path"], length, config.vocab_size)
+        batches = pipeline_batches(data, tokenizer, kind, settings)
+    total_steps = settings["warmup_steps"] + settings["steps"] + 1
+    simcse = training.compile_simcse(model.BertEncoder(config), TEMPERATURE, LEARNING_RATE, 0, total_steps)
+    step_end_times = []
+    record = keras.callbacks.LambdaCallback(
+        on_train_batch_end=lambda batch, logs: step_end_times.append(time.perf_counter())
+    )
+    simcse.fit(batches, epochs=1, steps_per_epoch=total_steps, callbacks=[record], verbose=0)
+    return median_step_seconds(step_end_times, settings["warmup_steps"])
+
+
+def pipeline_batches(data, tokenizer, kind, settings):
+    if kind == "unsupervised":
+        sentences = data.corpus_sentences(settings["data_dir"])
+        return data.unsupervised_batches(sentences, tokenizer, settings["batch_size"], seed=0)
+    triples = data.nli_triples(settings["nli_split"], settings["data_dir"]).cache()
+    return data.supervised_batches(triples, tokenizer, settings["batch_size"], seed=0)
+
+
+def ours_pipeline(args):
+    """Sentences per second our training pipeline delivers, tokenized, once its shuffle buffer is full."""
+    kind, settings = args
+    import data
+    import model
+
+    config = model.BertConfig.from_json_file(settings["config"])
+    tokenizer = data.KrBertTokenizer(settings["vocab_path"], settings["max_sequence_length"], config.vocab_size)
+    iterator = iter(pipeline_batches(data, tokenizer, kind, settings))
+    for _ in range(settings["warmup_steps"]):
+        next(iterator)
+    batches = 20 * settings["steps"]
+    start = time.perf_counter()
+    for _ in range(batches):
+        next(iterator)
+    sentences_per_batch = settings["batch_size"] * (1 if kind == "unsupervised" else 3)
+    return batches * sentences_per_batch / (time.perf_counter() - start)
+
+
+def ours_encode(settings):
+    """Sentences per second of evaluate.py's encoding: in-graph tokenizer, padding trimmed, float32 [CLS]."""
+    import tensorflow as tf
+
+    import data
+    import model
+
+    config = model.BertConfig.from_json_file(settings["config"])
+    tokenizer = data.KrBertTokenizer(settings["vocab_path"], settings["max_sequence_length"], config.vocab_size)
+    embedder = model.sentence_embedder(model.BertEncoder(config, dtype="float32"), "cls")
+    encode = tf.function(embedder, reduce_retracing=True)
+    batches = tf.data.Dataset.from_tensor_slices(encode_sentences(settings)).batch(ENCODE_BATCH_SIZE)
+    batches = batches.map(
+        lambda sentences: data.trim_padding(tokenizer(sentences)), num_parallel_calls=tf.data.AUTOTUNE
+    )
+    batches = batches.prefetch(tf.data.AUTOTUNE)
+    for features in batches.take(1):
+        encode(features)
+    start = time.perf_counter()
+    count = sum(len(encode(features).numpy()) for features in batches)
+    return count / (time.perf_counter() - start)
+
+
+def encode_sentences(settings):
+    """The first --encode_sentences corpus sentences, as Python strings."""
+    import data
+
+    sentences = data.corpus_sentences(settings["data_dir"]).take(settings["encode_sentences"])
+    return [sentence.decode("utf-8") for sentence in sentences.as_numpy_iterator()]
+
+
+# === PyTorch + transformers ===
+
+
+def huggingface_bert(config):
+    """transformers' BertModel with the same architecture (GELU in its tanh form, LayerNorm epsilon 1e-12)."""
+    import transformers
+
+    return transformers.BertModel(
+        transformers.BertConfig(
+            vocab_size=config.vocab_size,
+            hidden_size=config.hidden_size,
+            num_hidden_layers=config.num_hidden_layers,
+            num_attention_heads=config.num_attention_heads,
+            intermediate_size=config.intermediate_size,
+            hidden_act="gelu_new",
+            hidden_dropout_prob=config.hidden_dropout_prob,
+            attention_probs_dropout_prob=config.attention_probs_dropout_prob,
+            max_position_embeddings=config.max_position_embeddings,
+            type_vocab_size=config.type_vocab_size,
+            initializer_range=config.initializer_range,
+            layer_norm_eps=1e-12,
+        )
+    )
+
+
+def torch_step(args):
+    """Median seconds of the same SimCSE step in PyTorch: as the original SimCSE code runs it, one forward pass
+    over all views of the batch, pooler output, cosine / temperature cross-entropy, AdamW."""
+    kind, settings = args
+    import torch
+
+    import model
+
+    torch.manual_seed(0)
+    config = model.BertConfig.from_json_file(settings["config"])
+    bert = huggingface_bert(config).train()
+    optimizer = torch.optim.AdamW(bert.parameters(), lr=LEARNING_RATE, weight_decay=0.0, eps=1e-8)
+    batch_size, length = settings["batch_size"], settings["max_sequence_length"]
+    views = 2 if kind == "unsupervised" else 3
+    ids = torch.randint(5, config.vocab_size, (views * batch_size, length))
+    if kind == "unsupervised":
+        ids[batch_size:] = ids[:batch_size]  # the same sentences twice, as unsupervised SimCSE encodes them
+    targets = torch.arange(batch_size)
+    step_end_times = []
+    for _ in range(settings["warmup_steps"] + settings["steps"] + 1):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=settings["mixed_precision"]):
+            pooled = bert(input_ids=ids, attention_mask=torch.ones_like(ids)).pooler_output
+        embeddings = torch.nn.functional.normalize(pooled.float(), dim=1).view(views, batch_size, -1)
+        logits = embeddings[0] @ embeddings[1:].reshape(-1, embeddings.shape[-1]).T / TEMPERATURE
+        loss = torch.nn.functional.cross_entropy(logits, targets)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        step_end_times.append(time.perf_counter())
+    return median_step_seconds(step_end_times, settings["warmup_steps"])
+
+
+def sentence_transformers_encode(settings):
+    """Sentences per second of sentence-transformers' `encode`, float32, [CLS] pooling, a model of the same
+    size (random weights) with KR-BERT's vocab in a transformers BertTokenizerFast."""
+    import sentence_transformers
+    import transformers
+
+    import model
+
+    config = model.BertConfig.from_json_file(settings["config"])
+    with tempfile.TemporaryDirectory() as directory:
+        huggingface_bert(config).save_pretrained(directory)
+        transformers.BertTokenizerFast(settings["vocab_path"], do_lower_case=False).save_pretrained(directory)
+        length = settings["max_sequence_length"]
+        transformer = sentence_transformers.models.Transformer(directory, max_seq_length=length)
+        pooling = sentence_transformers.models.Pooling(config.hidden_size, pooling_mode="cls")
+        encoder = sentence_transformers.SentenceTransformer(modules=[transformer, pooling], device="cpu")
+    sentences = encode_sentences(settings)
+    encoder.encode(sentences[:ENCODE_BATCH_SIZE], batch_size=ENCODE_BATCH_SIZE)
+    start = time.perf_counter()
+    encoder.encode(sentences, batch_size=ENCODE_BATCH_SIZE)
+    return len(sentences) / (time.perf_counter() - start)
+
+
+# === Driver ===
+
+
+def measure(function, argument):
+    """function(argument) in a fresh process."""
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        return pool.apply(function, (argument,))
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import model
+
+    config = model.BertConfig.from_json_file(FLAGS.config)
+    settings = {name: FLAGS[name].value for name in (
+        "config", "batch_size", "max_sequence_length", "mixed_precision", "steps", "warmup_steps", "vocab_path",
+        "data_dir", "nli_split", "encode_sentences",
+    )}  # fmt: skip
+    steps = {}
+    for kind in ("unsupervised", "supervised"):
+        steps[f"ours {kind}, synthetic ids"] = measure(ours_step, (kind, "synthetic", settings))
+        steps[f"ours {kind}, tf.data pipeline"] = measure(ours_step, (kind, "pipeline", settings))
+        steps[f"PyTorch {kind}, synthetic ids"] = measure(torch_step, (kind, settings))
+    pipeline = {kind: measure(ours_pipeline, (kind, settings)) for kind in ("unsupervised", "supervised")}
+    encode = {
+        "ours": measure(ours_encode, settings),
+        "sentence-transformers": measure(sentence_transformers_encode, settings),
+    }
+
+    precision = "mixed bfloat16" if FLAGS.mixed_precision else "float32"
+    print(f"\n{config.num_hidden_layers} layers, hidden {config.hidden_size}, batch {FLAGS.batch_size}, "
+          f"length {FLAGS.max_sequence_length}, {precision}, median of {FLAGS.steps} steps")  # fmt: skip
+    print(f"{'training step':44} {'s/step':>8} {'TFLOP/s':>8}")
+    for name, seconds in steps.items():
+        views = 2 if "unsupervised" in name else 3
+        flops = step_flops(config, FLAGS.batch_size, FLAGS.max_sequence_length, views)
+        print(f"{name:44} {seconds:8.3f} {flops / seconds / 1e12:8.3f}")
+    print(f"\n{'input pipeline alone':44} {'sentences/s':>12} {'x a step':>8}")
+    for kind, rate in pipeline.items():
+        # A step takes batch_size sentences (unsupervised) or batch_size triples (supervised) from the pipeline.
+        need = FLAGS.batch_size * (1 if kind == "unsupervised" else 3) / steps[f"ours {kind}, synthetic ids"]
+        print(f"{kind:44} {rate:12.1f} {rate / need:8.1f}")
+    print(f"\n{'encoding, float32, [CLS]':44} {'sentences/s':>12}")
+    for name, rate in encode.items():
+        print(f"{name:44} {rate:12.1f}")
+
+    ours, theirs = steps["ours unsupervised, synthetic ids"], steps["PyTorch unsupervised, synthetic ids"]
+    flops = step_flops(config, FLAGS.batch_size, FLAGS.max_sequence_length, views=2)
+    summary = {
+        "ours_step_s": round(ours, 4),
+        "torch_step_s": round(theirs, 4),
+        "speedup": round(theirs / ours, 3),
+        "achieved_tflops": round(flops / ours / 1e12, 4),
+        "pipeline_sentences_per_s": round(pipeline["unsupervised"], 1),
+        "encode_speedup": round(encode["ours"] / encode["sentence-transformers"], 3),
+    }
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    app.run(main)
