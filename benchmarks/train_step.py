@@ -25,7 +25,7 @@ import sys
 import tempfile
 import time
 
-from absl import app, flags
+from absl import app, flags, logging
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 # The benchmark measures the repository's own modules, whichever directory it is started from.
@@ -224,6 +224,7 @@ def sentence_transformers_encode(settings):
     size (random weights) with KR-BERT's vocab in a transformers BertTokenizerFast."""
     import sentence_transformers
     import transformers
+    from sentence_transformers.sentence_transformer import modules
 
     import model
 
@@ -232,8 +233,8 @@ def sentence_transformers_encode(settings):
         huggingface_bert(config).save_pretrained(directory)
         transformers.BertTokenizerFast(settings["vocab_path"], do_lower_case=False).save_pretrained(directory)
         length = settings["max_sequence_length"]
-        transformer = sentence_transformers.models.Transformer(directory, max_seq_length=length)
-        pooling = sentence_transformers.models.Pooling(config.hidden_size, pooling_mode="cls")
+        transformer = modules.Transformer(directory, max_seq_length=length)
+        pooling = modules.Pooling(config.hidden_size, pooling_mode="cls")
         encoder = sentence_transformers.SentenceTransformer(modules=[transformer, pooling], device="cpu")
     sentences = encode_sentences(settings)
     encoder.encode(sentences[:ENCODE_BATCH_SIZE], batch_size=ENCODE_BATCH_SIZE)
@@ -246,9 +247,11 @@ def sentence_transformers_encode(settings):
 
 
 def measure(function, argument):
-    """function(argument) in a fresh process."""
+    """function(argument) in a fresh process; logged as it comes, so a long run shows its progress."""
     with multiprocessing.get_context("spawn").Pool(1) as pool:
-        return pool.apply(function, (argument,))
+        result = pool.apply(function, (argument,))
+    logging.info("%s%s: %.4f", function.__name__, argument[:-1] if isinstance(argument, tuple) else "", result)
+    return result
 
 
 def main(argv):
