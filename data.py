@@ -153,6 +153,11 @@ class KrBertTokenizer(tf.Module):
             "input_type_ids": tf.zeros_like(input_word_ids),
         }
 
+    def trimmed(self, sentences):
+        """`self(sentences)` without the padding columns no sentence of the batch needs (`trim_padding`): for
+        encoding, where the batch's shape is free."""
+        return trim_padding(self(sentences))
+
 
 # === Offline preparation ===
 
@@ -336,7 +341,7 @@ def unsupervised_batches(sentences, tokenizer, batch_size, seed):
         sentences.shuffle(SHUFFLE_BUFFER_SIZE, seed=seed)
         .repeat()
         .batch(batch_size, drop_remainder=True)
-        .map(lambda batch: trim_padding(tokenizer(batch)), num_parallel_calls=tf.data.AUTOTUNE)
+        .map(tokenizer.trimmed, num_parallel_calls=tf.data.AUTOTUNE)
         .prefetch(tf.data.AUTOTUNE)
     )
 
@@ -394,15 +399,14 @@ def nli_triples(split, data_dir=None):
 def supervised_batches(triples, tokenizer, batch_size, seed):
     """Shuffled, endlessly repeated batches of tokenized (premise, entailment, contradiction) feature dicts, each
     [batch_size, length <= max_len]."""
-
-    def tokenize(batch):
-        return tuple(trim_padding(tokenizer(batch[key])) for key in ("premise", "entailment", "contradiction"))
-
     return (
         triples.shuffle(TRIPLE_SHUFFLE_BUFFER_SIZE, seed=seed)
         .repeat()
         .batch(batch_size, drop_remainder=True)
-        .map(tokenize, num_parallel_calls=tf.data.AUTOTUNE)
+        .map(
+            lambda batch: tuple(tokenizer.trimmed(batch[key]) for key in ("premise", "entailment", "contradiction")),
+            num_parallel_calls=tf.data.AUTOTUNE,
+        )
         .prefetch(tf.data.AUTOTUNE)
     )
 

@@ -61,11 +61,7 @@ def embedder_and_tokenizer():
     encoder = model.BertEncoder(config, dtype="float32")
     prefix = model.load_checkpoint(encoder, FLAGS.checkpoint)
     embedder = model.sentence_embedder(encoder, FLAGS.pooling)
-    return (
-        embedder,
-        lambda sentences: data.trim_padding(tokenizer(sentences)),
-        f"checkpoint {prefix}, {FLAGS.pooling} pooling",
-    )
+    return embedder, tokenizer.trimmed, f"checkpoint {prefix}, {FLAGS.pooling} pooling"
 
 
 def evaluate():

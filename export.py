@@ -39,7 +39,7 @@ class SentenceEncoder(tf.Module):
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="sentences")])
     def serve(self, sentences):
-        embeddings = self.embedder(data.trim_padding(self.tokenizer(sentences)), training=False)  # [batch, hidden]
+        embeddings = self.embedder(self.tokenizer.trimmed(sentences), training=False)  # [batch, hidden]
         return {"embeddings": tf.math.l2_normalize(tf.cast(embeddings, tf.float32), axis=1)}
 
 

@@ -156,7 +156,7 @@ def train(kind, config, tokenizer, make_batches, total_steps, strategy, recipe=N
     """
     evaluator = sts.StsEvaluator(
         {f"{name}:{split}": data.sts_pairs(name, split, FLAGS.data_dir) for name, split in EVALUATION_SETS},
-        lambda sentences: data.trim_padding(tokenizer(sentences)),  # as evaluate.py encodes
+        tokenizer.trimmed,  # as evaluate.py encodes
         FLAGS.batch_size,
     )
     run_name = FLAGS.run_name or f"{kind}-{time.strftime('%Y%m%d-%H%M%S')}"
