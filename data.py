@@ -12,7 +12,6 @@ fails with an error that says which file to provide.
 import json
 import math
 import os
-import sys
 import zipfile
 
 import tensorflow as tf
@@ -23,6 +22,8 @@ import tfds_korean.korean_wikipedia_corpus
 import tfds_korean.kornli
 import tfds_korean.korsts
 from absl import app, flags, logging
+
+import errors
 
 # Upstream file of every split, relative to --source_dir, laid out as ../shared/data is.
 SOURCE_FILES = {
@@ -53,7 +54,7 @@ BUILDERS = {
 STS_SCORE_FEATURES = {"korsts": "score", "klue_sts": "label"}
 
 
-class DataError(Exception):
+class DataError(errors.InputError):
     """Data that is missing, not prepared, or unknown."""
 
 
@@ -92,7 +93,7 @@ class KrBertTokenizer(tf.Module):
     Example:
         >>> tokenizer = KrBertTokenizer("../shared/data/vocabs/vocab_char_16424.txt", max_sequence_length=8)
         >>> tokenizer(tf.constant(["안녕하세요"]))["input_word_ids"].numpy()
-        array([[   2, 1926, 6872, 6617, 7025, 7122,    3,    0]], dtype=int32)
+        array([[   2,  128, 5660,  160, 4270,    3,    0,    0]], dtype=int32)
     """
 
     def __init__(self, vocab_path, max_sequence_length, model_vocab_size=None):
@@ -396,6 +397,20 @@ def nli_triples(split, data_dir=None):
     )
 
 
+def nli_triples_of_splits(splits, data_dir=None):
+    """The triples of every KorNLI split in `splits`, concatenated, and {split: number of triples}.
+
+    Counting makes one pass over each split, which fills the cache that the training epochs read.
+    """
+    triples = None
+    counts = {}
+    for split in splits:
+        split_triples = nli_triples(split, data_dir).cache()
+        counts[split] = int(split_triples.reduce(0, lambda count, _: count + 1))
+        triples = split_triples if triples is None else triples.concatenate(split_triples)
+    return triples, counts
+
+
 def supervised_batches(triples, tokenizer, batch_size, seed):
     """Shuffled, endlessly repeated batches of tokenized (premise, entailment, contradiction) feature dicts, each
     [batch_size, length <= max_len]."""
@@ -419,10 +434,7 @@ FLAGS = flags.FLAGS
 def main(argv):
     if len(argv) != 2 or argv[1] != "prepare":
         raise app.UsageError("usage: python data.py prepare --source_dir=DIR --data_dir=TFDS_DIR [--datasets=...]")
-    try:
-        prepare(FLAGS.datasets, FLAGS.source_dir, FLAGS.data_dir)
-    except DataError as error:
-        sys.exit(f"error: {error}")
+    prepare(FLAGS.datasets, FLAGS.source_dir, FLAGS.data_dir)
 
 
 if __name__ == "__main__":
@@ -430,4 +442,4 @@ if __name__ == "__main__":
     flags.DEFINE_string("data_dir", None, "TFDS data directory to prepare into (default: TFDS's).")
     flags.DEFINE_list("datasets", list(BUILDERS), "Datasets to prepare.")
     flags.mark_flag_as_required("source_dir")
-    app.run(main)
+    errors.run(main)

@@ -5,15 +5,13 @@ embeddings against the gold score, Pearson and Spearman (KorSTS is reported by S
         --vocab_path=KR-BERT/vocab_char_16424.txt --datasets=korsts:dev,korsts:test,klue_sts:dev
 """
 
-import sys
-
 import tensorflow as tf
 from absl import app, flags
 
 import data
+import errors
 import model
 import sts
-import training
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("config", None, "Google-format bert_config.json.")
@@ -33,8 +31,10 @@ flags.DEFINE_enum(
     model.POOLINGS,
     "Sentence embedding: [CLS] output, pooler output or mean (a SavedModel has its own).",
 )
-flags.DEFINE_integer("batch_size", 64, "Sentence pairs per batch.")
-flags.DEFINE_string("results_json", None, "Write {set: {n, pearson, spearman}} here.")
+flags.DEFINE_integer("batch_size", 64, "Sentences per batch.")
+flags.DEFINE_string(
+    "results_json", None, "Write {set: {n, pearson, spearman, alignment, uniformity}} here (null: undefined)."
+)
 CHECKPOINT_FLAGS = ("config", "checkpoint", "vocab_path")
 
 
@@ -51,43 +51,43 @@ flags.register_multi_flags_validator(
 )
 
 
-def embedder_and_tokenizer():
-    """What to evaluate: (embedder, tokenizer), from a SavedModel or from a checkpoint, and a description."""
-    if FLAGS.saved_model:
-        # The SavedModel tokenizes inside: it takes the sentences as they are.
-        return model.load_saved_encoder(FLAGS.saved_model), tf.identity, f"SavedModel {FLAGS.saved_model}"
-    config = model.BertConfig.from_json_file(FLAGS.config)
-    tokenizer = data.KrBertTokenizer(FLAGS.vocab_path, FLAGS.max_sequence_length, config.vocab_size)
-    encoder = model.BertEncoder(config, dtype="float32")
-    prefix = model.load_checkpoint(encoder, FLAGS.checkpoint)
-    embedder = model.sentence_embedder(encoder, FLAGS.pooling)
-    return embedder, tokenizer.trimmed, f"checkpoint {prefix}, {FLAGS.pooling} pooling"
-
-
 def evaluate():
     # Every set is looked up first, so a missing split fails before the model is loaded.
     sets = {
         f"{name}:{split}": data.sts_pairs(name, split, FLAGS.data_dir) for name, split in sts.parse_sets(FLAGS.datasets)
     }
-    embedder, tokenizer, description = embedder_and_tokenizer()
-    print(description)
-    results = sts.StsEvaluator(sets, tokenizer, FLAGS.batch_size)(embedder, verbose=True)
+    if FLAGS.saved_model:
+        embedder = model.load_saved_embedder(FLAGS.saved_model)
+        tokenizer = tf.identity  # the SavedModel tokenizes inside: it takes the sentences as they are
+        print(f"SavedModel {FLAGS.saved_model}")
+    else:
+        config = model.BertConfig.from_json_file(FLAGS.config)
+        config.check_sequence_length(FLAGS.max_sequence_length)
+        tokenizer = data.KrBertTokenizer(FLAGS.vocab_path, FLAGS.max_sequence_length, config.vocab_size).trimmed
+        encoder = model.BertEncoder(config, dtype="float32")
+        prefix = model.load_checkpoint(encoder, FLAGS.checkpoint)
+        embedder = model.sentence_embedder(encoder, FLAGS.pooling)
+        print(f"checkpoint {prefix}, {FLAGS.pooling} pooling")
+    results = sts.StsEvaluator(sets, tokenizer, embedder, FLAGS.batch_size)(verbose=True)
 
     print(f"{'set':<16}{'n':>6}{'pearson':>10}{'spearman':>10}   (x100)")
     for key, scores in results.items():
-        print(f"{key:<16}{scores['n']:>6}{scores['pearson'] * 100:>10.2f}{scores['spearman'] * 100:>10.2f}")
+        pearson, spearman = (percent(scores[name]) for name in ("pearson", "spearman"))
+        print(f"{key:<16}{scores['n']:>6}{pearson:>10}{spearman:>10}")
     if FLAGS.results_json:
-        training.write_json_atomically(FLAGS.results_json, results)
+        errors.write_json_atomically(FLAGS.results_json, results)
+
+
+def percent(value):
+    """A correlation x100 for the table; "n/a" where it is undefined (constant predictions)."""
+    return "n/a" if value is None else f"{value * 100:.2f}"
 
 
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    try:
-        evaluate()
-    except (model.ConfigError, model.CheckpointError, data.DataError) as error:
-        sys.exit(f"error: {error}")
+    evaluate()
 
 
 if __name__ == "__main__":
-    app.run(main)
+    errors.run(main)

@@ -9,13 +9,11 @@ SavedModel, so the directory loads with `tf.saved_model.load` (or serves with TF
 """
 
 import os
-import shutil
-import sys
 
-import tensorflow as tf
 from absl import app, flags, logging
 
 import data
+import errors
 import model
 
 FLAGS = flags.FLAGS
@@ -29,35 +27,15 @@ for name in ("config", "checkpoint", "vocab_path", "output"):
     flags.mark_flag_as_required(name)
 
 
-class SentenceEncoder(tf.Module):
-    """Tokenizer and encoder in one graph: strings [batch] -> {"embeddings": float32 [batch, hidden]}."""
-
-    def __init__(self, tokenizer, embedder):
-        super().__init__()
-        self.tokenizer = tokenizer
-        self.embedder = embedder
-
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="sentences")])
-    def serve(self, sentences):
-        embeddings = self.embedder(self.tokenizer.trimmed(sentences), training=False)  # [batch, hidden]
-        return {"embeddings": tf.math.l2_normalize(tf.cast(embeddings, tf.float32), axis=1)}
-
-
 def export():
     if os.path.exists(FLAGS.output):
-        raise data.DataError(f"--output {FLAGS.output} exists already: choose a new directory")
+        raise errors.InputError(f"--output {FLAGS.output} exists already: choose a new directory")
     config = model.BertConfig.from_json_file(FLAGS.config)
+    config.check_sequence_length(FLAGS.max_sequence_length)
     tokenizer = data.KrBertTokenizer(FLAGS.vocab_path, FLAGS.max_sequence_length, config.vocab_size)
     encoder = model.BertEncoder(config, dtype="float32")
     prefix = model.load_checkpoint(encoder, FLAGS.checkpoint)
-    module = SentenceEncoder(tokenizer, model.sentence_embedder(encoder, FLAGS.pooling))
-    # Written under a temporary name and renamed: no half-written model under --output.
-    temporary = f"{FLAGS.output}.tmp-{os.getpid()}"
-    try:
-        tf.saved_model.save(module, temporary, signatures={"serving_default": module.serve})
-        os.rename(temporary, FLAGS.output)
-    finally:
-        shutil.rmtree(temporary, ignore_errors=True)
+    model.save_embedder(model.sentence_embedder(encoder, FLAGS.pooling), tokenizer, FLAGS.output)
     logging.info(
         "exported %s (%s pooling, max length %d) to %s", prefix, FLAGS.pooling, FLAGS.max_sequence_length, FLAGS.output
     )
@@ -66,11 +44,8 @@ def export():
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    try:
-        export()
-    except (model.ConfigError, model.CheckpointError, data.DataError) as error:
-        sys.exit(f"error: {error}")
+    export()
 
 
 if __name__ == "__main__":
-    app.run(main)
+    errors.run(main)

@@ -7,12 +7,16 @@ checkpoints this repository writes are Google-format too.
 """
 
 import dataclasses
+import hashlib
 import json
 import math
 import os
+import shutil
 
 import keras
 import tensorflow as tf
+
+import errors
 
 # google-research/bert modeling.py: `tf.contrib.layers.layer_norm(..., epsilon=1e-12)`; Keras defaults to 1e-3.
 LAYER_NORM_EPSILON = 1e-12
@@ -29,11 +33,11 @@ POOLINGS = ("cls", "pooled", "mean")
 INPUT_NAMES = ("input_word_ids", "input_mask", "input_type_ids")
 
 
-class ConfigError(Exception):
+class ConfigError(errors.InputError):
     """A BERT config file that is missing, malformed or inconsistent."""
 
 
-class CheckpointError(Exception):
+class CheckpointError(errors.InputError):
     """A checkpoint that is missing, unreadable or does not fit the model."""
 
 
@@ -100,6 +104,14 @@ class BertConfig:
             return cls.from_dict(values)
         except ConfigError as error:
             raise ConfigError(f"{path}: {error}") from None
+
+    def check_sequence_length(self, max_sequence_length):
+        """Raises ConfigError if sentences of `max_sequence_length` tokens have no position embeddings."""
+        if max_sequence_length > self.max_position_embeddings:
+            raise ConfigError(
+                f"max_sequence_length {max_sequence_length} is more than the config's max_position_embeddings "
+                f"{self.max_position_embeddings}"
+            )
 
     def to_dict(self):
         return dataclasses.asdict(self)
@@ -272,6 +284,7 @@ class BertEncoder(keras.Model):
         >>> config = BertConfig.from_json_file("../shared/data/checkpoints/tiny-char-mlm/bert_config.json")
         >>> encoder = BertEncoder(config)
         >>> load_checkpoint(encoder, "../shared/data/checkpoints/tiny-char-mlm/model.ckpt")
+        '../shared/data/checkpoints/tiny-char-mlm/model.ckpt'
         >>> ids = tf.constant([[2, 7, 3, 0]])
         >>> outputs = encoder({"input_word_ids": ids, "input_mask": tf.cast(ids > 0, tf.int32),
         ...                    "input_type_ids": tf.zeros_like(ids)})
@@ -404,9 +417,14 @@ class SimCSE(keras.Model):
         pooling: sentence embedding for the loss; the original recipe trains on the pooler output.
 
     Example:
-        >>> simcse = SimCSE(encoder, temperature=0.05)
-        >>> simcse.compile(optimizer=keras.optimizers.AdamW(3e-5, weight_decay=0.0))
-        >>> simcse.fit(feature_batches, steps_per_epoch=100)
+        >>> config = BertConfig.from_json_file("../shared/data/checkpoints/tiny-char-mlm/bert_config.json")
+        >>> simcse = SimCSE(BertEncoder(config), temperature=0.05)
+        >>> ids = tf.constant([[2, 7, 3], [2, 9, 3], [2, 8, 3]])
+        >>> features = {"input_word_ids": ids, "input_mask": tf.ones_like(ids), "input_type_ids": tf.zeros_like(ids)}
+        >>> simcse(features, training=True).shape  # unsupervised: 3 sentences against their 3 second views
+        TensorShape([3, 3])
+        >>> simcse((features, features, features), training=True).shape  # supervised: positives, hard negatives
+        TensorShape([3, 6])
     """
 
     def __init__(self, encoder, temperature, pooling="pooled", **kwargs):
@@ -514,11 +532,51 @@ def save_checkpoint(encoder, prefix):
     return prefix
 
 
-def load_saved_encoder(path):
-    """The `serving_default` function of a SavedModel written by export.py: strings [batch] -> embeddings.
+# === SavedModel ===
 
-    tensorflow_text must be imported first (data.py does): its ops are in the graph.
-    """
+
+class SentenceEmbedder(tf.Module):
+    """Tokenizer and embedder in one graph: strings [batch] -> {"embeddings": float32 [batch, hidden]},
+    L2-normalised. `tokenizer` is a `data.KrBertTokenizer`; its vocab becomes an asset of the SavedModel."""
+
+    def __init__(self, tokenizer, embedder):
+        super().__init__()
+        self.tokenizer = tokenizer
+        self.embedder = embedder
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="sentences")])
+    def serve(self, sentences):
+        embeddings = self.embedder(self.tokenizer.trimmed(sentences), training=False)  # [batch, hidden]
+        return {"embeddings": tf.math.l2_normalize(tf.cast(embeddings, tf.float32), axis=1)}
+
+
+def save_embedder(embedder, tokenizer, path):
+    """Writes `tokenizer` and `embedder` (`sentence_embedder`) as a SavedModel at `path`, which must not exist:
+    under a temporary name, renamed into place, so nothing half-written is ever at `path`."""
+    if os.path.exists(path):
+        raise CheckpointError(f"{path} exists already: choose a new directory")
+    module = SentenceEmbedder(tokenizer, embedder)
+    temporary = f"{path}.tmp-{os.getpid()}"
+    try:
+        tf.saved_model.save(module, temporary, signatures={"serving_default": module.serve})
+        os.rename(temporary, path)
+    finally:
+        shutil.rmtree(temporary, ignore_errors=True)
+
+
+def saved_model_fingerprint(path):
+    """A hash of a SavedModel's graph and weights: equal for the same model, different for another."""
+    digest = hashlib.sha256()
+    for file in [os.path.join(path, "saved_model.pb"), *sorted(tf.io.gfile.glob(os.path.join(path, "variables", "*")))]:
+        with open(file, "rb") as f:
+            digest.update(f.read())
+    return digest.hexdigest()
+
+
+def load_saved_embedder(path):
+    """The `serving_default` function of a SavedModel written by export.py: strings [batch] -> embeddings."""
+    import tensorflow_text  # noqa: F401  (registers the ops of the SavedModel's in-graph tokenizer)
+
     if not tf.io.gfile.exists(os.path.join(path, "saved_model.pb")):
         raise CheckpointError(f"no SavedModel at {path} (expected {os.path.join(path, 'saved_model.pb')})")
     try:

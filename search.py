@@ -18,7 +18,7 @@ import numpy as np
 import tensorflow as tf
 from absl import app, flags
 
-import data  # noqa: F401  (registers tensorflow_text's ops, which the SavedModel's tokenizer uses)
+import errors
 import model
 
 FLAGS = flags.FLAGS
@@ -33,40 +33,37 @@ for name in ("model", "corpus"):
 
 def read_corpus(path):
     if not os.path.isfile(path):
-        raise data.DataError(f"corpus file not found: {path}")
+        raise errors.InputError(f"corpus file not found: {path}")
     with open(path, encoding="utf-8") as f:
         sentences = [line.rstrip("\n") for line in f if line.strip()]
     if not sentences:
-        raise data.DataError(f"corpus {path} has no sentences")
+        raise errors.InputError(f"corpus {path} has no sentences")
     return sentences
 
 
 def cache_path(model_dir, corpus_path):
     """`<corpus>.<hash of the model's graph and weights and of the corpus>.npy`."""
-    digest = hashlib.sha256()
-    for path in [os.path.join(model_dir, "saved_model.pb"), *sorted(tf.io.gfile.glob(f"{model_dir}/variables/*"))]:
-        with open(path, "rb") as f:
-            digest.update(f.read())
+    digest = hashlib.sha256(model.saved_model_fingerprint(model_dir).encode())
     with open(corpus_path, "rb") as f:
         digest.update(f.read())
     return f"{corpus_path}.{digest.hexdigest()[:16]}.npy"
 
 
-def embed(encode, sentences, verbose):
+def embed(embedder, sentences, verbose):
     progress = keras.utils.Progbar(len(sentences), verbose=int(verbose), unit_name="sentence")
     batches = []
     for start in range(0, len(sentences), FLAGS.batch_size):
-        batches.append(encode(tf.constant(sentences[start : start + FLAGS.batch_size])).numpy())
+        batches.append(embedder(tf.constant(sentences[start : start + FLAGS.batch_size])).numpy())
         progress.add(len(batches[-1]))
     return np.concatenate(batches)  # [sentences, hidden], L2-normalised
 
 
-def corpus_embeddings(encode, sentences):
+def corpus_embeddings(embedder, sentences):
     path = cache_path(FLAGS.model, FLAGS.corpus)
     if os.path.exists(path):
         return np.load(path)
     with contextlib.redirect_stdout(sys.stderr):  # the progress bar; stdout is for results
-        embeddings = embed(encode, sentences, verbose=True)
+        embeddings = embed(embedder, sentences, verbose=True)
     temporary = f"{path}.tmp-{os.getpid()}.npy"
     np.save(temporary, embeddings)
     os.replace(temporary, path)
@@ -75,12 +72,12 @@ def corpus_embeddings(encode, sentences):
 
 def search():
     sentences = read_corpus(FLAGS.corpus)
-    encode = model.load_saved_encoder(FLAGS.model)
-    corpus = corpus_embeddings(encode, sentences)  # [corpus, hidden]
+    embedder = model.load_saved_embedder(FLAGS.model)
+    corpus = corpus_embeddings(embedder, sentences)  # [corpus, hidden]
     queries = [FLAGS.query] if FLAGS.query is not None else [line.strip() for line in sys.stdin if line.strip()]
     if not queries:
-        raise data.DataError("no query: give --query or queries on standard input")
-    scores = embed(encode, queries, verbose=False) @ corpus.T  # cosine similarities, [queries, corpus]
+        raise errors.InputError("no query: give --query or queries on standard input")
+    scores = embed(embedder, queries, verbose=False) @ corpus.T  # cosine similarities, [queries, corpus]
     for query, row in zip(queries, scores, strict=True):
         print(f"query: {query}")
         for rank, index in enumerate(np.argsort(-row)[: FLAGS.top_k], start=1):
@@ -91,11 +88,8 @@ def search():
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    try:
-        search()
-    except (model.CheckpointError, data.DataError) as error:
-        sys.exit(f"error: {error}")
+    search()
 
 
 if __name__ == "__main__":
-    app.run(main)
+    errors.run(main)

@@ -2,12 +2,14 @@
 their cosine similarity against the gold score with Pearson and Spearman correlation, and measure the
 embeddings' alignment and uniformity (Wang & Isola, 2020), the two diagnostics of the SimCSE paper."""
 
+import math
+
 import keras
 import numpy as np
 import scipy.stats
 import tensorflow as tf
 
-import data
+import errors
 
 
 def parse_sets(specs):
@@ -16,7 +18,7 @@ def parse_sets(specs):
     for spec in specs:
         name, _, split = spec.partition(":")
         if not name or not split:
-            raise data.DataError(f"'{spec}' is not DATASET:SPLIT (e.g. korsts:dev)")
+            raise errors.InputError(f"'{spec}' is not DATASET:SPLIT (e.g. korsts:dev)")
         sets.append((name, split))
     return sets
 
@@ -25,64 +27,79 @@ class StsEvaluator:
     """Scores a sentence embedder on STS sets: Pearson and Spearman of the cosine similarity against the gold
     score, and the paper's alignment and uniformity of the L2-normalised embeddings.
 
+    Each distinct sentence of a set is embedded once. Sentences are batched shortest first, so a batch carries
+    little padding (`data.trim_padding` cuts it); they are tokenized once and kept, and the embedder is traced
+    once for any batch shape: training evaluates the same sets with the same embedder many times.
+
     Args:
         sets: {"korsts:dev": tf.data.Dataset of {"sentence1", "sentence2", "score"}, ...} (`data.sts_pairs`).
-        tokenizer: a `data.KrBertTokenizer`.
-        batch_size: sentence pairs per batch.
+        tokenizer: strings [batch] -> what `embedder` takes (`data.KrBertTokenizer.trimmed`).
+        embedder: what `tokenizer` gives -> [batch, hidden] (`model.sentence_embedder`; run in inference mode).
+        batch_size: sentences per batch.
 
-    Example:
-        >>> evaluator = StsEvaluator({"korsts:dev": data.sts_pairs("korsts", "dev")}, tokenizer, batch_size=64)
-        >>> evaluator(model.sentence_embedder(encoder, "cls"))
-        {'korsts:dev': {'n': 1500, 'pearson': 0.32..., 'spearman': 0.37..., 'alignment': ..., 'uniformity': ...}}
+    Example (evaluate.py passes `data.sts_pairs`, `KrBertTokenizer.trimmed` and `model.sentence_embedder`):
+        >>> pairs = tf.data.Dataset.from_tensor_slices(
+        ...     {"sentence1": ["a", "bb", "ccc"], "sentence2": ["bb", "ccc", "a"], "score": [4.0, 2.0, 1.0]})
+        >>> def embedder(sentences):  # a stand-in: the number of characters, and 1
+        ...     lengths = tf.cast(tf.strings.length(sentences), tf.float32)
+        ...     return tf.stack([lengths, tf.ones_like(lengths)], axis=1)
+        >>> scores = StsEvaluator({"toy": pairs}, tf.identity, embedder, batch_size=2)()
+        >>> scores["toy"]["n"], round(scores["toy"]["spearman"], 2)
+        (3, 0.5)
     """
 
-    def __init__(self, sets, tokenizer, batch_size):
+    def __init__(self, sets, tokenizer, embedder, batch_size):
         self.batches = {}
         self.gold = {}
-        self.sentences = {}
+        self.pair_rows = {}
         for key, pairs in sets.items():
-            pairs = pairs.batch(batch_size)
-            # Tokenized once and kept: evaluation repeats during training.
-            self.batches[key] = pairs.map(
-                lambda pair: (tokenizer(pair["sentence1"]), tokenizer(pair["sentence2"])),
-                num_parallel_calls=tf.data.AUTOTUNE,
-            ).cache()
-            columns = list(pairs.as_numpy_iterator())
+            columns = list(pairs.batch(4096).as_numpy_iterator())
             self.gold[key] = np.concatenate([batch["score"] for batch in columns]).astype(np.float64)
-            self.sentences[key] = tuple(np.concatenate([b[f"sentence{i}"] for b in columns]) for i in (1, 2))
+            slots = np.concatenate([batch[name] for name in ("sentence1", "sentence2") for batch in columns])
+            sentences, slot_sentence = np.unique(slots, return_inverse=True)  # [distinct], [2 * pairs]
+            # Shortest first (in characters: KR-BERT char's tokens are about one a character).
+            order = np.argsort([len(sentence.decode("utf-8", "replace")) for sentence in sentences], kind="stable")
+            sorted_row = np.empty_like(order)
+            sorted_row[order] = np.arange(len(order))
+            self.pair_rows[key] = sorted_row[slot_sentence].reshape(2, -1)  # row of each pair's sentences, [2, pairs]
+            self.batches[key] = (
+                tf.data.Dataset.from_tensor_slices(sentences[order])
+                .batch(batch_size)
+                .map(tokenizer, num_parallel_calls=tf.data.AUTOTUNE)
+                .cache()
+            )
+        features = next(iter(self.batches.values())).element_spec
+        any_shape = tf.nest.map_structure(lambda spec: tf.TensorSpec([None] * spec.shape.rank, spec.dtype), features)
+        self.encode = tf.function(embedder, input_signature=[any_shape])
 
-    def __call__(self, embedder, verbose=False):
-        """embedder: from tokenizer features to [batch, hidden] (a Keras model, run in inference mode).
-
-        Returns {set: {n, pearson, spearman, alignment, uniformity}}.
-        """
-        encode = tf.function(embedder, reduce_retracing=True)
+    def __call__(self, verbose=False):
+        """Returns {set: {n, pearson, spearman, alignment, uniformity}}; a metric that is not finite (constant
+        predictions; no pair with gold >= 4 for alignment) is None."""
         results = {}
         for key, batches in self.batches.items():
-            progress = keras.utils.Progbar(len(self.gold[key]), verbose=int(verbose), unit_name="pair")
-            embeddings1, embeddings2 = [], []
-            for features1, features2 in batches:
-                embeddings1.append(encode(features1).numpy())
-                embeddings2.append(encode(features2).numpy())
-                progress.add(len(embeddings1[-1]))
-            unit1 = l2_normalize(np.concatenate(embeddings1))  # [pairs, hidden]
-            unit2 = l2_normalize(np.concatenate(embeddings2))  # [pairs, hidden]
+            progress = keras.utils.Progbar(self.pair_rows[key].max() + 1, verbose=int(verbose), unit_name="sentence")
+            embeddings = []
+            for features in batches:
+                embeddings.append(self.encode(features).numpy())
+                progress.add(len(embeddings[-1]))
+            unit = l2_normalize(np.concatenate(embeddings))  # [distinct sentences, hidden], shortest first
+            unit1, unit2 = unit[self.pair_rows[key]]  # each [pairs, hidden]
             predicted = (unit1 * unit2).sum(axis=1)  # cosine similarity, [pairs]
             gold = self.gold[key]
-            results[key] = {
-                "n": len(gold),
-                "pearson": float(scipy.stats.pearsonr(predicted, gold).statistic),
-                "spearman": float(scipy.stats.spearmanr(predicted, gold).statistic),
+            scores = {
+                "pearson": scipy.stats.pearsonr(predicted, gold).statistic,
+                "spearman": scipy.stats.spearmanr(predicted, gold).statistic,
                 "alignment": alignment(unit1, unit2, gold),
-                "uniformity": uniformity(self.unique_sentence_rows(key, unit1, unit2)),
+                "uniformity": uniformity(unit),
             }
+            results[key] = {"n": len(gold), **{name: finite_or_none(value) for name, value in scores.items()}}
         return results
 
-    def unique_sentence_rows(self, key, unit1, unit2):
-        """The embeddings of the split's distinct sentences, [sentences, hidden]."""
-        sentences = np.concatenate([self.sentences[key][0], self.sentences[key][1]])
-        _, first = np.unique(sentences, return_index=True)
-        return np.concatenate([unit1, unit2])[np.sort(first)]
+
+def finite_or_none(value):
+    """A float, or None for NaN and infinities: they are not JSON, and no score to compare or select."""
+    value = float(value)
+    return value if math.isfinite(value) else None
 
 
 # Wang & Isola (2020), as the SimCSE paper uses them: positive pairs are those with gold score >= 4 (of 5).
@@ -97,6 +114,8 @@ def l2_normalize(embeddings):
 def alignment(unit1, unit2, gold):
     """Mean squared distance of the unit embeddings of positive pairs (lower: positives closer)."""
     positive = gold >= POSITIVE_PAIR_MIN_SCORE
+    if not positive.any():
+        return math.nan
     return float(((unit1[positive] - unit2[positive]) ** 2).sum(axis=1).mean())
 
 

@@ -6,51 +6,42 @@ learning rate 5e-5, temperature 0.05, max length 48, evaluation on KorSTS dev an
     python train_supervised.py --mixed_precision
 """
 
-import sys
-
 from absl import app, flags, logging
 
 import data
-import training
+import errors
+import training_flags
 
 FLAGS = flags.FLAGS
-training.define_flags(batch_size=128, learning_rate=5e-5, max_sequence_length=48, evaluation_frequency=125)
-flags.DEFINE_integer("epochs", 3, "Passes over the training triples.")
+training_flags.define_flags(batch_size=128, learning_rate=5e-5, max_sequence_length=48, evaluation_frequency=125)
+flags.DEFINE_integer("epochs", 3, "Passes over the training triples.", lower_bound=1)
 flags.DEFINE_list("train_splits", ["mnli_train", "snli_train"], "KorNLI splits to build triples from.")
 
 
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    try:
-        config, tokenizer, strategy = training.setup()
-        triples = None
-        counts = {}
-        for split in FLAGS.train_splits:
-            split_triples = data.nli_triples(split, FLAGS.data_dir).cache()
-            # Counting makes one pass, which fills the cache the training epochs read.
-            counts[split] = int(split_triples.reduce(0, lambda count, _: count + 1))
-            logging.info("kornli:%s: %d triples", split, counts[split])
-            triples = split_triples if triples is None else triples.concatenate(split_triples)
-        steps_per_epoch = sum(counts.values()) // FLAGS.batch_size
-        if steps_per_epoch == 0:
-            raise data.DataError(
-                f"{sum(counts.values())} triples in {', '.join(FLAGS.train_splits)} do not fill one batch of "
-                f"{FLAGS.batch_size}"
-            )
-        training.train(
-            "supervised",
-            config,
-            tokenizer,
-            lambda seed: data.supervised_batches(triples, tokenizer, FLAGS.batch_size, seed),
-            FLAGS.epochs * steps_per_epoch,
-            strategy,
-            recipe={"train_splits": FLAGS.train_splits, "epochs": FLAGS.epochs},
-            run_files={"data_stats.json": {"triples": counts}},
+    strategy = training_flags.make_strategy(FLAGS)
+    triples, counts = data.nli_triples_of_splits(FLAGS.train_splits, FLAGS.data_dir)
+    for split, count in counts.items():
+        logging.info("kornli:%s: %d triples", split, count)
+    steps_per_epoch = sum(counts.values()) // FLAGS.batch_size
+    if steps_per_epoch == 0:
+        raise data.DataError(
+            f"{sum(counts.values())} triples in {', '.join(FLAGS.train_splits)} do not fill one batch of "
+            f"{FLAGS.batch_size}"
         )
-    except training.INPUT_ERRORS as error:
-        sys.exit(f"error: {error}")
+    recipe = training_flags.make_recipe(
+        FLAGS, "supervised", FLAGS.epochs * steps_per_epoch, train_splits=tuple(FLAGS.train_splits), epochs=FLAGS.epochs
+    )
+    training_flags.train(
+        FLAGS,
+        recipe,
+        strategy,
+        lambda tokenizer, seed: data.supervised_batches(triples, tokenizer, recipe.batch_size, seed),
+        run_files={"data_stats.json": {"triples": counts}},
+    )
 
 
 if __name__ == "__main__":
-    app.run(main)
+    errors.run(main)

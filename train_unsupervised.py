@@ -6,35 +6,30 @@ KorSTS dev and KLUE STS dev every 250 steps).
     python train_unsupervised.py --mixed_precision
 """
 
-import sys
-
 from absl import app, flags
 
 import data
-import training
+import errors
+import training_flags
 
 FLAGS = flags.FLAGS
-training.define_flags(batch_size=64, learning_rate=3e-5, max_sequence_length=64, evaluation_frequency=250)
-flags.DEFINE_integer("total_steps", 25_000, "Training steps.")
+training_flags.define_flags(batch_size=64, learning_rate=3e-5, max_sequence_length=64, evaluation_frequency=250)
+flags.DEFINE_integer("total_steps", 25_000, "Training steps.", lower_bound=1)
 
 
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    try:
-        config, tokenizer, strategy = training.setup()
-        sentences = data.corpus_sentences(FLAGS.data_dir)
-        training.train(
-            "unsupervised",
-            config,
-            tokenizer,
-            lambda seed: data.unsupervised_batches(sentences, tokenizer, FLAGS.batch_size, seed),
-            FLAGS.total_steps,
-            strategy,
-        )
-    except training.INPUT_ERRORS as error:
-        sys.exit(f"error: {error}")
+    strategy = training_flags.make_strategy(FLAGS)
+    recipe = training_flags.make_recipe(FLAGS, "unsupervised", FLAGS.total_steps)
+    sentences = data.corpus_sentences(FLAGS.data_dir)
+    training_flags.train(
+        FLAGS,
+        recipe,
+        strategy,
+        lambda tokenizer, seed: data.unsupervised_batches(sentences, tokenizer, recipe.batch_size, seed),
+    )
 
 
 if __name__ == "__main__":
-    app.run(main)
+    errors.run(main)

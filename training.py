@@ -1,106 +1,115 @@
-"""What train_unsupervised.py and train_supervised.py share: their flags, the distribution strategy and precision
-policy, the model and optimizer, the STS evaluation that writes checkpoints, `best`, eval_history.jsonl and
-TensorBoard scalars, and resuming a run that was stopped.
-
-Each script supplies its training batches and recipe defaults and calls `train`.
+"""The training core both SimCSE scripts share, with plain arguments: the recipe, the distribution strategy and
+precision policy, the model and optimizer, STS evaluation during training, and the run directory (checkpoints,
+`best/`, eval_history.jsonl, the training state) kept consistent through kills and resumes.
+train_unsupervised.py and train_supervised.py wire their flags to `train` through training_flags.py.
 """
 
+import dataclasses
 import json
 import math
 import os
-import time
+import shutil
 
 import keras
 import tensorflow as tf
-from absl import flags, logging
+from absl import logging
 
 import data
+import errors
 import model
 import sts
 
-FLAGS = flags.FLAGS
 
-
-class TrainingError(Exception):
+class TrainingError(errors.InputError):
     """Training that cannot start or go on: a run directory of another recipe, a diverged loss."""
 
 
-# Errors reported as one line by the scripts.
-INPUT_ERRORS = (model.ConfigError, model.CheckpointError, data.DataError, TrainingError)
 # Evaluated during training, as in the original work; `best` is chosen by the first's Spearman.
 EVALUATION_SETS = (("korsts", "dev"), ("klue_sts", "dev"))
 # Step checkpoints kept besides `best`; older ones are deleted (a KR-BERT base checkpoint is ~0.4 GB).
 KEEP_STEP_CHECKPOINTS = 5
+# Training states kept in state/: the newest, and the one before in case the newest is damaged.
+KEEP_STATES = 2
 # SimCSE's optimizer (transformers' Trainer defaults): AdamW, no weight decay, epsilon 1e-8.
 ADAM_EPSILON = 1e-8
 
 
-def define_flags(*, batch_size, learning_rate, max_sequence_length, evaluation_frequency):
-    """The flags both scripts take, with the script's recipe defaults."""
-    flags.DEFINE_string("config", "configs/char_bert_base.json", "Google-format bert_config.json.")
-    flags.DEFINE_string(
-        "pretrained_weight",
-        "kr-bert-char/model.ckpt-2000000",
-        "Checkpoint to start from: KR-BERT's Google-format release or one saved here. Empty: random init.",
-    )
-    flags.DEFINE_string("vocab_path", "kr-bert-char/vocab_char_16424.txt", "BERT vocab file.")
-    flags.DEFINE_string("data_dir", None, "TFDS data directory with the prepared datasets (default: TFDS's).")
-    flags.DEFINE_boolean("mixed_precision", False, "mixed_float16 on a GPU, mixed_bfloat16 on CPU and TPU.")
-    flags.DEFINE_integer("batch_size", batch_size, "Sentences (unsupervised) or triples (supervised) per step.")
-    flags.DEFINE_float("warmup_ratio", 0.05, "Fraction of the steps with linear warm-up.")
-    flags.DEFINE_float("learning_rate", learning_rate, "Peak learning rate.")
-    flags.DEFINE_float("temperature", 0.05, "Temperature of the contrastive softmax.")
-    flags.DEFINE_integer("max_sequence_length", max_sequence_length, "Tokens per sentence, [CLS] and [SEP] included.")
-    flags.DEFINE_integer("evaluation_frequency", evaluation_frequency, "Evaluate and save every this many steps.")
-    flags.DEFINE_string("model_checkpoints", "models", "Directory of the run directories.")
-    flags.DEFINE_string("tensorboard_log_path", "logs", "Directory of the TensorBoard run directories.")
-    flags.DEFINE_integer("seed", 42, "Seed of initialisation, shuffling and dropout.")
-    flags.DEFINE_string(
-        "run_name",
-        None,
-        "Run directory under --model_checkpoints (default: <kind>-<date>-<time>); an existing one resumes.",
-    )
-    flags.DEFINE_enum(
-        "distribution_strategy",
-        "default",
-        ["default", "mirrored", "multi_worker_mirrored", "tpu"],
-        "tf.distribute strategy; the global batch is split over the replicas.",
-    )
-    flags.DEFINE_string("tpu", "", "TPU name or address, with --distribution_strategy=tpu.")
-    flags.DEFINE_integer(
-        "num_cpu_devices", 1, "Split the host CPU into this many logical devices (multi-replica runs without GPUs)."
-    )
+# === Recipe ===
 
 
-def setup():
-    """Checks the flags, config and vocab, makes the distribution strategy, sets precision and seeds.
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+    """What makes a run what it is: written to run_config.json, and a run is resumed only with the same values.
 
-    Returns (config, tokenizer, strategy).
+    Args:
+        kind: "unsupervised" or "supervised".
+        total_steps: optimizer steps of the whole run.
+        batch_size: sentences (unsupervised) or triples (supervised) per step, over all replicas.
+        learning_rate: peak learning rate, reached after `warmup_ratio * total_steps` steps, then decayed to 0.
+        warmup_ratio: fraction of the steps with linear warm-up, in [0, 1).
+        temperature: temperature of the contrastive softmax.
+        max_sequence_length: tokens per sentence, [CLS] and [SEP] included.
+        evaluation_frequency: evaluate and save every this many steps (and at the last).
+        seed: seed of initialisation, shuffling and dropout.
+        mixed_precision: mixed_float16 on a GPU, mixed_bfloat16 on CPU and TPU.
+        train_splits: supervised only, the KorNLI splits of the triples.
+        epochs: supervised only, passes over the triples.
+
+    Example:
+        >>> recipe = Recipe(kind="unsupervised", total_steps=600, batch_size=64, learning_rate=3e-5,
+        ...                 warmup_ratio=0.05, temperature=0.05, max_sequence_length=64, evaluation_frequency=200,
+        ...                 seed=42, mixed_precision=False)
+        >>> recipe.warmup_steps
+        30
     """
-    # Logical devices must be made before anything else touches the TensorFlow runtime.
-    strategy = make_strategy()
-    if FLAGS.batch_size < 2:
-        raise data.DataError(f"--batch_size must be at least 2 (in-batch negatives), got {FLAGS.batch_size}")
-    if FLAGS.batch_size % strategy.num_replicas_in_sync:
-        raise data.DataError(
-            f"--batch_size {FLAGS.batch_size} does not split over {strategy.num_replicas_in_sync} replicas"
-        )
-    if FLAGS.evaluation_frequency < 1:
-        raise data.DataError(f"--evaluation_frequency must be positive, got {FLAGS.evaluation_frequency}")
-    config = model.BertConfig.from_json_file(FLAGS.config)
-    tokenizer = data.KrBertTokenizer(FLAGS.vocab_path, FLAGS.max_sequence_length, config.vocab_size)
-    set_precision(FLAGS.mixed_precision, on_tpu=FLAGS.distribution_strategy == "tpu")
-    keras.utils.set_random_seed(FLAGS.seed)
-    return config, tokenizer, strategy
+
+    kind: str
+    total_steps: int
+    batch_size: int
+    learning_rate: float
+    warmup_ratio: float
+    temperature: float
+    max_sequence_length: int
+    evaluation_frequency: int
+    seed: int
+    mixed_precision: bool
+    train_splits: tuple[str, ...] | None = None
+    epochs: int | None = None
+
+    def __post_init__(self):
+        checks = [
+            (self.total_steps >= 1, "total_steps must be positive"),
+            (self.batch_size >= 2, "batch_size must be at least 2 (in-batch negatives)"),
+            (self.learning_rate > 0, "learning_rate must be positive"),
+            (0 <= self.warmup_ratio < 1, "warmup_ratio must be in [0, 1)"),
+            (self.temperature > 0, "temperature must be positive"),
+            (self.max_sequence_length >= 2, "max_sequence_length must leave room for [CLS] and [SEP]"),
+            (self.evaluation_frequency >= 1, "evaluation_frequency must be positive"),
+        ]
+        for holds, message in checks:
+            if not holds:
+                field = message.split()[0]
+                raise TrainingError(f"{message}, got {getattr(self, field)}")
+
+    @property
+    def warmup_steps(self):
+        return int(self.warmup_ratio * self.total_steps)
+
+    def run_config(self, bert_config):
+        """run_config.json: the recipe's set fields and the BERT config, as JSON values."""
+        values = {name: value for name, value in dataclasses.asdict(self).items() if value is not None}
+        return json.loads(json.dumps({**values, "bert_config": bert_config.to_dict()}))
 
 
-def make_strategy():
-    if FLAGS.num_cpu_devices > 1:
+# === Strategy, precision, model ===
+
+
+def make_strategy(name="default", num_cpu_devices=1, tpu=""):
+    """A tf.distribute strategy by name; `num_cpu_devices` > 1 first splits the host CPU into that many logical
+    devices (so the multi-replica path runs without GPUs), which must happen before the runtime starts."""
+    if num_cpu_devices > 1:
         (cpu,) = tf.config.list_physical_devices("CPU")
-        tf.config.set_logical_device_configuration(
-            cpu, [tf.config.LogicalDeviceConfiguration()] * FLAGS.num_cpu_devices
-        )
-    name = FLAGS.distribution_strategy
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * num_cpu_devices)
     if name == "default":
         strategy = tf.distribute.get_strategy()
     elif name == "mirrored":
@@ -109,11 +118,13 @@ def make_strategy():
         strategy = tf.distribute.MirroredStrategy([device.name for device in devices])
     elif name == "multi_worker_mirrored":
         strategy = tf.distribute.MultiWorkerMirroredStrategy()
-    else:
-        resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=FLAGS.tpu)
+    elif name == "tpu":
+        resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu)
         tf.config.experimental_connect_to_cluster(resolver)
         tf.tpu.experimental.initialize_tpu_system(resolver)
         strategy = tf.distribute.TPUStrategy(resolver)
+    else:
+        raise TrainingError(f"unknown distribution strategy '{name}'")
     logging.info("distribution strategy: %s, %d replica(s)", name, strategy.num_replicas_in_sync)
     return strategy
 
@@ -130,15 +141,6 @@ def set_precision(mixed_precision, on_tpu=False):
     logging.info("precision policy: %s", policy)
 
 
-def write_json_atomically(path, value):
-    """Writes JSON next to `path` and renames it into place: a reader sees the old file or the new one."""
-    temporary = f"{path}.tmp-{os.getpid()}"
-    with open(temporary, "w", encoding="utf-8") as f:
-        json.dump(value, f, indent=2)
-        f.write("\n")
-    os.replace(temporary, path)
-
-
 def compile_simcse(encoder, temperature, learning_rate, warmup_steps, total_steps):
     """SimCSE over `encoder`, compiled for `fit` with the recipe's optimizer: AdamW with linear warm-up and decay."""
     simcse = model.SimCSE(encoder, temperature)
@@ -147,160 +149,175 @@ def compile_simcse(encoder, temperature, learning_rate, warmup_steps, total_step
     return simcse
 
 
-def train(kind, config, tokenizer, make_batches, total_steps, strategy, recipe=None, run_files=None):
-    """Trains SimCSE for `total_steps` on `make_batches(seed)`, evaluating every --evaluation_frequency steps.
+def load_evaluation_sets(data_dir=None):
+    """The STS sets evaluated during training, {"korsts:dev": pairs, "klue_sts:dev": pairs}."""
+    return {f"{name}:{split}": data.sts_pairs(name, split, data_dir) for name, split in EVALUATION_SETS}
 
-    A run directory that exists already is resumed from its last evaluation, if it was made with the same
-    recipe. Everything that can be wrong with the input is checked before a new run directory is made;
-    `run_files`, {file name: JSON value}, are written into it with its `run_config.json`.
+
+# === Training ===
+
+
+def train(
+    recipe,
+    config,
+    vocab_path,
+    make_batches,
+    evaluation_sets,
+    run_dir,
+    tensorboard_dir,
+    pretrained_weight=None,
+    strategy=None,
+    run_files=None,
+):
+    """Trains SimCSE by `recipe`, evaluating every `recipe.evaluation_frequency` steps; returns `run_dir`.
+
+    A `run_dir` that exists already is resumed from its last saved state, if it was made with the same recipe.
+    Everything that can be wrong with the input is checked before any model is built, and a new run directory
+    is made only once the model has loaded.
+
+    Args:
+        recipe: a `Recipe`.
+        config: the encoder's `model.BertConfig`.
+        vocab_path: its BERT vocab file.
+        make_batches: (tokenizer, seed) -> a dataset of training batches (`data.unsupervised_batches`, ...).
+        evaluation_sets: {"korsts:dev": pairs, "klue_sts:dev": pairs} (`load_evaluation_sets`).
+        run_dir: where checkpoints, `best/`, eval_history.jsonl and the state go.
+        tensorboard_dir: where the TensorBoard scalars go.
+        pretrained_weight: a checkpoint to start from (Google format); None: random initialisation.
+        strategy: a tf.distribute strategy; None: the default one.
+        run_files: {file name: JSON value} written into a new run directory besides run_config.json.
     """
-    evaluator = sts.StsEvaluator(
-        {f"{name}:{split}": data.sts_pairs(name, split, FLAGS.data_dir) for name, split in EVALUATION_SETS},
-        tokenizer.trimmed,  # as evaluate.py encodes
-        FLAGS.batch_size,
-    )
-    run_name = FLAGS.run_name or f"{kind}-{time.strftime('%Y%m%d-%H%M%S')}"
-    run_dir = os.path.join(FLAGS.model_checkpoints, run_name)
-    run_config = {
-        "kind": kind,
-        "bert_config": config.to_dict(),
-        "total_steps": total_steps,
-        **{name: FLAGS[name].value for name in RECIPE_FLAGS},
-        **(recipe or {}),
-    }
-    resuming = os.path.exists(run_dir)
-    if resuming:
-        check_same_recipe(run_dir, run_config)
+    strategy = strategy or tf.distribute.get_strategy()
+    if recipe.batch_size % strategy.num_replicas_in_sync:
+        raise TrainingError(
+            f"batch_size {recipe.batch_size} does not split over {strategy.num_replicas_in_sync} replicas"
+        )
+    config.check_sequence_length(recipe.max_sequence_length)
+    tokenizer = data.KrBertTokenizer(vocab_path, recipe.max_sequence_length, config.vocab_size)
+    run = RunDirectory(run_dir)
+    run_config = recipe.run_config(config)
+    start_step, history = 0, []
+    if run.exists():
+        run.check_recipe(run_config)
+        start_step = run.saved_step()
+        if start_step >= recipe.total_steps:
+            logging.info("%s has finished all %d steps already", run_dir, recipe.total_steps)
+            return run_dir
+        history = run.resume(start_step)
+    if pretrained_weight and not start_step:
+        model.resolve_checkpoint(pretrained_weight)
 
-    with strategy.scope():
-        encoder = model.BertEncoder(config)
-        warmup_steps = int(FLAGS.warmup_ratio * total_steps)
-        simcse = compile_simcse(encoder, FLAGS.temperature, FLAGS.learning_rate, warmup_steps, total_steps)
-        # Model, optimizer slots, step counter and (mixed_float16) loss scale: all a resumed run needs.
-        state = tf.train.Checkpoint(model=simcse, optimizer=simcse.optimizer)
-        last_state = tf.train.latest_checkpoint(os.path.join(run_dir, "state")) if resuming else None
-        if last_state:
-            simcse.optimizer.build(simcse.trainable_variables)
-            state.restore(last_state).assert_existing_objects_matched()
-            logging.info("resuming %s from %s", run_dir, last_state)
-        elif FLAGS.pretrained_weight:
-            logging.info("loaded pretrained weights from %s", model.load_checkpoint(encoder, FLAGS.pretrained_weight))
-        else:
-            logging.warning("no --pretrained_weight: training from random initialisation")
-    start_step = int(simcse.optimizer.iterations.numpy())
-    logging.info("total steps: %d, warm-up steps: %d, starting at step %d", total_steps, warmup_steps, start_step)
+    previous_policy = keras.mixed_precision.global_policy()
+    set_precision(recipe.mixed_precision, on_tpu=isinstance(strategy, tf.distribute.TPUStrategy))
+    try:
+        keras.utils.set_random_seed(recipe.seed)
+        with strategy.scope():
+            encoder, simcse, state = build_simcse(recipe, config, run.saved_state() if start_step else None)
+            if not start_step and pretrained_weight:
+                logging.info("loaded pretrained weights from %s", model.load_checkpoint(encoder, pretrained_weight))
+            elif not start_step:
+                logging.warning("no pretrained weights: training from random initialisation")
+        logging.info(
+            "total steps: %d, warm-up steps: %d, starting at step %d",
+            recipe.total_steps,
+            recipe.warmup_steps,
+            start_step,
+        )
+        if not run.exists():
+            run.create({"run_config.json": run_config, **(run_files or {})})
+        logging.info("run directory: %s", run_dir)
 
-    if not resuming:
-        make_run_directory(run_dir, {"run_config.json": run_config, **(run_files or {})})
-    logging.info("run directory: %s", run_dir)
-    if start_step >= total_steps:
-        logging.info("%s has finished all %d steps already", run_dir, total_steps)
-        return run_dir
-    evaluation = EvaluateAndCheckpoint(
-        encoder,
-        evaluator,
-        run_dir,
-        os.path.join(FLAGS.tensorboard_log_path, run_name),
-        start_step,
-        total_steps,
-        tf.train.CheckpointManager(state, os.path.join(run_dir, "state"), max_to_keep=2),
-    )
-    # A resumed run draws other batches than the first steps of the run it continues.
-    simcse.fit(
-        make_batches(FLAGS.seed + start_step),
-        epochs=1,
-        steps_per_epoch=total_steps - start_step,
-        callbacks=[evaluation],
-    )
+        float32_encoder = model.BertEncoder(config, dtype="float32")
+        evaluator = sts.StsEvaluator(
+            evaluation_sets,
+            tokenizer.trimmed,  # as evaluate.py encodes
+            model.sentence_embedder(float32_encoder, "cls"),
+            recipe.batch_size,
+        )
+        evaluation = EvaluateAndCheckpoint(
+            encoder,
+            float32_encoder,
+            evaluator,
+            run,
+            history,
+            tf.train.CheckpointManager(state, run.state_dir, max_to_keep=KEEP_STATES),
+            tf.summary.create_file_writer(tensorboard_dir),
+            start_step,
+            recipe,
+        )
+        # A resumed run draws other batches than the first steps of the run it continues.
+        simcse.fit(
+            make_batches(tokenizer, recipe.seed + start_step),
+            epochs=1,
+            steps_per_epoch=recipe.total_steps - start_step,
+            callbacks=[evaluation],
+        )
+    finally:
+        keras.mixed_precision.set_global_policy(previous_policy)
     if evaluation.failure:
         raise TrainingError(evaluation.failure)
     return run_dir
 
 
-# Flags that define a run: resuming with other values would make a different run.
-RECIPE_FLAGS = (
-    "batch_size", "warmup_ratio", "learning_rate", "temperature", "max_sequence_length", "evaluation_frequency",
-    "seed", "mixed_precision",
-)  # fmt: skip
+def build_simcse(recipe, config, saved_state=None):
+    """(encoder, compiled SimCSE, its training state), restored from `saved_state` if given; in the strategy's
+    scope. The state holds the model, optimizer slots, step counter and (mixed_float16) loss scale: all a resumed
+    run needs."""
+    encoder = model.BertEncoder(config)
+    simcse = compile_simcse(encoder, recipe.temperature, recipe.learning_rate, recipe.warmup_steps, recipe.total_steps)
+    state = tf.train.Checkpoint(model=simcse, optimizer=simcse.optimizer)
+    if saved_state:
+        simcse.optimizer.build(simcse.trainable_variables)
+        state.restore(saved_state).assert_existing_objects_matched()
+        logging.info("resuming from %s", saved_state)
+    return encoder, simcse, state
 
 
-def check_same_recipe(run_dir, run_config):
-    path = os.path.join(run_dir, "run_config.json")
-    if not os.path.exists(path):
-        raise TrainingError(
-            f"{run_dir} exists but is not a run directory (no run_config.json): choose another --run_name"
-        )
-    with open(path, encoding="utf-8") as f:
-        saved = json.load(f)
-    differences = [
-        f"{key} {saved.get(key)!r} -> {run_config.get(key)!r}"
-        for key in sorted(set(saved) | set(run_config))
-        if saved.get(key) != run_config.get(key)
-    ]
-    if differences:
-        raise TrainingError(
-            f"{run_dir} was made with another recipe ({'; '.join(differences)}): "
-            "rerun with its flags to resume, or choose another --run_name"
-        )
+def history_record(step, loss, learning_rate, results):
+    """A line of eval_history.jsonl from the evaluator's results; a metric that is not finite is None."""
+    record = {
+        "step": step,
+        "loss": loss,
+        "learning_rate": learning_rate,
+        "klue_sts_pearson": results["klue_sts:dev"]["pearson"],
+        "korsts_spearman": results["korsts:dev"]["spearman"],
+    }
+    for key, scores in results.items():
+        name = key.split(":")[0]
+        record[f"{name}_alignment"] = scores["alignment"]
+        record[f"{name}_uniformity"] = scores["uniformity"]
+    return record
 
 
-def make_run_directory(run_dir, files):
-    """Makes `run_dir` with `files` ({name: JSON value}) in it, all at once: under a temporary name, renamed."""
-    temporary = f"{run_dir}.tmp-{os.getpid()}"
-    os.makedirs(temporary)
-    for name, value in files.items():
-        write_json_atomically(os.path.join(temporary, name), value)
-    os.rename(temporary, run_dir)
+def best_step(history):
+    """The step of the first record with the highest KorSTS dev Spearman; None if no record has one."""
+    scored = [record for record in history if record["korsts_spearman"] is not None]
+    return max(scored, key=lambda record: record["korsts_spearman"])["step"] if scored else None
 
 
 class EvaluateAndCheckpoint(keras.callbacks.Callback):
-    """Every --evaluation_frequency steps and at the last: STS evaluation in float32, a checkpoint, `best` by
-    KorSTS dev Spearman, a line of eval_history.jsonl, TensorBoard scalars, then the training state.
+    """Every `recipe.evaluation_frequency` steps and at the last: STS evaluation of a float32 copy of the
+    weights, the evaluation saved to the run directory, TensorBoard scalars, the training state, then `best/`.
 
-    Evaluation runs on a float32 copy of the weights, exactly as evaluate.py runs on a saved checkpoint, so
-    the scores recorded here are the ones evaluate.py gives for the same checkpoint, with mixed precision too.
-    The training state is saved last: a run killed after an evaluation but before its state was saved
-    resumes from the evaluation before, and the history is cut back to it, so no evaluation is lost or
-    repeated. A non-finite loss stops training, keeping the last good checkpoints.
+    Evaluation runs on a float32 copy, exactly as evaluate.py runs on a saved checkpoint, so the scores recorded
+    are the ones evaluate.py gives for the same checkpoint, with mixed precision too. A non-finite loss stops
+    training, keeping the last good checkpoints.
     """
 
-    def __init__(self, encoder, evaluator, run_dir, tensorboard_dir, start_step, total_steps, state_manager):
+    def __init__(
+        self, encoder, float32_encoder, evaluator, run, history, state_manager, summary_writer, start_step, recipe
+    ):
         super().__init__()
         self.encoder = encoder
+        self.float32_encoder = float32_encoder
         self.evaluator = evaluator
-        self.run_dir = run_dir
-        self.start_step = start_step
-        self.total_steps = total_steps
+        self.run = run
+        self.history = history
         self.state_manager = state_manager
-        self.float32_encoder = model.BertEncoder(encoder.config, dtype="float32")
-        self.embedder = model.sentence_embedder(self.float32_encoder, "cls")
-        self.writer = tf.summary.create_file_writer(tensorboard_dir)
-        # What a killed save left behind: temporary files, never a checkpoint that is in use.
-        for path in tf.io.gfile.glob(os.path.join(run_dir, "*.tmp-*")) + tf.io.gfile.glob(
-            os.path.join(run_dir, "best", "*.tmp-*")
-        ):
-            tf.io.gfile.remove(path)
-        self.history_path = os.path.join(run_dir, "eval_history.jsonl")
-        self.history = self.read_history_until(start_step)
-        self.best_spearman = max((record["korsts_spearman"] for record in self.history), default=-math.inf)
-        self.saved_steps = sorted(
-            int(path[len(os.path.join(run_dir, "step-")) : -len(".index")])
-            for path in tf.io.gfile.glob(os.path.join(run_dir, "step-*.index"))
-        )
+        self.summary_writer = summary_writer
+        self.start_step = start_step
+        self.recipe = recipe
         self.failure = None
-
-    def read_history_until(self, step):
-        if not os.path.exists(self.history_path):
-            return []
-        with open(self.history_path, encoding="utf-8") as f:
-            history = [json.loads(line) for line in f if line.strip()]
-        kept = [record for record in history if record["step"] <= step]
-        if len(kept) < len(history):
-            temporary = f"{self.history_path}.tmp-{os.getpid()}"
-            with open(temporary, "w", encoding="utf-8") as f:
-                f.writelines(json.dumps(record) + "\n" for record in kept)
-            os.replace(temporary, self.history_path)
-        return kept
 
     def on_train_batch_end(self, batch, logs=None):
         step = self.start_step + batch + 1
@@ -310,53 +327,169 @@ class EvaluateAndCheckpoint(keras.callbacks.Callback):
             self.failure = f"the loss became {loss} at step {step}: training stopped; last good state: {last}"
             self.model.stop_training = True
             return
-        if step % FLAGS.evaluation_frequency and step != self.total_steps:
+        if step % self.recipe.evaluation_frequency and step != self.recipe.total_steps:
             return
         weights = self.encoder.checkpoint_variables()
         for name, variable in self.float32_encoder.checkpoint_variables().items():
             variable.assign(weights[name])
-        results = self.evaluator(self.embedder)
-        record = {
-            "step": step,
-            "loss": loss,
-            "learning_rate": float(logs["learning_rate"]),
-            "klue_sts_pearson": results["klue_sts:dev"]["pearson"],
-            "korsts_spearman": results["korsts:dev"]["spearman"],
-        }
-        for key, scores in results.items():
-            name = key.split(":")[0]
-            record[f"{name}_alignment"] = scores["alignment"]
-            record[f"{name}_uniformity"] = scores["uniformity"]
-        self.save_checkpoints(step, record["korsts_spearman"])
-        with open(self.history_path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
-        with self.writer.as_default(step=step):
+        record = history_record(step, loss, float(logs["learning_rate"]), self.evaluator())
+        self.run.save_evaluation(record, self.float32_encoder, self.history)
+        with self.summary_writer.as_default(step=step):
             for name, value in record.items():
-                if name != "step":
+                if name != "step" and value is not None:
                     tf.summary.scalar(name, value)
-        self.writer.flush()
+        self.summary_writer.flush()
         self.state_manager.save(checkpoint_number=step)
+        self.run.point_best_at(best_step(self.history))
         logging.info("step %d: %s", step, json.dumps(record))
         # The loss shown and recorded is the mean since the previous evaluation.
         self.model.loss_tracker.reset_state()
 
-    def save_checkpoints(self, step, korsts_spearman):
-        model.save_checkpoint(self.float32_encoder, os.path.join(self.run_dir, f"step-{step}"))
-        self.saved_steps = sorted(set(self.saved_steps) | {step})
-        while len(self.saved_steps) > KEEP_STEP_CHECKPOINTS:
-            for path in tf.io.gfile.glob(os.path.join(self.run_dir, f"step-{self.saved_steps.pop(0)}.*")):
-                tf.io.gfile.remove(path)
-        if korsts_spearman > self.best_spearman:
-            self.best_spearman = korsts_spearman
-            save_best(self.float32_encoder, os.path.join(self.run_dir, "best"), step)
+
+# === Run directory ===
 
 
-def save_best(encoder, directory, step):
-    """`directory` holds one checkpoint, named by its `checkpoint` state file: the new one is written in full
-    before the state file is switched to it (atomically), and only then is the old one deleted."""
-    prefix = model.save_checkpoint(encoder, os.path.join(directory, f"model.ckpt-{step}"))
-    # Relative to the directory, so the run directory can be moved (and --model_checkpoints be relative).
-    tf.compat.v1.train.update_checkpoint_state(directory, os.path.basename(prefix))
-    for path in tf.io.gfile.glob(os.path.join(directory, "model.ckpt-*")):
-        if not path.startswith(prefix + "."):
+class RunDirectory:
+    """A run's files, kept consistent through kills and resumes.
+
+    - `run_config.json` (the recipe) and any other run files, written with the directory, all at once.
+    - `step-N`: a Google-format checkpoint per evaluation; the newest `keep_step_checkpoints` are kept.
+    - `best/`: the checkpoint of the best KorSTS dev Spearman so far, named by its `checkpoint` state file.
+    - `eval_history.jsonl`: one record per evaluation, rewritten atomically.
+    - `state/`: the training state, checkpoint number = step (saved by the caller's CheckpointManager).
+
+    An evaluation is saved in this order: step checkpoint, best candidate, history, (training state), then
+    `best/` is pointed at the best of the history. The state is the commit: a run killed anywhere in between
+    resumes from the state before, and `resume` cuts everything back to it, so no evaluation is lost or
+    repeated and `best/` always names a step the history holds.
+    """
+
+    def __init__(self, path, keep_step_checkpoints=KEEP_STEP_CHECKPOINTS):
+        self.path = path
+        self.keep_step_checkpoints = keep_step_checkpoints
+        self.config_path = os.path.join(path, "run_config.json")
+        self.history_path = os.path.join(path, "eval_history.jsonl")
+        self.best_dir = os.path.join(path, "best")
+        self.state_dir = os.path.join(path, "state")
+
+    def exists(self):
+        return os.path.exists(self.path)
+
+    def create(self, files):
+        """Makes the directory with `files` ({name: JSON value}) in it, all at once: under a temporary name,
+        renamed."""
+        temporary = f"{self.path}.tmp-{os.getpid()}"
+        try:
+            os.makedirs(temporary)
+            for name, value in files.items():
+                errors.write_json_atomically(os.path.join(temporary, name), value)
+            os.rename(temporary, self.path)
+        finally:
+            shutil.rmtree(temporary, ignore_errors=True)
+
+    def check_recipe(self, run_config):
+        """Raises TrainingError unless the directory was made by a run of `run_config`."""
+        if not os.path.exists(self.config_path):
+            raise TrainingError(
+                f"{self.path} exists but is not a run directory (no run_config.json): choose another run name"
+            )
+        saved = errors.read_json(self.config_path)
+        if not isinstance(saved, dict):
+            raise TrainingError(f"{self.config_path} is not a JSON object")
+        differences = [
+            f"{key} {saved.get(key)!r} -> {run_config.get(key)!r}"
+            for key in sorted(set(saved) | set(run_config))
+            if saved.get(key) != run_config.get(key)
+        ]
+        if differences:
+            raise TrainingError(
+                f"{self.path} was made with another recipe ({'; '.join(differences)}): "
+                "rerun with its flags to resume, or choose another run name"
+            )
+
+    def saved_state(self):
+        """The prefix of the newest training state, or None."""
+        return tf.train.latest_checkpoint(self.state_dir)
+
+    def saved_step(self):
+        """The step of the newest training state (its checkpoint number), 0 if there is none."""
+        prefix = self.saved_state()
+        return int(prefix.rsplit("-", 1)[1]) if prefix else 0
+
+    def history(self):
+        """The records of eval_history.jsonl; TrainingError naming the line if one is not a record."""
+        if not os.path.exists(self.history_path):
+            return []
+        records = []
+        with open(self.history_path, encoding="utf-8") as f:
+            for number, line in enumerate(f, start=1):
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError as error:
+                    record = error
+                if not (isinstance(record, dict) and isinstance(record.get("step"), int)):
+                    raise TrainingError(
+                        f"{self.history_path} line {number} is not an evaluation record: restore the file, or "
+                        "choose another run name"
+                    )
+                records.append(record)
+        return records
+
+    def write_history(self, history):
+        temporary = f"{self.history_path}.tmp-{os.getpid()}"
+        with open(temporary, "w", encoding="utf-8") as f:
+            f.writelines(json.dumps(record, allow_nan=False) + "\n" for record in history)
+        os.replace(temporary, self.history_path)
+
+    def step_checkpoints(self):
+        """The steps of the step-N checkpoints, ascending."""
+        prefix = os.path.join(self.path, "step-")
+        return sorted(int(path[len(prefix) : -len(".index")]) for path in tf.io.gfile.glob(f"{prefix}*.index"))
+
+    def remove_step_checkpoint(self, step):
+        for path in tf.io.gfile.glob(os.path.join(self.path, f"step-{step}.*")):
             tf.io.gfile.remove(path)
+
+    def resume(self, step):
+        """Cuts the directory back to what it was when the state of `step` was saved; returns the history."""
+        # What a killed save left behind: temporary files, never a checkpoint that is in use.
+        for path in tf.io.gfile.glob(os.path.join(self.path, "*.tmp-*")) + tf.io.gfile.glob(
+            os.path.join(self.best_dir, "*.tmp-*")
+        ):
+            tf.io.gfile.remove(path)
+        history = self.history()
+        kept = [record for record in history if record["step"] <= step]
+        if len(kept) < len(history):
+            self.write_history(kept)
+        for saved in self.step_checkpoints():
+            if saved > step:
+                self.remove_step_checkpoint(saved)
+        self.point_best_at(best_step(kept))
+        return kept
+
+    def save_evaluation(self, record, encoder, history):
+        """Writes the evaluation `record` of `encoder`: its step checkpoint (pruning the oldest), the checkpoint
+        for `best/` if it is the best so far (not yet pointed at), and `history` with the record appended."""
+        step = record["step"]
+        model.save_checkpoint(encoder, os.path.join(self.path, f"step-{step}"))
+        for old in self.step_checkpoints()[: -self.keep_step_checkpoints]:
+            self.remove_step_checkpoint(old)
+        history.append(record)
+        if best_step(history) == step:
+            model.save_checkpoint(encoder, os.path.join(self.best_dir, f"model.ckpt-{step}"))
+        self.write_history(history)
+
+    def point_best_at(self, step):
+        """Makes `best/` hold the checkpoint of `step` alone (None: no checkpoint), switching its state file
+        atomically before anything is deleted."""
+        keep = os.path.join(self.best_dir, f"model.ckpt-{step}")
+        if step is not None and tf.io.gfile.exists(f"{keep}.index"):
+            # Relative to the directory, so the run directory can be moved.
+            tf.compat.v1.train.update_checkpoint_state(self.best_dir, os.path.basename(keep))
+        else:
+            keep = None
+            if tf.io.gfile.exists(os.path.join(self.best_dir, "checkpoint")):
+                tf.io.gfile.remove(os.path.join(self.best_dir, "checkpoint"))
+        for path in tf.io.gfile.glob(os.path.join(self.best_dir, "model.ckpt-*")):
+            if keep is None or not path.startswith(f"{keep}."):
+                tf.io.gfile.remove(path)

@@ -1,4 +1,5 @@
-"""Shared test helpers: the ../shared data location and a writer of Google-format (TF1) BERT checkpoints."""
+"""Shared test helpers and fixtures: the ../shared data location, the datasets prepared from it, the tiny
+checkpoint's scores before training, a writer of Google-format (TF1) BERT checkpoints, script runners."""
 
 import json
 import os
@@ -10,8 +11,20 @@ import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import tensorflow as tf  # noqa: E402
+
 REPO = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+
+# Before anything starts the runtime: the host CPU as two logical devices, so the multi-replica path runs
+# in-process (tf.distribute.MirroredStrategy over /cpu:0 and /cpu:1); everything else runs on /cpu:0.
+(_cpu,) = tf.config.list_physical_devices("CPU")
+tf.config.set_logical_device_configuration(_cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+
+import data  # noqa: E402
+import model  # noqa: E402
+import sts  # noqa: E402
+
 SHARED_DATA = REPO.parent / "shared" / "data"
 VOCAB = SHARED_DATA / "vocabs" / "vocab_char_16424.txt"
 TINY_CHECKPOINT_DIR = SHARED_DATA / "checkpoints" / "tiny-char-mlm"
@@ -63,8 +76,6 @@ def google_bert_weights(config, seed=0):
 def write_tf1_checkpoint(prefix, weights, pretraining_extras=True):
     """Writes `weights` with a TF1 graph-mode Saver, as google-research/bert does, plus what pretraining
     checkpoints also hold: Adam slots, global_step and a `cls/` head."""
-    import tensorflow as tf
-
     variables = dict(weights)
     if pretraining_extras:
         for name, value in weights.items():
@@ -112,18 +123,6 @@ def prepared_data_dir(tmp_path_factory):
     return data_dir, result.stderr
 
 
-def run_training(script, data_dir, tmp_path, options):
-    """Runs a training script from the tiny checkpoint with `options`, runs and logs under `tmp_path`."""
-    options = {
-        **TINY,
-        "data_dir": data_dir,
-        "model_checkpoints": tmp_path / "runs",
-        "tensorboard_log_path": tmp_path / "logs",
-        **options,
-    }
-    return run_script(*command_line(script, options))
-
-
 def eval_history(run_dir):
     return [json.loads(line) for line in (run_dir / "eval_history.jsonl").read_text().splitlines()]
 
@@ -146,22 +145,6 @@ def command_line(script, options):
     return args
 
 
-def evaluate_korsts_dev(data_dir, checkpoint, results_json, run_options):
-    """evaluate.py's KorSTS dev scores of a tiny-config checkpoint, at the run's max sequence length."""
-    result = run_script(
-        "evaluate.py",
-        f"--config={TINY['config']}",
-        f"--checkpoint={checkpoint}",
-        f"--vocab_path={VOCAB}",
-        f"--data_dir={data_dir}",
-        "--datasets=korsts:dev",
-        f"--max_sequence_length={run_options['max_sequence_length']}",
-        f"--results_json={results_json}",
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    return json.loads(results_json.read_text())["korsts:dev"]
-
-
 def flag_defaults(script, names):
     """The default values of a script's flags, read in a fresh interpreter (absl flags are process-global)."""
     import subprocess
@@ -175,3 +158,47 @@ def flag_defaults(script, names):
     )
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     return json.loads(result.stdout.splitlines()[-1])
+
+
+@pytest.fixture(scope="session")
+def two_replicas():
+    """MirroredStrategy over the two logical CPUs: one for the session, as strategies made one after another in
+    one process would reuse each other's collective keys."""
+    return tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+
+
+# The tiny checkpoint's vocab and positions with one narrow layer, trained from random initialisation: for tests
+# of the machinery (command line, resuming, failures), where tracing and running the model should cost little.
+MICRO = {
+    "vocab_size": 16424,
+    "hidden_size": 32,
+    "num_hidden_layers": 1,
+    "num_attention_heads": 2,
+    "intermediate_size": 64,
+    "hidden_act": "gelu",
+    "hidden_dropout_prob": 0.1,
+    "attention_probs_dropout_prob": 0.1,
+    "max_position_embeddings": 512,
+    "type_vocab_size": 2,
+    "initializer_range": 0.02,
+}
+
+
+def tiny_embedder(pooling="cls", checkpoint=None):
+    """A float32 embedder of the tiny checkpoint (or of `checkpoint`, of the same config)."""
+    encoder = model.BertEncoder(model.BertConfig.from_json_file(TINY["config"]), dtype="float32")
+    model.load_checkpoint(encoder, str(checkpoint or TINY["pretrained_weight"]))
+    return model.sentence_embedder(encoder, pooling)
+
+
+def sts_scores(data_dir, embedder, max_sequence_length, sets=("korsts:dev", "klue_sts:dev")):
+    """What evaluate.py computes for `embedder`: {set: {n, pearson, spearman, alignment, uniformity}}."""
+    tokenizer = data.KrBertTokenizer(str(VOCAB), max_sequence_length)
+    pairs = {key: data.sts_pairs(*key.split(":"), data_dir) for key in sets}
+    return sts.StsEvaluator(pairs, tokenizer.trimmed, embedder, batch_size=64)()
+
+
+@pytest.fixture(scope="session")
+def scores_before_training(prepared_data_dir):
+    """The tiny checkpoint's KorSTS dev scores at length 32, [CLS] pooling."""
+    return sts_scores(prepared_data_dir[0], tiny_embedder(), max_sequence_length=32, sets=["korsts:dev"])

@@ -13,7 +13,7 @@ def layer_norm(x, gamma, beta, epsilon=1e-12):
 
 def gelu(x):
     # modeling.py: 0.5 * x * (1 + tanh(sqrt(2 / pi) * (x + 0.044715 * x^3)))
-    return 0.5 * x * (1.0 + np.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x**3)))
+    return 0.5 * x * (1.0 + np.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * (x * x * x))))  # x * x * x: fast
 
 
 def softmax(x):

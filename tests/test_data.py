@@ -1,6 +1,8 @@
-"""Tokenization against BERT's reference tokenizer on real Korean text; offline tfds-korean preparation."""
+"""Tokenization against BERT's reference tokenizer on real Korean text; offline tfds-korean preparation and the
+source rows it refuses; KorNLI triples against an independent grouping."""
 
 import json
+import re
 import zipfile
 
 import numpy as np
@@ -139,3 +141,119 @@ def test_prepare_with_no_source_file_fails_clearly(tmp_path):
     with pytest.raises(data.DataError, match="unknown dataset 'wiki'"):
         data.prepare(["wiki"], str(tmp_path), str(tmp_path / "tfds"))
     assert not (tmp_path / "tfds").exists()
+
+
+def write_sources(source_dir, files):
+    for relative, text in files.items():
+        (source_dir / relative).parent.mkdir(parents=True, exist_ok=True)
+        (source_dir / relative).write_text(text, encoding="utf-8")
+
+
+KORSTS_HEADER = "genre\tfilename\tyear\tid\tscore\tsentence1\tsentence2"
+GOOD_STS_ROW = "main-captions\tMSRvid\t2012test\t0001\t4.5\t한 남자가 춤을 춘다.\t남자가 춤을 추고 있다."
+
+
+@pytest.mark.parametrize(
+    ("files", "dataset", "message"),
+    [
+        (
+            {"korsts/sts-dev.tsv": f"{KORSTS_HEADER}\n{GOOD_STS_ROW}\nmain\tMSRvid\t2012\t0002\t3.0\t문장 하나만\n"},
+            "korsts",
+            "sts-dev.tsv line 3: 6 tab-separated columns, expected 7",
+        ),
+        (
+            {"korsts/sts-dev.tsv": f"{KORSTS_HEADER}\nmain\tMSRvid\t2012\t0002\t다섯\t문장\t문장\n"},
+            "korsts",
+            "sts-dev.tsv line 2: score '다섯' is not a number",
+        ),
+        (
+            {"kornli/xnli.dev.ko.tsv": "sentence1\tsentence2\tgold_label\n전제\t가설\tmaybe\n"},
+            "kornli",
+            "xnli.dev.ko.tsv line 2: gold_label 'maybe' is not one of",
+        ),
+        (
+            {"kornli/xnli.dev.ko.tsv": "sentence1\tsentence2\tgold_label\n전제만 있다\n"},
+            "kornli",
+            "xnli.dev.ko.tsv line 2: 1 tab-separated columns, expected 3",
+        ),
+        (
+            {"klue_sts/klue-sts-v1.1_dev.json": '[{"guid": "x", "sentence1": "가", "sentence2": "나"'},
+            "klue_sts",
+            "klue-sts-v1.1_dev.json is not valid JSON",
+        ),
+        (
+            {"klue_sts/klue-sts-v1.1_dev.json": json.dumps([{"guid": "x", "sentence1": "가", "sentence2": "나"}])},
+            "klue_sts",
+            "klue-sts-v1.1_dev.json item 0: expected guid, sentence1, sentence2 and numeric labels",
+        ),
+        ({"korean_wikipedia_corpus/corpus.zip": "not a zip"}, "korean_wikipedia_corpus", "corpus.zip is not a zip"),
+    ],
+)
+def test_malformed_source_rows_are_named_and_nothing_is_prepared(tmp_path, files, dataset, message):
+    write_sources(tmp_path / "source", files)
+    with pytest.raises(data.DataError, match=re.escape(message)):
+        data.prepare([dataset], str(tmp_path / "source"), str(tmp_path / "tfds"))
+    assert not (tmp_path / "tfds" / dataset).exists()
+
+
+def test_corpus_without_sentences_is_refused(tmp_path):
+    corpus = tmp_path / "source" / "korean_wikipedia_corpus"
+    corpus.mkdir(parents=True)
+    with zipfile.ZipFile(corpus / "corpus.zip", "w") as archive:
+        archive.writestr("text-preprocessed/AA/wiki_00", "제목만 있는 문서\n\n")
+    data.prepare(["korean_wikipedia_corpus"], str(tmp_path / "source"), str(tmp_path / "tfds"))
+    with pytest.raises(data.DataError, match="korean_wikipedia_corpus:train has no sentences to train on"):
+        data.corpus_sentences(str(tmp_path / "tfds"))
+
+
+# Premises in any order, some without an entailment or a contradiction, one with two entailments.
+NLI_ROWS = [
+    ("하늘이 맑다.", "날씨가 좋다.", "entailment"),
+    ("고양이가 잔다.", "동물이 쉬고 있다.", "entailment"),
+    ("하늘이 맑다.", "비가 온다.", "contradiction"),
+    ("하늘이 맑다.", "구름이 조금 있다.", "neutral"),
+    ("고양이가 잔다.", "고양이가 달린다.", "contradiction"),
+    ("아이가 웃는다.", "아이가 기쁘다.", "entailment"),
+    ("아이가 웃는다.", "아이가 배고프다.", "neutral"),
+    ("고양이가 잔다.", "고양이가 눈을 감았다.", "entailment"),
+    ("책을 읽는다.", "책을 읽지 않는다.", "contradiction"),
+]
+
+
+def independent_triples(rows):
+    """Premise -> (last entailment, last contradiction), for premises with both, by a plain loop."""
+    hypotheses = {}
+    for premise, hypothesis, label in rows:
+        hypotheses.setdefault(premise, {})[label] = hypothesis
+    return {
+        premise: (labels["entailment"], labels["contradiction"])
+        for premise, labels in hypotheses.items()
+        if "entailment" in labels and "contradiction" in labels
+    }
+
+
+def as_dict(triples):
+    return {t["premise"].decode(): (t["entailment"].decode(), t["contradiction"].decode()) for t in triples}
+
+
+def test_triples_are_premises_with_both_labels(tmp_path):
+    lines = ["sentence1\tsentence2\tgold_label"] + ["\t".join(row) for row in NLI_ROWS]
+    write_sources(tmp_path / "source", {"kornli/xnli.dev.ko.tsv": "\n".join(lines) + "\n"})
+    data.prepare(["kornli"], str(tmp_path / "source"), str(tmp_path / "tfds"))
+    triples = as_dict(data.nli_triples("xnli_dev", tmp_path / "tfds").as_numpy_iterator())
+    assert triples == independent_triples(NLI_ROWS)
+    assert triples["고양이가 잔다."] == ("고양이가 눈을 감았다.", "고양이가 달린다.")
+
+
+@needs_shared
+def test_triples_of_real_kornli(prepared_data_dir):
+    rows = [
+        tuple(line.split("\t"))
+        for line in (SHARED_DATA / "kornli" / "xnli.dev.ko.tsv").read_text(encoding="utf-8").splitlines()[1:]
+    ]
+    triples, counts = data.nli_triples_of_splits(["xnli_dev"], prepared_data_dir[0])
+    expected = independent_triples(rows)
+    assert counts == {"xnli_dev": len(expected)} == {"xnli_dev": 830}
+    assert as_dict(triples.as_numpy_iterator()) == expected
+    with pytest.raises(data.DataError, match="kornli:xnli_test was not prepared"):
+        data.nli_triples_of_splits(["xnli_dev", "xnli_test"], prepared_data_dir[0])

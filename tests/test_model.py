@@ -107,9 +107,11 @@ def test_path_that_is_not_a_checkpoint(tmp_path):
         model.load_checkpoint(encoder, str(tmp_path / "model.ckpt-1"))
     with pytest.raises(model.CheckpointError, match="no TensorFlow checkpoint"):
         model.load_checkpoint(encoder, str(tmp_path))
-    (tmp_path / "corrupt.index").write_bytes(b"not a checkpoint index")
-    with pytest.raises(model.CheckpointError, match="not a readable TensorFlow checkpoint"):
-        model.load_checkpoint(encoder, str(tmp_path / "corrupt"))
+    for name, contents in {"corrupt": b"not a checkpoint index", "empty": b""}.items():
+        (tmp_path / f"{name}.index").write_bytes(contents)
+        (tmp_path / f"{name}.data-00000-of-00001").write_bytes(contents)
+        with pytest.raises(model.CheckpointError, match="not a readable TensorFlow checkpoint"):
+            model.load_checkpoint(encoder, str(tmp_path / name))
 
 
 def test_kr_bert_char_config_round_trips(tmp_path):

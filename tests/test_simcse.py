@@ -1,4 +1,5 @@
-"""The SimCSE objective against numpy, independent dropout masks, the learning-rate schedule, precision."""
+"""The SimCSE objective against numpy, on one device and on two replicas; independent dropout masks, the
+learning-rate schedule, precision."""
 
 import keras
 import numpy as np
@@ -88,3 +89,51 @@ def test_precision_policy_on_cpu():
         assert keras.mixed_precision.global_policy().name == expected
     finally:
         keras.mixed_precision.set_global_policy("float32")
+
+
+NO_DROPOUT = {**SMALL, "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}
+
+
+def random_views(batch):
+    rng = np.random.default_rng(3)
+    views = []
+    for _ in range(3):
+        ids = rng.integers(5, SMALL["vocab_size"], size=(batch, 7)).astype(np.int32)
+        mask = (np.arange(7)[None, :] < rng.integers(2, 8, size=(batch, 1))).astype(np.int32)
+        views.append({"input_word_ids": ids * mask, "input_mask": mask, "input_type_ids": np.zeros_like(ids)})
+    return tuple(views)
+
+
+def compiled_simcse(weights=None):
+    simcse = model.SimCSE(model.BertEncoder(model.BertConfig.from_dict(NO_DROPOUT)), temperature=0.05)
+    simcse.compile(optimizer=keras.optimizers.AdamW(1e-3, weight_decay=0.0))
+    if weights is not None:
+        simcse.encoder.set_weights(weights)
+    return simcse
+
+
+@pytest.mark.parametrize("kind", ["supervised", "unsupervised"])
+def test_two_replicas_give_the_single_device_loss_and_gradients(two_replicas, kind):
+    views = random_views(batch=8)
+    if kind == "unsupervised":
+        views = views[0]
+    single = compiled_simcse()
+    loss, gradients = single.loss_and_gradients(views)
+    gradients = [tf.convert_to_tensor(g) for g in gradients]
+
+    strategy = two_replicas
+    with strategy.scope():
+        mirrored = compiled_simcse(single.encoder.get_weights())
+    # The global batch of 8, split over the replicas: each contrasts its 4 anchors with all 8 candidates.
+    per_replica = strategy.experimental_distribute_dataset(tf.data.Dataset.from_tensors(views).unbatch().batch(8))
+    replica_loss, replica_gradients = strategy.run(mirrored.loss_and_gradients, args=(next(iter(per_replica)),))
+    assert strategy.num_replicas_in_sync == 2
+    distributed_loss = strategy.reduce(tf.distribute.ReduceOp.MEAN, replica_loss, axis=None)
+    distributed_gradients = [
+        tf.convert_to_tensor(strategy.reduce(tf.distribute.ReduceOp.SUM, g, axis=None)) for g in replica_gradients
+    ]
+    assert float(distributed_loss) == pytest.approx(float(loss), abs=1e-5)
+    largest = max(float(tf.reduce_max(tf.abs(g))) for g in gradients)
+    for expected, distributed in zip(gradients, distributed_gradients, strict=True):
+        # Float32 sums in another order: equal to 1e-5 relative to the largest gradient.
+        np.testing.assert_allclose(distributed, expected, atol=1e-5 * max(1.0, largest))

@@ -1,0 +1,79 @@
+"""errors.run turns every kind of bad input into one line on stderr and exit status 1; JSON reads name the file;
+atomic writes leave nothing behind when they fail."""
+
+import json
+import sys
+
+import pytest
+import tensorflow as tf
+from absl import flags
+
+import errors
+
+
+def exit_message(monkeypatch, main, argv=("script",)):
+    """What `errors.run(main)` exits with: sys.exit(message) prints the message to stderr, status 1."""
+    monkeypatch.setattr(sys, "argv", list(argv))
+    with pytest.raises(SystemExit) as exit_info:
+        errors.run(main)
+    return exit_info.value.code
+
+
+def raising(error):
+    def main(argv):
+        raise error
+
+    return main
+
+
+@pytest.mark.parametrize(
+    ("make_error", "message"),
+    [
+        (lambda tmp_path: errors.InputError("vocab file not found: x.txt"), "error: vocab file not found: x.txt"),
+        (lambda tmp_path: IsADirectoryError(21, "Is a directory", str(tmp_path)), "error: {tmp}: Is a directory"),
+        (lambda tmp_path: PermissionError(13, "Permission denied", "/root/x"), "error: /root/x: Permission denied"),
+        (lambda tmp_path: OSError(28, "No space left on device"), "error: [Errno 28] No space left on device"),
+        (lambda tmp_path: tf.errors.NotFoundError(None, None, "a\nb"), "error: a b"),
+    ],
+)
+def test_every_kind_of_bad_input_is_one_line(monkeypatch, tmp_path, make_error, message):
+    assert exit_message(monkeypatch, raising(make_error(tmp_path))) == message.format(tmp=tmp_path)
+
+
+def test_reading_a_directory_and_bad_json_are_one_line(monkeypatch, tmp_path):
+    message = exit_message(monkeypatch, lambda argv: errors.read_json(str(tmp_path)))
+    assert message == f"error: {tmp_path}: Is a directory"
+    (tmp_path / "run_config.json").write_text('{"kind": ')
+    message = exit_message(monkeypatch, lambda argv: errors.read_json(str(tmp_path / "run_config.json")))
+    assert message.startswith(f"error: {tmp_path / 'run_config.json'} is not valid JSON: Expecting value: line 1")
+    (tmp_path / "latin1.json").write_bytes('{"é": 1}'.encode("latin-1"))
+    message = exit_message(monkeypatch, lambda argv: errors.read_json(str(tmp_path / "latin1.json")))
+    assert message.startswith(f"error: {tmp_path / 'latin1.json'} is not valid JSON: 'utf-8' codec can't decode")
+
+
+def test_a_bad_flag_value_is_one_line(monkeypatch):
+    flags.DEFINE_integer("test_errors_count", 1, "A flag of this test.", lower_bound=1)
+    try:
+        message = exit_message(monkeypatch, raising(AssertionError("main ran")), ["script", "--test_errors_count=0"])
+    finally:
+        flags.FLAGS.unparse_flags()
+        delattr(flags.FLAGS, "test_errors_count")
+    assert message.startswith("error: flag --test_errors_count=0: ") and "\n" not in message
+
+
+def test_errors_that_are_bugs_are_not_hidden(monkeypatch):
+    with pytest.raises(KeyError):
+        exit_message(monkeypatch, raising(KeyError("a bug")))
+
+
+def test_atomic_write_replaces_whole_files_and_leaves_nothing_when_it_fails(tmp_path):
+    path = tmp_path / "results.json"
+    errors.write_json_atomically(str(path), {"spearman": 0.5})
+    errors.write_json_atomically(str(path), {"spearman": None})
+    assert json.loads(path.read_text()) == {"spearman": None}
+    with pytest.raises(ValueError):  # NaN is not JSON
+        errors.write_json_atomically(str(path), {"spearman": float("nan")})
+    assert json.loads(path.read_text()) == {"spearman": None}
+    with pytest.raises(FileNotFoundError):
+        errors.write_json_atomically(str(tmp_path / "missing" / "results.json"), {})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["results.json"]

@@ -1,0 +1,498 @@
+"""training.py with plain arguments: the recipe, the run directory's bookkeeping through kills and resumes, and
+train() in-process from the tiny MLM checkpoint: learning, resuming on two replicas, failing early and cleanly."""
+
+import json
+import pathlib
+import re
+import shutil
+
+import pytest
+import tensorflow as tf
+from conftest import (
+    MICRO,
+    TINY,
+    VOCAB,
+    assert_failed_cleanly,
+    command_line,
+    eval_history,
+    flag_defaults,
+    run_script,
+    sts_scores,
+    tiny_embedder,
+)
+from test_model import SMALL
+
+import data
+import errors
+import model
+import training
+
+# Small and fast: every evaluation and save happens within seconds.
+QUICK_RECIPE = {
+    "kind": "unsupervised",
+    "total_steps": 30,
+    "batch_size": 16,
+    "learning_rate": 3e-5,
+    "warmup_ratio": 0.05,
+    "temperature": 0.05,
+    "max_sequence_length": 16,
+    "evaluation_frequency": 10,
+    "seed": 42,
+    "mixed_precision": False,
+}
+
+
+def make_recipe(**changes):
+    return training.Recipe(**{**QUICK_RECIPE, **changes})
+
+
+# === Recipe ===
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"total_steps": 0}, "total_steps must be positive, got 0"),
+        ({"batch_size": 1}, "batch_size must be at least 2 (in-batch negatives), got 1"),
+        ({"learning_rate": -1.0}, "learning_rate must be positive, got -1.0"),
+        ({"learning_rate": 0.0}, "learning_rate must be positive, got 0.0"),
+        ({"warmup_ratio": 1.0}, "warmup_ratio must be in [0, 1), got 1.0"),
+        ({"warmup_ratio": -0.5}, "warmup_ratio must be in [0, 1), got -0.5"),
+        ({"temperature": 0.0}, "temperature must be positive, got 0.0"),
+        ({"max_sequence_length": 1}, "max_sequence_length must leave room for [CLS] and [SEP], got 1"),
+        ({"evaluation_frequency": 0}, "evaluation_frequency must be positive, got 0"),
+    ],
+)
+def test_recipe_refuses_values_out_of_range(change, message):
+    with pytest.raises(training.TrainingError, match=re.escape(message)):
+        make_recipe(**change)
+
+
+def test_run_config_holds_the_recipe_and_the_bert_config():
+    config = model.BertConfig.from_dict(SMALL)
+    run_config = make_recipe().run_config(config)
+    assert run_config == {**QUICK_RECIPE, "bert_config": SMALL}
+    supervised = make_recipe(kind="supervised", train_splits=("xnli_dev",), epochs=3).run_config(config)
+    assert supervised["train_splits"] == ["xnli_dev"] and supervised["epochs"] == 3
+    assert make_recipe(total_steps=1000, warmup_ratio=0.05).warmup_steps == 50
+
+
+# === Run directory ===
+
+
+def record(step, korsts_spearman):
+    return {
+        "step": step,
+        "loss": 1.0,
+        "learning_rate": 1e-5,
+        "klue_sts_pearson": 0.1,
+        "korsts_spearman": korsts_spearman,
+    }
+
+
+class SmallRun:
+    """A run directory driven as the training callback drives it, with a small encoder whose word embeddings
+    are set to the step, so every checkpoint says which step it holds."""
+
+    def __init__(self, path, keep_step_checkpoints=training.KEEP_STEP_CHECKPOINTS):
+        self.run = training.RunDirectory(str(path), keep_step_checkpoints)
+        self.run.create({"run_config.json": {"kind": "test"}})
+        self.encoder = model.BertEncoder(model.BertConfig.from_dict(SMALL), dtype="float32")
+        self.step = tf.Variable(0)
+        self.states = tf.train.CheckpointManager(tf.train.Checkpoint(step=self.step), self.run.state_dir, 2)
+        self.history = []
+
+    def evaluate(self, step, korsts_spearman, until="end"):
+        """One evaluation's saves, stopping (as a kill would) before the training state or before `best/`."""
+        word_embeddings = self.encoder.embeddings.word_embeddings
+        word_embeddings.assign(tf.fill(word_embeddings.shape, float(step)))
+        self.run.save_evaluation(record(step, korsts_spearman), self.encoder, self.history)
+        if until == "before state":
+            return
+        self.states.save(checkpoint_number=step)
+        if until == "before best":
+            return
+        self.run.point_best_at(training.best_step(self.history))
+
+    def resume(self):
+        return training.RunDirectory(self.run.path).resume(self.run.saved_step())
+
+    def best(self):
+        """The step the checkpoint in best/ holds, and the files there."""
+        encoder = model.BertEncoder(model.BertConfig.from_dict(SMALL), dtype="float32")
+        model.load_checkpoint(encoder, self.run.best_dir)
+        files = sorted(p.name for p in pathlib.Path(self.run.best_dir).iterdir())
+        return int(encoder.embeddings.word_embeddings.numpy()[0, 0]), files
+
+
+def test_step_checkpoints_are_pruned_to_the_newest_and_best_holds_the_best(tmp_path):
+    run = SmallRun(tmp_path / "run", keep_step_checkpoints=2)
+    for step, spearman in [(10, 0.1), (20, 0.3), (30, 0.2), (40, 0.25)]:
+        run.evaluate(step, spearman)
+    assert run.run.step_checkpoints() == [30, 40]
+    assert sorted(p.name for p in (tmp_path / "run").glob("step-*")) == [
+        "step-30.data-00000-of-00001", "step-30.index", "step-40.data-00000-of-00001", "step-40.index",
+    ]  # fmt: skip
+    assert run.best() == (20, ["checkpoint", "model.ckpt-20.data-00000-of-00001", "model.ckpt-20.index"])
+    assert [r["step"] for r in eval_history(tmp_path / "run")] == [10, 20, 30, 40]
+
+
+@pytest.mark.parametrize(
+    ("killed", "resumed_steps", "best_step"),
+    [
+        # History written, state not: the evaluation at 20 is undone, best/ keeps 10.
+        ("before state", [10], 10),
+        # State written, best/ not yet switched: the evaluation at 20 stands, and best/ is switched to it.
+        ("before best", [10, 20], 20),
+    ],
+)
+def test_resume_after_a_kill_cuts_back_to_the_saved_state(tmp_path, killed, resumed_steps, best_step):
+    run = SmallRun(tmp_path / "run")
+    run.evaluate(10, 0.1)
+    run.evaluate(20, 0.3, until=killed)
+    # What a kill in the middle of a save leaves: temporary files.
+    (tmp_path / "run" / "step-30.tmp-1.index").write_bytes(b"partial")
+    (tmp_path / "run" / "best" / "model.ckpt-30.tmp-1.index").write_bytes(b"partial")
+
+    history = run.resume()
+    assert [r["step"] for r in history] == [r["step"] for r in eval_history(tmp_path / "run")] == resumed_steps
+    assert run.run.step_checkpoints() == resumed_steps
+    step, files = run.best()
+    assert step == best_step and files == sorted(
+        ["checkpoint", f"model.ckpt-{best_step}.data-00000-of-00001", f"model.ckpt-{best_step}.index"]
+    )
+    assert not list((tmp_path / "run").glob("**/*.tmp-*"))
+
+
+def test_a_metric_that_is_not_finite_is_null_and_never_best(tmp_path):
+    results = {
+        "korsts:dev": {"n": 3, "pearson": None, "spearman": None, "alignment": None, "uniformity": -1.0},
+        "klue_sts:dev": {"n": 3, "pearson": 0.5, "spearman": 0.4, "alignment": 0.2, "uniformity": -2.0},
+    }
+    assert training.history_record(10, 1.5, 1e-5, results) == {
+        "step": 10, "loss": 1.5, "learning_rate": 1e-5, "klue_sts_pearson": 0.5, "korsts_spearman": None,
+        "korsts_alignment": None, "korsts_uniformity": -1.0, "klue_sts_alignment": 0.2, "klue_sts_uniformity": -2.0,
+    }  # fmt: skip
+    run = SmallRun(tmp_path / "run")
+    run.evaluate(10, None)
+    assert "null" in (tmp_path / "run" / "eval_history.jsonl").read_text()
+    assert not list((tmp_path / "run" / "best").glob("*"))  # nothing to be best yet
+    run.evaluate(20, -0.5)
+    run.evaluate(30, None)
+    assert run.best()[0] == 20
+
+
+def test_corrupt_history_and_run_config_are_named(tmp_path):
+    run = SmallRun(tmp_path / "run")
+    run.evaluate(10, 0.1)
+    history = tmp_path / "run" / "eval_history.jsonl"
+    history.write_text(history.read_text() + '{"step": 20, "loss": 0.9, "learning')
+    with pytest.raises(training.TrainingError, match=f"{re.escape(str(history))} line 2 is not an evaluation record"):
+        run.resume()
+    (tmp_path / "run" / "run_config.json").write_text('{"kind": ')
+    with pytest.raises(errors.InputError, match="run_config.json is not valid JSON"):
+        run.run.check_recipe({"kind": "test"})
+
+
+# === train(), in-process from the tiny checkpoint ===
+
+
+def train(data_dir, tmp_path, recipe, make_batches=None, strategy=None, sets=None, micro=False, **options):
+    """training.train of the tiny checkpoint (or of the MICRO config from random initialisation) into
+    tmp_path/runs/run, on the sample corpus by default."""
+    if make_batches is None:
+        sentences = data.corpus_sentences(data_dir)
+
+        def make_batches(tokenizer, seed):
+            return data.unsupervised_batches(sentences, tokenizer, recipe.batch_size, seed)
+
+    return training.train(
+        recipe,
+        model.BertConfig.from_dict(MICRO) if micro else model.BertConfig.from_json_file(TINY["config"]),
+        str(VOCAB),
+        make_batches,
+        sets or training.load_evaluation_sets(data_dir),
+        run_dir=str(tmp_path / "runs" / "run"),
+        tensorboard_dir=str(tmp_path / "logs" / "run"),
+        pretrained_weight=None if micro else str(TINY["pretrained_weight"]),
+        strategy=strategy,
+        **options,
+    )
+
+
+def korsts_and_some_klue(data_dir):
+    """The evaluation sets, KLUE STS dev cut to 128 pairs: the learning tests check KorSTS dev alone."""
+    sets = training.load_evaluation_sets(data_dir)
+    return {**sets, "klue_sts:dev": sets["klue_sts:dev"].take(128)}
+
+
+def test_unsupervised_simcse_spreads_embeddings_and_best_scores_as_recorded(
+    prepared_data_dir, scores_before_training, tmp_path
+):
+    data_dir = prepared_data_dir[0]
+    # A short CPU run: smaller batches and sentences than the recipe, a higher learning rate to move in 40 steps.
+    recipe = make_recipe(
+        mixed_precision=True,
+        batch_size=32,
+        max_sequence_length=32,
+        learning_rate=1e-4,
+        total_steps=40,
+        evaluation_frequency=40,
+    )
+    run_dir = tmp_path / "runs" / "run"
+    assert train(data_dir, tmp_path, recipe, sets=korsts_and_some_klue(data_dir)) == str(run_dir)
+    assert tf.keras.mixed_precision.global_policy().name == "float32"  # train() leaves the policy as it was
+    history = eval_history(run_dir)
+    assert [record["step"] for record in history] == [40]
+    assert set(history[0]) == {
+        "step", "loss", "learning_rate", "klue_sts_pearson", "korsts_spearman",
+        "korsts_alignment", "korsts_uniformity", "klue_sts_alignment", "klue_sts_uniformity",
+    }  # fmt: skip
+    assert json.loads((run_dir / "run_config.json").read_text())["mixed_precision"] is True
+    assert list((tmp_path / "logs" / "run").glob("events.out.tfevents.*"))
+    assert [p.name for p in run_dir.glob("step-*.index")] == ["step-40.index"]
+
+    before = scores_before_training["korsts:dev"]
+    # Measured here: KorSTS dev uniformity -0.23 -> -1.35 in 40 steps, alignment 0.02 -> 0.21.
+    assert history[-1]["korsts_uniformity"] < before["uniformity"] - 0.6
+    assert history[-1]["korsts_alignment"] < 0.5
+    # The saved best checkpoint scores, evaluated as evaluate.py does in float32, what training recorded.
+    best = sts_scores(data_dir, tiny_embedder(checkpoint=run_dir / "best"), 32, sets=["korsts:dev"])["korsts:dev"]
+    assert best["spearman"] == pytest.approx(max(r["korsts_spearman"] for r in history), abs=1e-4)
+
+
+def optimizer_step(state_prefix):
+    reader = tf.train.load_checkpoint(state_prefix)
+    (name,) = [n for n in reader.get_variable_to_shape_map() if n.startswith("optimizer/") and "iterations" in n]
+    return int(reader.get_tensor(name))
+
+
+def test_stopped_run_on_two_replicas_resumes_with_every_evaluation_once(prepared_data_dir, two_replicas, tmp_path):
+    data_dir = prepared_data_dir[0]
+    sentences = data.corpus_sentences(data_dir)
+    recipe = make_recipe(learning_rate=1e-3)
+    sets = training.load_evaluation_sets(data_dir)
+    strategy = two_replicas
+
+    def stopping_at_15(tokenizer, seed):
+        # The input ends after 15 of 30 steps: the run stops there, as a killed one would, after the
+        # evaluation and state of step 10.
+        return data.unsupervised_batches(sentences, tokenizer, recipe.batch_size, seed).take(15)
+
+    run_dir = tmp_path / "runs" / "run"
+    train(data_dir, tmp_path, recipe, stopping_at_15, strategy, sets, micro=True)
+    assert [record["step"] for record in eval_history(run_dir)] == [10]
+
+    train(data_dir, tmp_path, recipe, None, strategy, sets, micro=True)
+    history = eval_history(run_dir)
+    assert [record["step"] for record in history] == [10, 20, 30]
+    # The optimizer came back: its step counter went on from 10 (a fresh one would end at 20), the schedule
+    # continued, and the loss kept falling.
+    assert optimizer_step(tf.train.latest_checkpoint(run_dir / "state")) == 30
+    assert history[1]["learning_rate"] < history[0]["learning_rate"]
+    assert history[1]["loss"] < history[0]["loss"]
+
+    # Once more: the run is complete, and nothing is built, trained or evaluated again.
+    def no_batches(tokenizer, seed):
+        raise AssertionError("a finished run made its batches")
+
+    train(data_dir, tmp_path, recipe, no_batches, strategy, sets, micro=True)
+    assert eval_history(run_dir) == history
+
+
+def test_supervised_simcse_raises_korsts(prepared_data_dir, scores_before_training, tmp_path):
+    data_dir = prepared_data_dir[0]
+    triples, counts = data.nli_triples_of_splits(["xnli_dev"], data_dir)
+    assert counts == {"xnli_dev": 830}
+    # 2 epochs of 830 // 32 = 25 steps on the 830 XNLI dev triples, a higher learning rate than the recipe's.
+    recipe = make_recipe(
+        kind="supervised",
+        mixed_precision=True,
+        batch_size=32,
+        max_sequence_length=32,
+        learning_rate=1e-4,
+        total_steps=50,
+        evaluation_frequency=50,
+        train_splits=("xnli_dev",),
+        epochs=2,
+    )
+
+    def make_batches(tokenizer, seed):
+        return data.supervised_batches(triples, tokenizer, recipe.batch_size, seed)
+
+    sets = korsts_and_some_klue(data_dir)
+    train(data_dir, tmp_path, recipe, make_batches, sets=sets, run_files={"data_stats.json": {"triples": counts}})
+    run_dir = tmp_path / "runs" / "run"
+    assert json.loads((run_dir / "data_stats.json").read_text()) == {"triples": {"xnli_dev": 830}}
+    history = eval_history(run_dir)
+    assert [record["step"] for record in history] == [50]
+    # Measured here: KorSTS dev Spearman 0.372 -> 0.416 (README: 41.63 at step 50).
+    assert history[-1]["korsts_spearman"] > scores_before_training["korsts:dev"]["spearman"] + 0.025
+
+
+def test_diverging_loss_stops_training_and_keeps_the_last_good_state(prepared_data_dir, tmp_path):
+    # A learning rate no model survives: the loss turns NaN or infinite within the first steps.
+    with pytest.raises(training.TrainingError, match="the loss became .* training stopped; last good state:"):
+        train(prepared_data_dir[0], tmp_path, make_recipe(learning_rate=1e30), micro=True)
+
+
+@pytest.mark.parametrize(
+    ("change", "error", "message"),
+    [
+        ({"pretrained_weight": "missing/model.ckpt"}, model.CheckpointError, "checkpoint not found: missing/model"),
+        ({"vocab": "missing_vocab.txt"}, data.DataError, "vocab file not found: missing_vocab.txt"),
+        ({"max_sequence_length": 600}, model.ConfigError, "max_sequence_length 600 is more than the config's"),
+        ({"replicas": 2, "batch_size": 15}, training.TrainingError, "batch_size 15 does not split over 2 replicas"),
+        ({"run_config": {"kind": "unsupervised", "learning_rate": 1.0}}, training.TrainingError, "another recipe"),
+        ({"run_config": "not a run directory"}, training.TrainingError, "exists but is not a run directory"),
+    ],
+)
+def test_bad_input_fails_before_any_model_is_built(prepared_data_dir, two_replicas, tmp_path, change, error, message):
+    recipe = make_recipe(**{key: change[key] for key in ("max_sequence_length", "batch_size") if key in change})
+    run_dir = tmp_path / "runs" / "run"
+    if "run_config" in change:
+        run_dir.mkdir(parents=True)
+        if isinstance(change["run_config"], dict):
+            (run_dir / "run_config.json").write_text(json.dumps(change["run_config"]))
+
+    def no_batches(tokenizer, seed):
+        raise AssertionError("bad input got as far as making batches")
+
+    with pytest.raises(error, match=re.escape(message)):
+        training.train(
+            recipe,
+            model.BertConfig.from_json_file(TINY["config"]),
+            change.get("vocab", str(VOCAB)),
+            no_batches,
+            training.load_evaluation_sets(prepared_data_dir[0]),
+            run_dir=str(run_dir),
+            tensorboard_dir=str(tmp_path / "logs" / "run"),
+            pretrained_weight=change.get("pretrained_weight", str(TINY["pretrained_weight"])),
+            strategy=two_replicas if change.get("replicas") else None,
+        )
+    assert not (tmp_path / "logs").exists()
+    if isinstance(change.get("run_config"), dict):  # the run directory is left as it was
+        assert [p.name for p in run_dir.iterdir()] == ["run_config.json"]
+        assert json.loads((run_dir / "run_config.json").read_text()) == change["run_config"]
+    elif "run_config" in change:
+        assert not list(run_dir.iterdir())
+    else:
+        assert not (tmp_path / "runs").exists()
+
+
+# === The scripts, end to end ===
+
+
+def script_options(data_dir, tmp_path, **options):
+    """The command line of a short run of the MICRO config from random initialisation."""
+    (tmp_path / "micro_config.json").write_text(json.dumps(MICRO))
+    return {
+        "config": tmp_path / "micro_config.json",
+        "pretrained_weight": "",
+        "vocab_path": VOCAB,
+        "data_dir": data_dir,
+        "model_checkpoints": tmp_path / "runs",
+        "tensorboard_log_path": tmp_path / "logs",
+        "run_name": "run",
+        **options,
+    }
+
+
+def test_train_unsupervised_py_on_two_cpu_replicas_and_its_one_line_errors(prepared_data_dir, tmp_path):
+    options = script_options(
+        prepared_data_dir[0],
+        tmp_path,
+        mixed_precision=True,
+        batch_size=16,
+        max_sequence_length=16,
+        total_steps=10,
+        evaluation_frequency=10,
+        distribution_strategy="mirrored",
+        num_cpu_devices=2,
+    )
+    result = run_script(*command_line("train_unsupervised.py", options))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "precision policy: mixed_bfloat16" in result.stderr and "mirrored, 2 replica(s)" in result.stderr
+    run_dir = tmp_path / "runs" / "run"
+    assert [record["step"] for record in eval_history(run_dir)] == [10]
+    run_config = json.loads((run_dir / "run_config.json").read_text())
+    assert (run_config["kind"], run_config["batch_size"], run_config["total_steps"]) == ("unsupervised", 16, 10)
+    assert (run_dir / "best" / "checkpoint").exists() and list((tmp_path / "logs" / "run").iterdir())
+
+    # Stopped after the evaluation of step 10 but before its state was saved (as in a kill), with the history
+    # line cut short: the rerun resumes from step 0 and meets the line.
+    shutil.move(run_dir / "state", tmp_path / "state")
+    history = run_dir / "eval_history.jsonl"
+    complete = history.read_text()
+    history.write_text(complete[: len(complete) // 2])
+    result = run_script(*command_line("train_unsupervised.py", options))
+    assert_failed_cleanly(result, f"error: {history} line 1 is not an evaluation record")
+
+    history.write_text(complete)
+    config = run_dir / "run_config.json"
+    config.write_text(config.read_text()[:-20])
+    result = run_script(*command_line("train_unsupervised.py", options))
+    assert_failed_cleanly(result, f"error: {config} is not valid JSON")
+
+    result = run_script(*command_line("train_unsupervised.py", {**options, "config": tmp_path, "run_name": "new"}))
+    assert_failed_cleanly(result, f"error: {tmp_path}: Is a directory")
+    assert not (tmp_path / "runs" / "new").exists()
+
+
+def test_train_supervised_py_end_to_end(prepared_data_dir, tmp_path):
+    options = script_options(
+        prepared_data_dir[0],
+        tmp_path,
+        train_splits="xnli_dev",
+        epochs=1,
+        batch_size=64,
+        max_sequence_length=16,
+        evaluation_frequency=100,
+    )
+    result = run_script(*command_line("train_supervised.py", options))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "kornli:xnli_dev: 830 triples" in result.stderr
+    run_dir = tmp_path / "runs" / "run"
+    assert json.loads((run_dir / "data_stats.json").read_text()) == {"triples": {"xnli_dev": 830}}
+    run_config = json.loads((run_dir / "run_config.json").read_text())
+    assert (run_config["train_splits"], run_config["epochs"], run_config["total_steps"]) == (["xnli_dev"], 1, 12)
+    assert [record["step"] for record in eval_history(run_dir)] == [12]  # 830 // 64 steps, evaluated at the last
+
+    result = run_script(*command_line("train_supervised.py", {**options, "batch_size": 1000, "run_name": "big"}))
+    assert_failed_cleanly(result, "error: 830 triples in xnli_dev do not fill one batch of 1000")
+    assert not (tmp_path / "runs" / "big").exists()
+
+
+UNSUPERVISED_RECIPE = {
+    "config": "configs/char_bert_base.json",
+    "pretrained_weight": "kr-bert-char/model.ckpt-2000000",
+    "vocab_path": "kr-bert-char/vocab_char_16424.txt",
+    "mixed_precision": False,
+    "batch_size": 64,
+    "total_steps": 25000,
+    "warmup_ratio": 0.05,
+    "learning_rate": 3e-5,
+    "temperature": 0.05,
+    "max_sequence_length": 64,
+    "evaluation_frequency": 250,
+}
+SUPERVISED_RECIPE = {
+    "config": "configs/char_bert_base.json",
+    "pretrained_weight": "kr-bert-char/model.ckpt-2000000",
+    "vocab_path": "kr-bert-char/vocab_char_16424.txt",
+    "train_splits": ["mnli_train", "snli_train"],
+    "batch_size": 128,
+    "epochs": 3,
+    "warmup_ratio": 0.05,
+    "learning_rate": 5e-5,
+    "temperature": 0.05,
+    "max_sequence_length": 48,
+    "evaluation_frequency": 125,
+}
+
+
+@pytest.mark.parametrize(
+    ("script", "recipe"), [("train_unsupervised", UNSUPERVISED_RECIPE), ("train_supervised", SUPERVISED_RECIPE)]
+)
+def test_defaults_are_the_original_recipe(script, recipe):
+    assert flag_defaults(script, recipe) == recipe

@@ -1,0 +1,89 @@
+"""The command line of train_unsupervised.py and train_supervised.py: the flags they share, with each script's
+recipe defaults, and what the scripts make of their values. Only the scripts and this module read flags;
+training.py takes plain arguments.
+"""
+
+import os
+import time
+
+from absl import flags
+
+import model
+import training
+
+
+def define_flags(*, batch_size, learning_rate, max_sequence_length, evaluation_frequency):
+    """The flags both scripts take, with the script's recipe defaults."""
+    flags.DEFINE_string("config", "configs/char_bert_base.json", "Google-format bert_config.json.")
+    flags.DEFINE_string(
+        "pretrained_weight",
+        "kr-bert-char/model.ckpt-2000000",
+        "Checkpoint to start from: KR-BERT's Google-format release or one saved here. Empty: random init.",
+    )
+    flags.DEFINE_string("vocab_path", "kr-bert-char/vocab_char_16424.txt", "BERT vocab file.")
+    flags.DEFINE_string("data_dir", None, "TFDS data directory with the prepared datasets (default: TFDS's).")
+    flags.DEFINE_boolean("mixed_precision", False, "mixed_float16 on a GPU, mixed_bfloat16 on CPU and TPU.")
+    flags.DEFINE_integer(
+        "batch_size", batch_size, "Sentences (unsupervised) or triples (supervised) per step.", lower_bound=2
+    )
+    flags.DEFINE_float("warmup_ratio", 0.05, "Fraction of the steps with linear warm-up.")
+    flags.DEFINE_float("learning_rate", learning_rate, "Peak learning rate.")
+    flags.DEFINE_float("temperature", 0.05, "Temperature of the contrastive softmax.")
+    flags.DEFINE_integer("max_sequence_length", max_sequence_length, "Tokens per sentence, [CLS] and [SEP] included.")
+    flags.DEFINE_integer(
+        "evaluation_frequency", evaluation_frequency, "Evaluate and save every this many steps.", lower_bound=1
+    )
+    flags.DEFINE_string("model_checkpoints", "models", "Directory of the run directories.")
+    flags.DEFINE_string("tensorboard_log_path", "logs", "Directory of the TensorBoard run directories.")
+    flags.DEFINE_integer("seed", 42, "Seed of initialisation, shuffling and dropout.")
+    flags.DEFINE_string(
+        "run_name",
+        None,
+        "Run directory under --model_checkpoints (default: <kind>-<date>-<time>); an existing one resumes.",
+    )
+    flags.DEFINE_enum(
+        "distribution_strategy",
+        "default",
+        ["default", "mirrored", "multi_worker_mirrored", "tpu"],
+        "tf.distribute strategy; the global batch is split over the replicas.",
+    )
+    flags.DEFINE_string("tpu", "", "TPU name or address, with --distribution_strategy=tpu.")
+    flags.DEFINE_integer(
+        "num_cpu_devices", 1, "Split the host CPU into this many logical devices (multi-replica runs without GPUs)."
+    )
+
+
+# The flags that are fields of training.Recipe.
+RECIPE_FLAGS = (
+    "batch_size", "learning_rate", "warmup_ratio", "temperature", "max_sequence_length", "evaluation_frequency",
+    "seed", "mixed_precision",
+)  # fmt: skip
+
+
+def make_strategy(values):
+    """The strategy of --distribution_strategy; call it before anything else touches the TensorFlow runtime."""
+    return training.make_strategy(values.distribution_strategy, values.num_cpu_devices, values.tpu)
+
+
+def make_recipe(values, kind, total_steps, **supervised):
+    """training.Recipe from the flags, `total_steps` and the supervised script's `train_splits` and `epochs`."""
+    return training.Recipe(
+        kind=kind, total_steps=total_steps, **{name: values[name].value for name in RECIPE_FLAGS}, **supervised
+    )
+
+
+def train(values, recipe, strategy, make_batches, run_files=None):
+    """training.train with the config, vocab, evaluation sets, directories and start of the flags."""
+    run_name = values.run_name or f"{recipe.kind}-{time.strftime('%Y%m%d-%H%M%S')}"
+    return training.train(
+        recipe,
+        model.BertConfig.from_json_file(values.config),
+        values.vocab_path,
+        make_batches,
+        training.load_evaluation_sets(values.data_dir),
+        run_dir=os.path.join(values.model_checkpoints, run_name),
+        tensorboard_dir=os.path.join(values.tensorboard_log_path, run_name),
+        pretrained_weight=values.pretrained_weight or None,
+        strategy=strategy,
+        run_files=run_files,
+    )
