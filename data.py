@@ -9,7 +9,6 @@ A split whose source file is absent is left out (with a warning naming the file)
 fails with an error that says which file to provide.
 """
 
-import json
 import math
 import os
 import zipfile
@@ -21,7 +20,7 @@ import tfds_korean.klue_sts
 import tfds_korean.korean_wikipedia_corpus
 import tfds_korean.kornli
 import tfds_korean.korsts
-from absl import app, flags, logging
+from absl import flags, logging
 
 import errors
 
@@ -102,8 +101,7 @@ class KrBertTokenizer(tf.Module):
             raise DataError(f"vocab file not found: {vocab_path}")
         if max_sequence_length < 2:
             raise DataError(f"max_sequence_length must leave room for [CLS] and [SEP], got {max_sequence_length}")
-        with tf.io.gfile.GFile(vocab_path) as f:
-            tokens = [line.rstrip("\n") for line in f]
+        tokens = [line.rstrip("\n") for line in errors.read_lines(vocab_path)]
         self.vocab_size = len(tokens)
         if model_vocab_size is not None and self.vocab_size != model_vocab_size:
             raise DataError(f"vocab {vocab_path} has {self.vocab_size} tokens, config vocab_size is {model_vocab_size}")
@@ -192,28 +190,19 @@ def check_source_file(name, path):
     """Raises DataError naming the file and line of the first row the tfds-korean builder would fail on."""
     if name in _TSV_COLUMNS:
         columns = _TSV_COLUMNS[name]
-        with open(path, encoding="utf-8") as f:
-            for number, line in enumerate(f, start=1):
-                if number == 1:
-                    continue
-                row = dict(zip(columns, line.strip().split("\t"), strict=False))
-                if len(row) < len(columns):
-                    raise DataError(
-                        f"{path} line {number}: {len(row)} tab-separated columns, expected {len(columns)} "
-                        f"({', '.join(columns)})"
-                    )
-                if name == "korsts" and not _is_number(row["score"]):
-                    raise DataError(f"{path} line {number}: score {row['score']!r} is not a number")
-                if name == "kornli" and row["gold_label"] not in _NLI_LABELS:
-                    raise DataError(
-                        f"{path} line {number}: gold_label {row['gold_label']!r} is not one of {_NLI_LABELS}"
-                    )
+        for number, line in enumerate(errors.read_lines(path)[1:], start=2):  # after the header
+            row = dict(zip(columns, line.strip().split("\t"), strict=False))
+            if len(row) < len(columns):
+                raise DataError(
+                    f"{path} line {number}: {len(row)} tab-separated columns, expected {len(columns)} "
+                    f"({', '.join(columns)})"
+                )
+            if name == "korsts" and not _is_number(row["score"]):
+                raise DataError(f"{path} line {number}: score {row['score']!r} is not a number")
+            if name == "kornli" and row["gold_label"] not in _NLI_LABELS:
+                raise DataError(f"{path} line {number}: gold_label {row['gold_label']!r} is not one of {_NLI_LABELS}")
     elif name == "klue_sts":
-        try:
-            with open(path, encoding="utf-8") as f:
-                pairs = json.load(f)
-        except json.JSONDecodeError as error:
-            raise DataError(f"{path} is not valid JSON: {error}") from None
+        pairs = errors.read_json(path)
         for index, pair in enumerate(pairs if isinstance(pairs, list) else [None]):
             labels = pair.get("labels") if isinstance(pair, dict) else None
             if not (
@@ -263,6 +252,10 @@ def prepare(names, source_dir, data_dir):
     for name in names:
         if name not in BUILDERS:
             raise DataError(f"unknown dataset '{name}' (choose from {', '.join(BUILDERS)})")
+    if not os.path.isdir(source_dir):
+        raise DataError(f"--source_dir {source_dir} is not a directory")
+    if data_dir:
+        errors.check_can_make_directory(data_dir)
     for name in names:
         builder = _offline_builder(name, source_dir)(data_dir=data_dir)
         builder.download_and_prepare()
@@ -402,6 +395,8 @@ def nli_triples_of_splits(splits, data_dir=None):
 
     Counting makes one pass over each split, which fills the cache that the training epochs read.
     """
+    if not splits:
+        raise DataError("no KorNLI split given (e.g. mnli_train)")
     triples = None
     counts = {}
     for split in splits:
@@ -433,7 +428,7 @@ FLAGS = flags.FLAGS
 
 def main(argv):
     if len(argv) != 2 or argv[1] != "prepare":
-        raise app.UsageError("usage: python data.py prepare --source_dir=DIR --data_dir=TFDS_DIR [--datasets=...]")
+        raise errors.InputError("usage: python data.py prepare --source_dir=DIR [--data_dir=TFDS_DIR] [--datasets=...]")
     prepare(FLAGS.datasets, FLAGS.source_dir, FLAGS.data_dir)
 
 

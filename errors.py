@@ -57,6 +57,45 @@ def run(main):
     app.run(main_reporting_bad_input, flags_parser=parse_flags)
 
 
+def check_can_write_file(path):
+    """Raises InputError unless a file can be written at `path`: its directory exists, and it is no directory."""
+    directory = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise InputError(f"cannot write {path}: it is a directory")
+    if not os.path.isdir(directory):
+        raise InputError(f"cannot write {path}: {directory} is not a directory")
+    if not os.access(directory, os.W_OK):
+        raise InputError(f"cannot write {path}: no permission to write in {directory}")
+
+
+def check_can_make_directory(path):
+    """Raises InputError unless `path` is a directory or can be made one: the nearest existing path on the way
+    up is a directory that can be written in."""
+    existing = os.path.abspath(path)
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise InputError(f"cannot make directory {path}: {existing} is not a directory")
+    if existing != os.path.abspath(path) and not os.access(existing, os.W_OK):
+        raise InputError(f"cannot make directory {path}: no permission to write in {existing}")
+
+
+def read_lines(path):
+    """The lines of the text file `path` (local or any file system TensorFlow reads), newlines kept; InputError
+    naming the line that is not UTF-8."""
+    if tf.io.gfile.isdir(path):
+        raise InputError(f"{path} is a directory, not a text file")
+    with tf.io.gfile.GFile(path, "rb") as f:
+        raw_lines = f.readlines()
+    lines = []
+    for number, raw in enumerate(raw_lines, start=1):
+        try:
+            lines.append(raw.decode("utf-8"))
+        except UnicodeDecodeError as error:
+            raise InputError(f"{path} line {number} is not UTF-8 text ({error.reason} at byte {error.start})") from None
+    return lines
+
+
 def read_json(path):
     """The JSON value in the file `path`; InputError naming the file if it is not UTF-8 JSON."""
     try:
@@ -68,11 +107,15 @@ def read_json(path):
 
 def write_json_atomically(path, value):
     """Writes JSON next to `path` and renames it into place: a reader sees the old file or the new one."""
+    write_text_atomically(path, json.dumps(value, indent=2, allow_nan=False) + "\n")
+
+
+def write_text_atomically(path, text):
+    """Writes `text` next to `path` and renames it into place; a failed write (a full disk) leaves no trace."""
     temporary = f"{path}.tmp-{os.getpid()}"
     try:
         with open(temporary, "w", encoding="utf-8") as f:
-            json.dump(value, f, indent=2, allow_nan=False)
-            f.write("\n")
+            f.write(text)
         os.replace(temporary, path)
     finally:
         if os.path.exists(temporary):

@@ -6,7 +6,7 @@ embeddings against the gold score, Pearson and Spearman (KorSTS is reported by S
 """
 
 import tensorflow as tf
-from absl import app, flags
+from absl import flags
 
 import data
 import errors
@@ -23,7 +23,10 @@ flags.DEFINE_string(
 flags.DEFINE_string("data_dir", None, "TFDS data directory with the prepared datasets (default: TFDS's).")
 flags.DEFINE_list("datasets", ["korsts:dev", "korsts:test", "klue_sts:dev"], "STS sets as DATASET:SPLIT.")
 flags.DEFINE_integer(
-    "max_sequence_length", 64, "Tokens per sentence, [CLS] and [SEP] included (a SavedModel has its own)."
+    "max_sequence_length",
+    64,
+    "Tokens per sentence, [CLS] and [SEP] included (a SavedModel has its own).",
+    lower_bound=2,
 )
 flags.DEFINE_enum(
     "pooling",
@@ -31,7 +34,7 @@ flags.DEFINE_enum(
     model.POOLINGS,
     "Sentence embedding: [CLS] output, pooler output or mean (a SavedModel has its own).",
 )
-flags.DEFINE_integer("batch_size", 64, "Sentences per batch.")
+flags.DEFINE_integer("batch_size", 64, "Sentences per batch.", lower_bound=1)
 flags.DEFINE_string(
     "results_json", None, "Write {set: {n, pearson, spearman, alignment, uniformity}} here (null: undefined)."
 )
@@ -52,6 +55,8 @@ flags.register_multi_flags_validator(
 
 
 def evaluate():
+    if FLAGS.results_json:
+        errors.check_can_write_file(FLAGS.results_json)
     # Every set is looked up first, so a missing split fails before the model is loaded.
     sets = {
         f"{name}:{split}": data.sts_pairs(name, split, FLAGS.data_dir) for name, split in sts.parse_sets(FLAGS.datasets)
@@ -85,7 +90,7 @@ def percent(value):
 
 def main(argv):
     if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+        raise errors.InputError(f"unexpected arguments: {' '.join(argv[1:])}")
     evaluate()
 
 

@@ -10,7 +10,7 @@ SavedModel, so the directory loads with `tf.saved_model.load` (or serves with TF
 
 import os
 
-from absl import app, flags, logging
+from absl import flags, logging
 
 import data
 import errors
@@ -21,7 +21,7 @@ flags.DEFINE_string("config", None, "Google-format bert_config.json.")
 flags.DEFINE_string("checkpoint", None, "Checkpoint prefix (Google format or saved by training), or its directory.")
 flags.DEFINE_string("vocab_path", None, "BERT vocab file, e.g. vocab_char_16424.txt.")
 flags.DEFINE_string("output", None, "Directory to write the SavedModel to; it must not exist yet.")
-flags.DEFINE_integer("max_sequence_length", 64, "Tokens per sentence, [CLS] and [SEP] included.")
+flags.DEFINE_integer("max_sequence_length", 64, "Tokens per sentence, [CLS] and [SEP] included.", lower_bound=2)
 flags.DEFINE_enum("pooling", "cls", model.POOLINGS, "Sentence embedding: [CLS] output, pooler output or mean.")
 for name in ("config", "checkpoint", "vocab_path", "output"):
     flags.mark_flag_as_required(name)
@@ -30,6 +30,7 @@ for name in ("config", "checkpoint", "vocab_path", "output"):
 def export():
     if os.path.exists(FLAGS.output):
         raise errors.InputError(f"--output {FLAGS.output} exists already: choose a new directory")
+    errors.check_can_make_directory(FLAGS.output)
     config = model.BertConfig.from_json_file(FLAGS.config)
     config.check_sequence_length(FLAGS.max_sequence_length)
     tokenizer = data.KrBertTokenizer(FLAGS.vocab_path, FLAGS.max_sequence_length, config.vocab_size)
@@ -43,7 +44,7 @@ def export():
 
 def main(argv):
     if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+        raise errors.InputError(f"unexpected arguments: {' '.join(argv[1:])}")
     export()
 
 

@@ -16,7 +16,7 @@ import sys
 import keras
 import numpy as np
 import tensorflow as tf
-from absl import app, flags
+from absl import flags, logging
 
 import errors
 import model
@@ -24,21 +24,33 @@ import model
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model", None, "A SavedModel written by export.py.")
 flags.DEFINE_string("corpus", None, "Text file, one sentence per line.")
-flags.DEFINE_integer("top_k", 5, "Sentences to print per query.")
+flags.DEFINE_integer("top_k", 5, "Sentences to print per query.", lower_bound=1)
 flags.DEFINE_string("query", None, "One query; without it, one query per line of standard input.")
-flags.DEFINE_integer("batch_size", 256, "Sentences embedded per batch.")
+flags.DEFINE_integer("batch_size", 256, "Sentences embedded per batch.", lower_bound=1)
 for name in ("model", "corpus"):
     flags.mark_flag_as_required(name)
 
 
 def read_corpus(path):
     if not os.path.isfile(path):
-        raise errors.InputError(f"corpus file not found: {path}")
-    with open(path, encoding="utf-8") as f:
-        sentences = [line.rstrip("\n") for line in f if line.strip()]
+        raise errors.InputError(f"corpus {path} is not a file")
+    sentences = [line.rstrip("\n") for line in errors.read_lines(path) if line.strip()]
     if not sentences:
         raise errors.InputError(f"corpus {path} has no sentences")
     return sentences
+
+
+def read_queries(stream):
+    """The non-empty lines of a binary stream (standard input), stripped; InputError naming a line not UTF-8."""
+    queries = []
+    for number, raw in enumerate(stream, start=1):
+        try:
+            line = raw.decode("utf-8").strip()
+        except UnicodeDecodeError:
+            raise errors.InputError(f"standard input line {number} is not UTF-8 text") from None
+        if line:
+            queries.append(line)
+    return queries
 
 
 def cache_path(model_dir, corpus_path):
@@ -65,8 +77,14 @@ def corpus_embeddings(embedder, sentences):
     with contextlib.redirect_stdout(sys.stderr):  # the progress bar; stdout is for results
         embeddings = embed(embedder, sentences, verbose=True)
     temporary = f"{path}.tmp-{os.getpid()}.npy"
-    np.save(temporary, embeddings)
-    os.replace(temporary, path)
+    try:
+        np.save(temporary, embeddings)
+        os.replace(temporary, path)
+    except OSError as error:  # a cache is an optimisation: searching goes on without it
+        logging.warning("corpus embeddings not cached: %s", errors.one_line(error))
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
     return embeddings
 
 
@@ -74,7 +92,7 @@ def search():
     sentences = read_corpus(FLAGS.corpus)
     embedder = model.load_saved_embedder(FLAGS.model)
     corpus = corpus_embeddings(embedder, sentences)  # [corpus, hidden]
-    queries = [FLAGS.query] if FLAGS.query is not None else [line.strip() for line in sys.stdin if line.strip()]
+    queries = [FLAGS.query] if FLAGS.query is not None else read_queries(sys.stdin.buffer)
     if not queries:
         raise errors.InputError("no query: give --query or queries on standard input")
     scores = embed(embedder, queries, verbose=False) @ corpus.T  # cosine similarities, [queries, corpus]
@@ -87,7 +105,7 @@ def search():
 
 def main(argv):
     if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+        raise errors.InputError(f"unexpected arguments: {' '.join(argv[1:])}")
     search()
 
 

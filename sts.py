@@ -14,6 +14,8 @@ import errors
 
 def parse_sets(specs):
     """["korsts:dev", ...] -> [("korsts", "dev"), ...]."""
+    if not specs:
+        raise errors.InputError("no STS set given (e.g. korsts:dev)")
     sets = []
     for spec in specs:
         name, _, split = spec.partition(":")

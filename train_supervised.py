@@ -6,7 +6,7 @@ learning rate 5e-5, temperature 0.05, max length 48, evaluation on KorSTS dev an
     python train_supervised.py --mixed_precision
 """
 
-from absl import app, flags, logging
+from absl import flags, logging
 
 import data
 import errors
@@ -20,8 +20,9 @@ flags.DEFINE_list("train_splits", ["mnli_train", "snli_train"], "KorNLI splits t
 
 def main(argv):
     if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+        raise errors.InputError(f"unexpected arguments: {' '.join(argv[1:])}")
     strategy = training_flags.make_strategy(FLAGS)
+    config = training_flags.load_config(FLAGS)
     triples, counts = data.nli_triples_of_splits(FLAGS.train_splits, FLAGS.data_dir)
     for split, count in counts.items():
         logging.info("kornli:%s: %d triples", split, count)
@@ -36,6 +37,7 @@ def main(argv):
     )
     training_flags.train(
         FLAGS,
+        config,
         recipe,
         strategy,
         lambda tokenizer, seed: data.supervised_batches(triples, tokenizer, recipe.batch_size, seed),

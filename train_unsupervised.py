@@ -6,7 +6,7 @@ KorSTS dev and KLUE STS dev every 250 steps).
     python train_unsupervised.py --mixed_precision
 """
 
-from absl import app, flags
+from absl import flags
 
 import data
 import errors
@@ -19,12 +19,14 @@ flags.DEFINE_integer("total_steps", 25_000, "Training steps.", lower_bound=1)
 
 def main(argv):
     if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+        raise errors.InputError(f"unexpected arguments: {' '.join(argv[1:])}")
     strategy = training_flags.make_strategy(FLAGS)
+    config = training_flags.load_config(FLAGS)
     recipe = training_flags.make_recipe(FLAGS, "unsupervised", FLAGS.total_steps)
     sentences = data.corpus_sentences(FLAGS.data_dir)
     training_flags.train(
         FLAGS,
+        config,
         recipe,
         strategy,
         lambda tokenizer, seed: data.unsupervised_batches(sentences, tokenizer, recipe.batch_size, seed),

@@ -80,9 +80,9 @@ class Recipe:
         checks = [
             (self.total_steps >= 1, "total_steps must be positive"),
             (self.batch_size >= 2, "batch_size must be at least 2 (in-batch negatives)"),
-            (self.learning_rate > 0, "learning_rate must be positive"),
+            (0 < self.learning_rate < math.inf, "learning_rate must be positive and finite"),
             (0 <= self.warmup_ratio < 1, "warmup_ratio must be in [0, 1)"),
-            (self.temperature > 0, "temperature must be positive"),
+            (0 < self.temperature < math.inf, "temperature must be positive and finite"),
             (self.max_sequence_length >= 2, "max_sequence_length must leave room for [CLS] and [SEP]"),
             (self.evaluation_frequency >= 1, "evaluation_frequency must be positive"),
         ]
@@ -194,6 +194,8 @@ def train(
         )
     config.check_sequence_length(recipe.max_sequence_length)
     tokenizer = data.KrBertTokenizer(vocab_path, recipe.max_sequence_length, config.vocab_size)
+    errors.check_can_make_directory(run_dir)
+    errors.check_can_make_directory(tensorboard_dir)
     run = RunDirectory(run_dir)
     run_config = recipe.run_config(config)
     start_step, history = 0, []
@@ -223,8 +225,10 @@ def train(
             recipe.warmup_steps,
             start_step,
         )
-        if not run.exists():
+        new_run = not run.exists()
+        if new_run:
             run.create({"run_config.json": run_config, **(run_files or {})})
+        new_tensorboard_dir = not os.path.exists(tensorboard_dir)
         logging.info("run directory: %s", run_dir)
 
         float32_encoder = model.BertEncoder(config, dtype="float32")
@@ -245,17 +249,24 @@ def train(
             start_step,
             recipe,
         )
-        # A resumed run draws other batches than the first steps of the run it continues.
-        simcse.fit(
-            make_batches(tokenizer, recipe.seed + start_step),
-            epochs=1,
-            steps_per_epoch=recipe.total_steps - start_step,
-            callbacks=[evaluation],
-        )
+        try:
+            # A resumed run draws other batches than the first steps of the run it continues.
+            simcse.fit(
+                make_batches(tokenizer, recipe.seed + start_step),
+                epochs=1,
+                steps_per_epoch=recipe.total_steps - start_step,
+                callbacks=[evaluation],
+            )
+        finally:
+            if new_run and not run.saved_state():
+                # Stopped before its first evaluation: nothing to resume from, so nothing is left behind.
+                shutil.rmtree(run_dir, ignore_errors=True)
+                if new_tensorboard_dir:
+                    shutil.rmtree(tensorboard_dir, ignore_errors=True)
+        if evaluation.failure:
+            raise TrainingError(evaluation.failure)
     finally:
         keras.mixed_precision.set_global_policy(previous_policy)
-    if evaluation.failure:
-        raise TrainingError(evaluation.failure)
     return run_dir
 
 
@@ -421,25 +432,23 @@ class RunDirectory:
         if not os.path.exists(self.history_path):
             return []
         records = []
-        with open(self.history_path, encoding="utf-8") as f:
-            for number, line in enumerate(f, start=1):
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as error:
-                    record = error
-                if not (isinstance(record, dict) and isinstance(record.get("step"), int)):
-                    raise TrainingError(
-                        f"{self.history_path} line {number} is not an evaluation record: restore the file, or "
-                        "choose another run name"
-                    )
-                records.append(record)
+        for number, line in enumerate(errors.read_lines(self.history_path), start=1):
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as error:
+                record = error
+            if not (isinstance(record, dict) and isinstance(record.get("step"), int)):
+                raise TrainingError(
+                    f"{self.history_path} line {number} is not an evaluation record: restore the file, or "
+                    "choose another run name"
+                )
+            records.append(record)
         return records
 
     def write_history(self, history):
-        temporary = f"{self.history_path}.tmp-{os.getpid()}"
-        with open(temporary, "w", encoding="utf-8") as f:
-            f.writelines(json.dumps(record, allow_nan=False) + "\n" for record in history)
-        os.replace(temporary, self.history_path)
+        errors.write_text_atomically(
+            self.history_path, "".join(json.dumps(record, allow_nan=False) + "\n" for record in history)
+        )
 
     def step_checkpoints(self):
         """The steps of the step-N checkpoints, ascending."""

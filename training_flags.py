@@ -3,6 +3,7 @@ recipe defaults, and what the scripts make of their values. Only the scripts and
 training.py takes plain arguments.
 """
 
+import math
 import os
 import time
 
@@ -12,45 +13,77 @@ import model
 import training
 
 
-def define_flags(*, batch_size, learning_rate, max_sequence_length, evaluation_frequency):
-    """The flags both scripts take, with the script's recipe defaults."""
-    flags.DEFINE_string("config", "configs/char_bert_base.json", "Google-format bert_config.json.")
+def define_flags(*, batch_size, learning_rate, max_sequence_length, evaluation_frequency, flag_values=flags.FLAGS):
+    """The flags both scripts take, with the script's recipe defaults; values out of range fail at parsing."""
+    fv = flag_values
+    flags.DEFINE_string("config", "configs/char_bert_base.json", "Google-format bert_config.json.", flag_values=fv)
     flags.DEFINE_string(
         "pretrained_weight",
         "kr-bert-char/model.ckpt-2000000",
         "Checkpoint to start from: KR-BERT's Google-format release or one saved here. Empty: random init.",
+        flag_values=fv,
     )
-    flags.DEFINE_string("vocab_path", "kr-bert-char/vocab_char_16424.txt", "BERT vocab file.")
-    flags.DEFINE_string("data_dir", None, "TFDS data directory with the prepared datasets (default: TFDS's).")
-    flags.DEFINE_boolean("mixed_precision", False, "mixed_float16 on a GPU, mixed_bfloat16 on CPU and TPU.")
+    flags.DEFINE_string("vocab_path", "kr-bert-char/vocab_char_16424.txt", "BERT vocab file.", flag_values=fv)
+    flags.DEFINE_string(
+        "data_dir", None, "TFDS data directory with the prepared datasets (default: TFDS's).", flag_values=fv
+    )
+    flags.DEFINE_boolean(
+        "mixed_precision", False, "mixed_float16 on a GPU, mixed_bfloat16 on CPU and TPU.", flag_values=fv
+    )
     flags.DEFINE_integer(
-        "batch_size", batch_size, "Sentences (unsupervised) or triples (supervised) per step.", lower_bound=2
+        "batch_size",
+        batch_size,
+        "Sentences (unsupervised) or triples (supervised) per step; at least 2 (in-batch negatives).",
+        lower_bound=2,
+        flag_values=fv,
     )
-    flags.DEFINE_float("warmup_ratio", 0.05, "Fraction of the steps with linear warm-up.")
-    flags.DEFINE_float("learning_rate", learning_rate, "Peak learning rate.")
-    flags.DEFINE_float("temperature", 0.05, "Temperature of the contrastive softmax.")
-    flags.DEFINE_integer("max_sequence_length", max_sequence_length, "Tokens per sentence, [CLS] and [SEP] included.")
+    flags.DEFINE_float("warmup_ratio", 0.05, "Fraction of the steps with linear warm-up, in [0, 1).", flag_values=fv)
+    flags.DEFINE_float("learning_rate", learning_rate, "Peak learning rate.", flag_values=fv)
+    flags.DEFINE_float("temperature", 0.05, "Temperature of the contrastive softmax.", flag_values=fv)
     flags.DEFINE_integer(
-        "evaluation_frequency", evaluation_frequency, "Evaluate and save every this many steps.", lower_bound=1
+        "max_sequence_length",
+        max_sequence_length,
+        "Tokens per sentence, [CLS] and [SEP] included.",
+        lower_bound=2,
+        flag_values=fv,
     )
-    flags.DEFINE_string("model_checkpoints", "models", "Directory of the run directories.")
-    flags.DEFINE_string("tensorboard_log_path", "logs", "Directory of the TensorBoard run directories.")
-    flags.DEFINE_integer("seed", 42, "Seed of initialisation, shuffling and dropout.")
+    flags.DEFINE_integer(
+        "evaluation_frequency",
+        evaluation_frequency,
+        "Evaluate and save every this many steps.",
+        lower_bound=1,
+        flag_values=fv,
+    )
+    flags.DEFINE_string("model_checkpoints", "models", "Directory of the run directories.", flag_values=fv)
+    flags.DEFINE_string("tensorboard_log_path", "logs", "Directory of the TensorBoard run directories.", flag_values=fv)
+    flags.DEFINE_integer("seed", 42, "Seed of initialisation, shuffling and dropout.", flag_values=fv)
     flags.DEFINE_string(
         "run_name",
         None,
         "Run directory under --model_checkpoints (default: <kind>-<date>-<time>); an existing one resumes.",
+        flag_values=fv,
     )
     flags.DEFINE_enum(
         "distribution_strategy",
         "default",
         ["default", "mirrored", "multi_worker_mirrored", "tpu"],
         "tf.distribute strategy; the global batch is split over the replicas.",
+        flag_values=fv,
     )
-    flags.DEFINE_string("tpu", "", "TPU name or address, with --distribution_strategy=tpu.")
+    flags.DEFINE_string("tpu", "", "TPU name or address, with --distribution_strategy=tpu.", flag_values=fv)
     flags.DEFINE_integer(
-        "num_cpu_devices", 1, "Split the host CPU into this many logical devices (multi-replica runs without GPUs)."
+        "num_cpu_devices",
+        1,
+        "Split the host CPU into this many logical devices (multi-replica runs without GPUs).",
+        lower_bound=1,
+        flag_values=fv,
     )
+    for name, holds, message in [
+        ("learning_rate", lambda value: 0 < value < math.inf, "must be positive and finite"),
+        ("temperature", lambda value: 0 < value < math.inf, "must be positive and finite"),
+        ("warmup_ratio", lambda value: 0 <= value < 1, "must be in [0, 1)"),
+    ]:
+        flags.register_validator(name, holds, message=message, flag_values=fv)
 
 
 # The flags that are fields of training.Recipe.
@@ -72,12 +105,19 @@ def make_recipe(values, kind, total_steps, **supervised):
     )
 
 
-def train(values, recipe, strategy, make_batches, run_files=None):
-    """training.train with the config, vocab, evaluation sets, directories and start of the flags."""
+def load_config(values):
+    """The --config, checked against --max_sequence_length: before any data is read."""
+    config = model.BertConfig.from_json_file(values.config)
+    config.check_sequence_length(values.max_sequence_length)
+    return config
+
+
+def train(values, config, recipe, strategy, make_batches, run_files=None):
+    """training.train with the vocab, evaluation sets, directories and start of the flags."""
     run_name = values.run_name or f"{recipe.kind}-{time.strftime('%Y%m%d-%H%M%S')}"
     return training.train(
         recipe,
-        model.BertConfig.from_json_file(values.config),
+        config,
         values.vocab_path,
         make_batches,
         training.load_evaluation_sets(values.data_dir),

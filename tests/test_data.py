@@ -8,10 +8,11 @@ import zipfile
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import SHARED_DATA, VOCAB, needs_shared
+from conftest import SHARED_DATA, VOCAB, assert_failed_cleanly, needs_shared, run_script
 from reference_tokenizer import encode, load_vocab
 
 import data
+import errors
 
 # Inputs where tf-text's BertTokenizer and the reference disagree unless the tokenizer states the
 # reference's rules itself, and the ones every tokenizer must survive.
@@ -191,7 +192,7 @@ GOOD_STS_ROW = "main-captions\tMSRvid\t2012test\t0001\t4.5\t한 남자가 춤을
 )
 def test_malformed_source_rows_are_named_and_nothing_is_prepared(tmp_path, files, dataset, message):
     write_sources(tmp_path / "source", files)
-    with pytest.raises(data.DataError, match=re.escape(message)):
+    with pytest.raises(errors.InputError, match=re.escape(message)):
         data.prepare([dataset], str(tmp_path / "source"), str(tmp_path / "tfds"))
     assert not (tmp_path / "tfds" / dataset).exists()
 
@@ -257,3 +258,32 @@ def test_triples_of_real_kornli(prepared_data_dir):
     assert as_dict(triples.as_numpy_iterator()) == expected
     with pytest.raises(data.DataError, match="kornli:xnli_test was not prepared"):
         data.nli_triples_of_splits(["xnli_dev", "xnli_test"], prepared_data_dir[0])
+    with pytest.raises(data.DataError, match="no KorNLI split given"):
+        data.nli_triples_of_splits([], prepared_data_dir[0])
+
+
+def test_text_inputs_that_are_not_utf8_are_named_by_line(tmp_path):
+    source = tmp_path / "source" / "korsts"
+    source.mkdir(parents=True)
+    (source / "sts-dev.tsv").write_bytes(f"{KORSTS_HEADER}\n{GOOD_STS_ROW}\n".encode() + GOOD_STS_ROW.encode("cp949"))
+    with pytest.raises(errors.InputError, match=re.escape(f"{source / 'sts-dev.tsv'} line 3 is not UTF-8 text")):
+        data.prepare(["korsts"], str(tmp_path / "source"), str(tmp_path / "tfds"))
+    assert not (tmp_path / "tfds").exists()
+    vocab = tmp_path / "vocab.txt"
+    vocab.write_bytes(b"[PAD]\n[UNK]\n[CLS]\n[SEP]\n" + "가\n".encode("cp949"))
+    with pytest.raises(errors.InputError, match=re.escape(f"{vocab} line 5 is not UTF-8 text")):
+        data.KrBertTokenizer(str(vocab), 64)
+
+
+def test_prepare_refuses_directories_it_cannot_use(tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(data.DataError, match=f"--source_dir {tmp_path / 'missing'} is not a directory"):
+        data.prepare(["korsts"], str(tmp_path / "missing"), str(tmp_path / "tfds"))
+    with pytest.raises(errors.InputError, match=f"cannot make directory {tmp_path / 'file' / 'tfds'}"):
+        data.prepare(["korsts"], str(tmp_path), str(tmp_path / "file" / "tfds"))
+
+
+def test_data_py_prepare_reports_bad_input_in_one_line(tmp_path):
+    (tmp_path / "file").write_text("x")
+    result = run_script("data.py", "prepare", f"--source_dir={tmp_path}", f"--data_dir={tmp_path / 'file' / 'tfds'}")
+    assert_failed_cleanly(result, f"error: cannot make directory {tmp_path / 'file' / 'tfds'}")

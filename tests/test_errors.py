@@ -2,6 +2,7 @@
 atomic writes leave nothing behind when they fail."""
 
 import json
+import re
 import sys
 
 import pytest
@@ -77,3 +78,32 @@ def test_atomic_write_replaces_whole_files_and_leaves_nothing_when_it_fails(tmp_
     with pytest.raises(FileNotFoundError):
         errors.write_json_atomically(str(tmp_path / "missing" / "results.json"), {})
     assert sorted(p.name for p in tmp_path.iterdir()) == ["results.json"]
+
+
+def test_paths_to_write_are_checked_before_any_work(tmp_path):
+    (tmp_path / "file").write_text("x")
+    errors.check_can_write_file(str(tmp_path / "results.json"))
+    errors.check_can_make_directory(str(tmp_path / "new" / "deeper"))
+    errors.check_can_make_directory(str(tmp_path))
+    cases = [
+        (errors.check_can_write_file, tmp_path / "missing" / "results.json", "is not a directory"),
+        (errors.check_can_write_file, tmp_path / "file" / "results.json", "is not a directory"),
+        (errors.check_can_write_file, tmp_path, "it is a directory"),
+        (errors.check_can_make_directory, tmp_path / "file" / "runs", f"{tmp_path / 'file'} is not a directory"),
+        (errors.check_can_make_directory, tmp_path / "file", f"{tmp_path / 'file'} is not a directory"),
+    ]
+    for check, path, message in cases:
+        with pytest.raises(errors.InputError, match=re.escape(f"{path}: ") + ".*" + re.escape(message)):
+            check(str(path))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
+
+
+def test_text_that_is_not_utf8_is_named_by_file_and_line(tmp_path):
+    path = tmp_path / "corpus.txt"
+    path.write_bytes("첫 줄\n둘째 줄\n".encode() + "셋째 줄\n".encode("cp949"))
+    with pytest.raises(errors.InputError, match=re.escape(f"{path} line 3 is not UTF-8 text")):
+        errors.read_lines(str(path))
+    path.write_bytes("첫 줄\n둘째 줄".encode())
+    assert errors.read_lines(str(path)) == ["첫 줄\n", "둘째 줄"]
+    with pytest.raises(errors.InputError, match="is a directory, not a text file"):
+        errors.read_lines(str(tmp_path))

@@ -106,14 +106,22 @@ def test_odd_sentences_are_scored_not_refused(tmp_path):
     assert all(np.isfinite(scores[name]) for name in ("pearson", "spearman", "alignment", "uniformity"))
 
 
-def test_bad_input_ends_in_one_line_and_no_results(prepared_data_dir, tmp_path):
+@pytest.mark.parametrize(
+    ("flag", "message"),
+    [
+        (
+            "--max_sequence_length=100000",
+            "max_sequence_length 100000 is more than the config's max_position_embeddings",
+        ),
+        ("--results_json={tmp}/missing/results.json", "cannot write {tmp}/missing/results.json: {tmp}/missing is not"),
+    ],
+)
+def test_bad_input_ends_in_one_line_and_no_results(prepared_data_dir, tmp_path, flag, message):
     results_json = tmp_path / "results.json"
     result = run_script(
         "evaluate.py", f"--config={TINY['config']}", f"--checkpoint={TINY['pretrained_weight']}",
         f"--vocab_path={VOCAB}", f"--data_dir={prepared_data_dir[0]}", "--datasets=korsts:dev",
-        f"--results_json={results_json}", "--max_sequence_length=100000",
+        f"--results_json={results_json}", flag.format(tmp=tmp_path),
     )  # fmt: skip
-    assert_failed_cleanly(
-        result, "error: max_sequence_length 100000 is more than the config's max_position_embeddings 512"
-    )
-    assert not results_json.exists()
+    assert_failed_cleanly(result, "error: " + message.format(tmp=tmp_path))
+    assert not list(tmp_path.iterdir())

@@ -110,11 +110,29 @@ def test_search_finds_the_paraphrase_and_caches_the_corpus(exported, tmp_path):
     assert np.load(new_cache).shape == (29, 256)
 
 
-def test_search_bad_input(exported, tmp_path):
+@pytest.mark.parametrize(
+    ("corpus_bytes", "message"),
+    [
+        (b"\n  \n", "error: corpus {corpus} has no sentences"),
+        ("문장\n".encode() + "문장\n".encode("cp949"), "error: {corpus} line 2 is not UTF-8 text"),
+    ],
+)
+def test_search_bad_input(exported, tmp_path, corpus_bytes, message):
     corpus = tmp_path / "corpus.txt"
-    corpus.write_text("\n  \n", encoding="utf-8")
+    corpus.write_bytes(corpus_bytes)
     result = run_script("search.py", f"--model={exported}", f"--corpus={corpus}", "--query=문장")
-    assert_failed_cleanly(result, f"error: corpus {corpus} has no sentences")
+    assert_failed_cleanly(result, message.format(corpus=corpus))
+    assert [p.name for p in tmp_path.iterdir()] == ["corpus.txt"]
+
+
+def test_export_to_a_path_below_a_file(tmp_path):
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"shared data not found at {SHARED_DATA}")
+    (tmp_path / "file").write_text("x")
+    options = {"config": TINY["config"], "checkpoint": TINY["pretrained_weight"], "vocab_path": VOCAB}
+    result = run_script(*command_line("export.py", {**options, "output": tmp_path / "file" / "model"}))
+    assert_failed_cleanly(result, f"error: cannot make directory {tmp_path / 'file' / 'model'}")
+    assert [p.name for p in tmp_path.iterdir()] == ["file"]
 
 
 def test_loading_what_is_not_a_saved_model(tmp_path):

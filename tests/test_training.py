@@ -8,6 +8,7 @@ import shutil
 
 import pytest
 import tensorflow as tf
+from absl import flags
 from conftest import (
     MICRO,
     TINY,
@@ -26,6 +27,7 @@ import data
 import errors
 import model
 import training
+import training_flags
 
 # Small and fast: every evaluation and save happens within seconds.
 QUICK_RECIPE = {
@@ -54,11 +56,13 @@ def make_recipe(**changes):
     [
         ({"total_steps": 0}, "total_steps must be positive, got 0"),
         ({"batch_size": 1}, "batch_size must be at least 2 (in-batch negatives), got 1"),
-        ({"learning_rate": -1.0}, "learning_rate must be positive, got -1.0"),
-        ({"learning_rate": 0.0}, "learning_rate must be positive, got 0.0"),
+        ({"learning_rate": -1.0}, "learning_rate must be positive and finite, got -1.0"),
+        ({"learning_rate": 0.0}, "learning_rate must be positive and finite, got 0.0"),
+        ({"learning_rate": float("inf")}, "learning_rate must be positive and finite, got inf"),
         ({"warmup_ratio": 1.0}, "warmup_ratio must be in [0, 1), got 1.0"),
         ({"warmup_ratio": -0.5}, "warmup_ratio must be in [0, 1), got -0.5"),
-        ({"temperature": 0.0}, "temperature must be positive, got 0.0"),
+        ({"temperature": 0.0}, "temperature must be positive and finite, got 0.0"),
+        ({"temperature": float("nan")}, "temperature must be positive and finite, got nan"),
         ({"max_sequence_length": 1}, "max_sequence_length must leave room for [CLS] and [SEP], got 1"),
         ({"evaluation_frequency": 0}, "evaluation_frequency must be positive, got 0"),
     ],
@@ -330,10 +334,12 @@ def test_supervised_simcse_raises_korsts(prepared_data_dir, scores_before_traini
     assert history[-1]["korsts_spearman"] > scores_before_training["korsts:dev"]["spearman"] + 0.025
 
 
-def test_diverging_loss_stops_training_and_keeps_the_last_good_state(prepared_data_dir, tmp_path):
+def test_diverging_loss_stops_training_and_leaves_nothing_half_made(prepared_data_dir, tmp_path):
     # A learning rate no model survives: the loss turns NaN or infinite within the first steps.
-    with pytest.raises(training.TrainingError, match="the loss became .* training stopped; last good state:"):
+    with pytest.raises(training.TrainingError, match="the loss became .* training stopped; last good state: none"):
         train(prepared_data_dir[0], tmp_path, make_recipe(learning_rate=1e30), micro=True)
+    # It stopped before its first evaluation: there is nothing to resume, and nothing is left behind.
+    assert not (tmp_path / "runs" / "run").exists() and not (tmp_path / "logs" / "run").exists()
 
 
 @pytest.mark.parametrize(
@@ -345,11 +351,14 @@ def test_diverging_loss_stops_training_and_keeps_the_last_good_state(prepared_da
         ({"replicas": 2, "batch_size": 15}, training.TrainingError, "batch_size 15 does not split over 2 replicas"),
         ({"run_config": {"kind": "unsupervised", "learning_rate": 1.0}}, training.TrainingError, "another recipe"),
         ({"run_config": "not a run directory"}, training.TrainingError, "exists but is not a run directory"),
+        ({"runs_below_a_file": True}, errors.InputError, "cannot make directory"),
     ],
 )
 def test_bad_input_fails_before_any_model_is_built(prepared_data_dir, two_replicas, tmp_path, change, error, message):
     recipe = make_recipe(**{key: change[key] for key in ("max_sequence_length", "batch_size") if key in change})
     run_dir = tmp_path / "runs" / "run"
+    if "runs_below_a_file" in change:
+        (tmp_path / "runs").write_text("a file, not a directory")
     if "run_config" in change:
         run_dir.mkdir(parents=True)
         if isinstance(change["run_config"], dict):
@@ -376,8 +385,37 @@ def test_bad_input_fails_before_any_model_is_built(prepared_data_dir, two_replic
         assert json.loads((run_dir / "run_config.json").read_text()) == change["run_config"]
     elif "run_config" in change:
         assert not list(run_dir.iterdir())
+    elif "runs_below_a_file" in change:
+        assert (tmp_path / "runs").read_text() == "a file, not a directory"
     else:
         assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize(
+    ("argument", "message"),
+    [
+        ("--batch_size=1", "flag --batch_size=1: 1 is not integer >= 2"),
+        ("--learning_rate=-1", "flag --learning_rate=-1.0: must be positive and finite"),
+        ("--learning_rate=0", "flag --learning_rate=0.0: must be positive and finite"),
+        ("--learning_rate=inf", "flag --learning_rate=inf: must be positive and finite"),
+        ("--temperature=0", "flag --temperature=0.0: must be positive and finite"),
+        ("--temperature=nan", "flag --temperature=nan: must be positive and finite"),
+        ("--warmup_ratio=2", "flag --warmup_ratio=2.0: must be in [0, 1)"),
+        ("--warmup_ratio=-0.1", "flag --warmup_ratio=-0.1: must be in [0, 1)"),
+        ("--max_sequence_length=1", "flag --max_sequence_length=1: 1 is not integer >= 2"),
+        ("--evaluation_frequency=0", "flag --evaluation_frequency=0: 0 is not a positive integer"),
+        ("--num_cpu_devices=0", "flag --num_cpu_devices=0: 0 is not a positive integer"),
+        ("--batch_size=abc", "flag --batch_size=abc: invalid literal for int()"),
+    ],
+)
+def test_training_flags_out_of_range_fail_at_parsing(argument, message):
+    values = flags.FlagValues()
+    training_flags.define_flags(
+        batch_size=64, learning_rate=3e-5, max_sequence_length=64, evaluation_frequency=250, flag_values=values
+    )
+    values(["script"])  # the defaults are valid
+    with pytest.raises(flags.Error, match=re.escape(message)):
+        values(["script", argument])
 
 
 # === The scripts, end to end ===
@@ -434,9 +472,10 @@ def test_train_unsupervised_py_on_two_cpu_replicas_and_its_one_line_errors(prepa
     result = run_script(*command_line("train_unsupervised.py", options))
     assert_failed_cleanly(result, f"error: {config} is not valid JSON")
 
-    result = run_script(*command_line("train_unsupervised.py", {**options, "config": tmp_path, "run_name": "new"}))
-    assert_failed_cleanly(result, f"error: {tmp_path}: Is a directory")
-    assert not (tmp_path / "runs" / "new").exists()
+    (tmp_path / "a_file").write_text("not a directory")
+    result = run_script(*command_line("train_unsupervised.py", {**options, "model_checkpoints": tmp_path / "a_file"}))
+    assert_failed_cleanly(result, f"error: cannot make directory {tmp_path / 'a_file' / 'run'}")
+    assert (tmp_path / "a_file").read_text() == "not a directory"
 
 
 def test_train_supervised_py_end_to_end(prepared_data_dir, tmp_path):
@@ -460,6 +499,8 @@ def test_train_supervised_py_end_to_end(prepared_data_dir, tmp_path):
 
     result = run_script(*command_line("train_supervised.py", {**options, "batch_size": 1000, "run_name": "big"}))
     assert_failed_cleanly(result, "error: 830 triples in xnli_dev do not fill one batch of 1000")
+    result = run_script(*command_line("train_supervised.py", {**options, "warmup_ratio": 2, "run_name": "big"}))
+    assert_failed_cleanly(result, "error: flag --warmup_ratio=2.0: must be in [0, 1)")
     assert not (tmp_path / "runs" / "big").exists()
 
 
