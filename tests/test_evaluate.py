@@ -114,6 +114,7 @@ def test_odd_sentences_are_scored_not_refused(tmp_path):
             "max_sequence_length 100000 is more than the config's max_position_embeddings",
         ),
         ("--results_json={tmp}/missing/results.json", "cannot write {tmp}/missing/results.json: {tmp}/missing is not"),
+        ("--batch_size=0", "flag --batch_size=0: 0 is not a positive integer"),
     ],
 )
 def test_bad_input_ends_in_one_line_and_no_results(prepared_data_dir, tmp_path, flag, message):

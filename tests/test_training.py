@@ -472,6 +472,8 @@ def test_train_unsupervised_py_on_two_cpu_replicas_and_its_one_line_errors(prepa
     result = run_script(*command_line("train_unsupervised.py", options))
     assert_failed_cleanly(result, f"error: {config} is not valid JSON")
 
+    result = run_script(*command_line("train_unsupervised.py", {**options, "total_steps": 0, "run_name": "none"}))
+    assert_failed_cleanly(result, "error: flag --total_steps=0: 0 is not a positive integer")
     (tmp_path / "a_file").write_text("not a directory")
     result = run_script(*command_line("train_unsupervised.py", {**options, "model_checkpoints": tmp_path / "a_file"}))
     assert_failed_cleanly(result, f"error: cannot make directory {tmp_path / 'a_file' / 'run'}")
