@@ -302,8 +302,8 @@ def sts_pairs(name, split, data_dir=None):
 
 # === Training data ===
 
-# The original recipe's shuffle buffer, in sentences.
-SHUFFLE_BUFFER_SIZE = 100_000
+# The original scripts' shuffle buffer of corpus sentences (train_unsupervised.py: shuffle(1_000_000)).
+SHUFFLE_BUFFER_SIZE = 1_000_000
 
 
 def corpus_sentences(data_dir=None):
@@ -330,11 +330,13 @@ def trim_padding(features):
 
 
 def unsupervised_batches(sentences, tokenizer, batch_size, seed):
-    """Shuffled, endlessly repeated batches of tokenized sentences, each [batch_size, length <= max_len]."""
+    """Batches of tokenized sentences, each [batch_size, length <= max_len], pass after pass over the corpus
+    without end, each pass shuffled anew; as for `supervised_batches`, a batch never spans two passes, and the
+    last `len(sentences) % batch_size` sentences of each shuffled pass are left out."""
     return (
-        sentences.shuffle(SHUFFLE_BUFFER_SIZE, seed=seed)
-        .repeat()
+        sentences.shuffle(SHUFFLE_BUFFER_SIZE, seed=seed, reshuffle_each_iteration=True)
         .batch(batch_size, drop_remainder=True)
+        .repeat()
         .map(tokenizer.trimmed, num_parallel_calls=tf.data.AUTOTUNE)
         .prefetch(tf.data.AUTOTUNE)
     )
@@ -342,7 +344,7 @@ def unsupervised_batches(sentences, tokenizer, batch_size, seed):
 
 # tfds kornli's gold_label ClassLabel: ["entailment", "neutral", "contradiction"].
 ENTAILMENT, NEUTRAL, CONTRADICTION = 0, 1, 2
-# The original recipe's shuffle buffer of NLI triples.
+# The original scripts' shuffle buffer of NLI triples (train_supervised.py: shuffle(500_000)).
 TRIPLE_SHUFFLE_BUFFER_SIZE = 500_000
 
 
@@ -407,12 +409,17 @@ def nli_triples_of_splits(splits, data_dir=None):
 
 
 def supervised_batches(triples, tokenizer, batch_size, seed):
-    """Shuffled, endlessly repeated batches of tokenized (premise, entailment, contradiction) feature dicts, each
-    [batch_size, length <= max_len]."""
+    """Batches of tokenized (premise, entailment, contradiction) feature dicts, each [batch_size, length <= max_len],
+    epoch after epoch without end: every epoch is one pass over the triples, shuffled anew.
+
+    A batch never spans two epochs, so it never holds a triple twice (a premise would meet its own copy as an
+    in-batch negative). The last `len(triples) % batch_size` triples of each shuffled epoch are left out: the
+    original scripts train on that partial batch, but every batch of the same size splits evenly over replicas.
+    """
     return (
-        triples.shuffle(TRIPLE_SHUFFLE_BUFFER_SIZE, seed=seed)
-        .repeat()
+        triples.shuffle(TRIPLE_SHUFFLE_BUFFER_SIZE, seed=seed, reshuffle_each_iteration=True)
         .batch(batch_size, drop_remainder=True)
+        .repeat()
         .map(
             lambda batch: tuple(tokenizer.trimmed(batch[key]) for key in ("premise", "entailment", "contradiction")),
             num_parallel_calls=tf.data.AUTOTUNE,

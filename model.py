@@ -368,8 +368,9 @@ def sentence_embedder(encoder, pooling):
 
 
 class LinearWarmupDecay(keras.optimizers.schedules.LearningRateSchedule):
-    """Linear warm-up from 0 to `peak` over `warmup_steps`, then linear decay to 0 at `total_steps`: the
-    schedule SimCSE trains with (transformers' get_linear_schedule_with_warmup), by optimizer step."""
+    """Linear warm-up to `peak` over `warmup_steps`, then linear decay to 0 at `total_steps`, as the original
+    scripts' LinearWarmupAndDecayScheduler: evaluated at `step + 1`, so the first update (step 0) already uses
+    `peak / warmup_steps`, the peak is reached at step `warmup_steps - 1` and 0 at step `total_steps - 1`."""
 
     def __init__(self, peak, warmup_steps, total_steps):
         self.peak = peak
@@ -377,7 +378,7 @@ class LinearWarmupDecay(keras.optimizers.schedules.LearningRateSchedule):
         self.total_steps = total_steps
 
     def __call__(self, step):
-        step = tf.cast(step, tf.float32)
+        step = tf.cast(step, tf.float32) + 1.0  # the original's current_step
         warmup = self.peak * step / max(1, self.warmup_steps)
         decay = self.peak * tf.maximum(0.0, (self.total_steps - step) / max(1, self.total_steps - self.warmup_steps))
         return tf.where(step < self.warmup_steps, warmup, decay)

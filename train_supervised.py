@@ -26,12 +26,17 @@ def main(argv):
     triples, counts = data.nli_triples_of_splits(FLAGS.train_splits, FLAGS.data_dir)
     for split, count in counts.items():
         logging.info("kornli:%s: %d triples", split, count)
-    steps_per_epoch = sum(counts.values()) // FLAGS.batch_size
+    steps_per_epoch, left_out = divmod(sum(counts.values()), FLAGS.batch_size)
     if steps_per_epoch == 0:
         raise data.DataError(
             f"{sum(counts.values())} triples in {', '.join(FLAGS.train_splits)} do not fill one batch of "
             f"{FLAGS.batch_size}"
         )
+    logging.info(
+        "%d steps an epoch; the last %d triples of each shuffled epoch are left out (a partial batch)",
+        steps_per_epoch,
+        left_out,
+    )
     recipe = training_flags.make_recipe(
         FLAGS, "supervised", FLAGS.epochs * steps_per_epoch, train_splits=tuple(FLAGS.train_splits), epochs=FLAGS.epochs
     )

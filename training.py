@@ -30,8 +30,6 @@ EVALUATION_SETS = (("korsts", "dev"), ("klue_sts", "dev"))
 KEEP_STEP_CHECKPOINTS = 5
 # Training states kept in state/: the newest, and the one before in case the newest is damaged.
 KEEP_STATES = 2
-# SimCSE's optimizer (transformers' Trainer defaults): AdamW, no weight decay, epsilon 1e-8.
-ADAM_EPSILON = 1e-8
 
 
 # === Recipe ===
@@ -142,10 +140,11 @@ def set_precision(mixed_precision, on_tpu=False):
 
 
 def compile_simcse(encoder, temperature, learning_rate, warmup_steps, total_steps):
-    """SimCSE over `encoder`, compiled for `fit` with the recipe's optimizer: AdamW with linear warm-up and decay."""
+    """SimCSE over `encoder`, compiled for `fit` with the original scripts' optimizer: Keras' Adam with its
+    defaults (beta 0.9 / 0.999, epsilon 1e-7), no weight decay, linear warm-up and decay."""
     simcse = model.SimCSE(encoder, temperature)
     schedule = model.LinearWarmupDecay(learning_rate, warmup_steps, total_steps)
-    simcse.compile(optimizer=keras.optimizers.AdamW(schedule, weight_decay=0.0, epsilon=ADAM_EPSILON))
+    simcse.compile(optimizer=keras.optimizers.Adam(schedule))
     return simcse
 
 

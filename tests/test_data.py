@@ -287,3 +287,30 @@ def test_data_py_prepare_reports_bad_input_in_one_line(tmp_path):
     (tmp_path / "file").write_text("x")
     result = run_script("data.py", "prepare", f"--source_dir={tmp_path}", f"--data_dir={tmp_path / 'file' / 'tfds'}")
     assert_failed_cleanly(result, f"error: cannot make directory {tmp_path / 'file' / 'tfds'}")
+
+
+class PassThrough:
+    """A stand-in tokenizer: the batch pipelines' `trimmed` returns the strings themselves."""
+
+    @staticmethod
+    def trimmed(sentences):
+        return sentences
+
+
+def test_unsupervised_shuffle_reaches_a_million_sentences_back():
+    # 150,000 numbered sentences: with the original scripts' buffer of 1,000,000 the first batch draws from all
+    # of them; a buffer of 100,000 could only reach the first 100,063.
+    numbers = tf.data.Dataset.range(150_000).map(lambda n: tf.strings.as_string(n))
+    (first,) = data.unsupervised_batches(numbers, PassThrough, batch_size=64, seed=0).take(1).as_numpy_iterator()
+    assert max(int(n) for n in first) >= 100_064
+
+
+def test_supervised_batches_never_span_two_epochs():
+    names = [f"p{i}" for i in range(10)]
+    triples = tf.data.Dataset.from_tensor_slices({"premise": names, "entailment": names, "contradiction": names})
+    # 10 triples in batches of 4: two batches an epoch, the last 2 triples of each shuffled epoch left out.
+    batches = [b[0] for b in data.supervised_batches(triples, PassThrough, 4, seed=1).take(8).as_numpy_iterator()]
+    assert all(len(batch) == 4 for batch in batches)
+    epochs = [np.concatenate(batches[i : i + 2]) for i in range(0, 8, 2)]
+    assert all(len(set(epoch)) == 8 for epoch in epochs)  # no triple twice in an epoch, nor in a batch
+    assert len({tuple(sorted(epoch)) for epoch in epochs}) > 1  # each epoch shuffled anew

@@ -74,10 +74,22 @@ def test_mixed_precision_logits_are_float32():
         keras.mixed_precision.set_global_policy("float32")
 
 
-def test_linear_warmup_then_linear_decay():
+def test_linear_warmup_then_linear_decay_at_step_plus_one_as_the_original():
     schedule = model.LinearWarmupDecay(3e-5, warmup_steps=1250, total_steps=25000)
-    values = [float(schedule(step)) for step in (0, 625, 1250, 13125, 25000, 26000)]
-    np.testing.assert_allclose(values, [0.0, 1.5e-5, 3e-5, 1.5e-5, 0.0, 0.0], atol=1e-12)
+    steps = (0, 1, 624, 1249, 13124, 24999, 26000)
+    values = [float(schedule(step)) for step in steps]
+    # The first update already learns: step 0 uses peak / warmup_steps, as the original scripts' scheduler does.
+    expected = [3e-5 / 1250, 2 * 3e-5 / 1250, 1.5e-5, 3e-5, 1.5e-5, 0.0, 0.0]
+    np.testing.assert_allclose(values, expected, rtol=1e-6, atol=1e-12)
+
+
+def test_optimizer_is_the_original_scripts_adam():
+    simcse = training.compile_simcse(model.BertEncoder(model.BertConfig.from_dict(SMALL)), 0.05, 3e-5, 10, 100)
+    optimizer = simcse.optimizer
+    # tf.keras.optimizers.Adam with its defaults, as the original scripts use it: no weight decay.
+    assert type(optimizer) is keras.optimizers.Adam
+    assert (optimizer.beta_1, optimizer.beta_2, optimizer.epsilon) == (0.9, 0.999, 1e-7)
+    assert optimizer.weight_decay is None
 
 
 def test_precision_policy_on_cpu():
