@@ -130,6 +130,28 @@ def _initializer(config):
 # === Layers ===
 
 
+class ReplicaDropout(keras.layers.Dropout):
+    """Keras' Dropout, with the replica folded into its seed: independent masks on every replica.
+
+    Keras draws dropout seeds from a SeedGenerator whose state is one variable; under a tf.distribute strategy
+    that variable is mirrored, so every replica would draw the same masks for the same input. Dropout is
+    unsupervised SimCSE's data augmentation, so each replica offsets the drawn seed by its replica id. On one
+    device (replica 0) the masks are exactly Keras' Dropout's.
+    """
+
+    def call(self, inputs, training=False):
+        if not training or self.rate == 0:
+            return inputs
+        seed = self.seed_generator.next()  # int [2], the same on every replica
+        replica = tf.distribute.get_replica_context()
+        if replica is not None and replica.num_replicas_in_sync > 1:
+            replica_id = tf.cast(replica.replica_id_in_sync_group, seed.dtype)
+            seed = seed + tf.stack([tf.zeros_like(replica_id), replica_id])
+        # int32, as Keras' own TensorFlow dropout casts it (the stateless ops take int32 seeds under XLA).
+        seed = tf.cast(tf.math.floormod(seed, tf.int32.max - 1), tf.int32)
+        return tf.nn.experimental.stateless_dropout(inputs, rate=self.rate, seed=seed, noise_shape=self.noise_shape)
+
+
 class BertEmbeddings(keras.layers.Layer):
     """Word + position + token-type embeddings, LayerNorm, dropout (modeling.py `embedding_postprocessor`)."""
 
@@ -139,7 +161,7 @@ class BertEmbeddings(keras.layers.Layer):
         self.layer_norm = keras.layers.LayerNormalization(
             epsilon=LAYER_NORM_EPSILON, dtype=self.dtype_policy, name="LayerNorm"
         )
-        self.dropout = keras.layers.Dropout(config.hidden_dropout_prob, dtype=self.dtype_policy)
+        self.dropout = ReplicaDropout(config.hidden_dropout_prob, dtype=self.dtype_policy)
 
     def build(self, input_shape):
         config = self.config
@@ -202,13 +224,13 @@ class TransformerLayer(keras.layers.Layer):
         self.query = dense(config.hidden_size, "query")
         self.key = dense(config.hidden_size, "key")
         self.value = dense(config.hidden_size, "value")
-        self.attention_dropout = keras.layers.Dropout(config.attention_probs_dropout_prob, dtype=self.dtype_policy)
+        self.attention_dropout = ReplicaDropout(config.attention_probs_dropout_prob, dtype=self.dtype_policy)
         self.attention_output = dense(config.hidden_size, "attention_output")
-        self.attention_output_dropout = keras.layers.Dropout(config.hidden_dropout_prob, dtype=self.dtype_policy)
+        self.attention_output_dropout = ReplicaDropout(config.hidden_dropout_prob, dtype=self.dtype_policy)
         self.attention_layer_norm = layer_norm("attention_layer_norm")
         self.intermediate = dense(config.intermediate_size, "intermediate", ACTIVATIONS[config.hidden_act])
         self.output_dense = dense(config.hidden_size, "output")
-        self.output_dropout = keras.layers.Dropout(config.hidden_dropout_prob, dtype=self.dtype_policy)
+        self.output_dropout = ReplicaDropout(config.hidden_dropout_prob, dtype=self.dtype_policy)
         self.output_layer_norm = layer_norm("output_layer_norm")
 
     def build(self, input_shape):

@@ -149,3 +149,27 @@ def test_two_replicas_give_the_single_device_loss_and_gradients(two_replicas, ki
     for expected, distributed in zip(gradients, distributed_gradients, strict=True):
         # Float32 sums in another order: equal to 1e-5 relative to the largest gradient.
         np.testing.assert_allclose(distributed, expected, atol=1e-5 * max(1.0, largest))
+
+
+def per_replica_values(strategy, function):
+    return [tensor.numpy() for tensor in strategy.experimental_local_results(strategy.run(function))]
+
+
+def test_dropout_is_keras_on_one_device_and_independent_on_every_replica(two_replicas):
+    ones = tf.ones([4, 64])
+    ours, stock = model.ReplicaDropout(0.5, seed=3), keras.layers.Dropout(0.5, seed=3)
+    for _ in range(2):  # a single-device run draws exactly Keras' masks
+        np.testing.assert_array_equal(ours(ones, training=True), stock(ones, training=True))
+    with two_replicas.scope():
+        ours, stock = model.ReplicaDropout(0.5, seed=3), keras.layers.Dropout(0.5, seed=3)
+    # Keras' own Dropout draws the same masks on both replicas for the same input: the defect.
+    first, second = per_replica_values(two_replicas, lambda: stock(ones, training=True))
+    np.testing.assert_array_equal(first, second)
+    first, second = per_replica_values(two_replicas, lambda: ours(ones, training=True))
+    assert not np.array_equal(first, second)
+    # And so for the whole encoder: the same sentences on two replicas are two different views.
+    with two_replicas.scope():
+        encoder = model.BertEncoder(model.BertConfig.from_dict(SMALL))
+    inputs = small_inputs()
+    first, second = per_replica_values(two_replicas, lambda: encoder(inputs, training=True)["pooled_output"])
+    assert np.abs(first - second).max() > 1e-3
