@@ -128,23 +128,31 @@ def make_strategy(name="default", num_cpu_devices=1, tpu=""):
 
 
 def set_precision(mixed_precision, on_tpu=False):
-    """Sets the global Keras dtype policy before any layer is made, and says which."""
+    """Sets the global Keras dtype policy before any layer is made, and says which, on which devices."""
+    gpus = tf.config.list_physical_devices("GPU")
     if not mixed_precision:
         policy = "float32"
-    elif tf.config.list_physical_devices("GPU") and not on_tpu:
+    elif gpus and not on_tpu:
         policy = "mixed_float16"  # with loss scaling: compile wraps the optimizer
     else:
         policy = "mixed_bfloat16"  # CPU and TPU: bfloat16 matmuls, no loss scaling needed
     keras.mixed_precision.set_global_policy(policy)
-    logging.info("precision policy: %s", policy)
+    devices = ", ".join(device.name for device in tf.config.list_logical_devices())
+    logging.info("precision policy: %s; devices: %s", policy, devices)
+    if mixed_precision and not gpus and not on_tpu:
+        logging.warning(
+            "mixed precision without a GPU: mixed_bfloat16 on CPU, faster than float32 only where the CPU has "
+            "native bfloat16 (AMX, AVX512_BF16); is TensorFlow's GPU build installed (tensorflow[and-cuda])?"
+        )
 
 
-def compile_simcse(encoder, temperature, learning_rate, warmup_steps, total_steps):
+def compile_simcse(encoder, temperature, learning_rate, warmup_steps, total_steps, jit_compile="auto"):
     """SimCSE over `encoder`, compiled for `fit` with the original scripts' optimizer: Keras' Adam with its
-    defaults (beta 0.9 / 0.999, epsilon 1e-7), no weight decay, linear warm-up and decay."""
+    defaults (beta 0.9 / 0.999, epsilon 1e-7), no weight decay, linear warm-up and decay. `jit_compile` is
+    Keras': "auto" compiles the step with XLA on one GPU and not on CPU."""
     simcse = model.SimCSE(encoder, temperature)
     schedule = model.LinearWarmupDecay(learning_rate, warmup_steps, total_steps)
-    simcse.compile(optimizer=keras.optimizers.Adam(schedule))
+    simcse.compile(optimizer=keras.optimizers.Adam(schedule), jit_compile=jit_compile)
     return simcse
 
 

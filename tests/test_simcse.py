@@ -1,6 +1,8 @@
 """The SimCSE objective against numpy, on one device and on two replicas; independent dropout masks, the
 learning-rate schedule, precision."""
 
+import logging
+
 import keras
 import numpy as np
 import pytest
@@ -92,15 +94,20 @@ def test_optimizer_is_the_original_scripts_adam():
     assert optimizer.weight_decay is None
 
 
-def test_precision_policy_on_cpu():
+def test_precision_policy_on_cpu(caplog):
+    caplog.set_level(logging.INFO, logger="absl")
     try:
         training.set_precision(False)
         assert keras.mixed_precision.global_policy().name == "float32"
+        assert "mixed precision without a GPU" not in caplog.text
         training.set_precision(True)
         expected = "mixed_float16" if tf.config.list_physical_devices("GPU") else "mixed_bfloat16"
         assert keras.mixed_precision.global_policy().name == expected
     finally:
         keras.mixed_precision.set_global_policy("float32")
+    assert "precision policy: float32; devices: /device:CPU:0, /device:CPU:1" in caplog.text  # conftest: 2 CPUs
+    if not tf.config.list_physical_devices("GPU"):
+        assert "mixed precision without a GPU: mixed_bfloat16 on CPU" in caplog.text
 
 
 NO_DROPOUT = {**SMALL, "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}
@@ -173,3 +180,26 @@ def test_dropout_is_keras_on_one_device_and_independent_on_every_replica(two_rep
     inputs = small_inputs()
     first, second = per_replica_values(two_replicas, lambda: encoder(inputs, training=True)["pooled_output"])
     assert np.abs(first - second).max() > 1e-3
+
+
+def test_training_step_compiles_with_xla():
+    # What Keras does on one GPU (jit_compile="auto"), forced on CPU: trimmed batches of two lengths, each its
+    # own XLA program, and the step learns.
+    simcse = training.compile_simcse(
+        model.BertEncoder(model.BertConfig.from_dict(SMALL)), 0.05, 1e-3, 1, 10, jit_compile=True
+    )
+    assert simcse.jit_compile is True
+    rng = np.random.default_rng(0)
+
+    def batch(length):
+        ids = rng.integers(5, SMALL["vocab_size"], size=(8, length)).astype(np.int32)
+        mask = (np.arange(length)[None] < rng.integers(2, length + 1, size=(8, 1))).astype(np.int32)
+        return {"input_word_ids": ids * mask, "input_mask": mask, "input_type_ids": np.zeros_like(ids)}
+
+    spec = {name: tf.TensorSpec([None, None], tf.int32) for name in model.INPUT_NAMES}
+    batches = tf.data.Dataset.from_generator(lambda: (batch(n) for n in (8, 16, 8, 16)), output_signature=spec)
+    before = [weight.numpy() for weight in simcse.encoder.trainable_weights]
+    loss = simcse.fit(batches, epochs=1, steps_per_epoch=4, verbose=0).history["loss"][-1]
+    assert np.isfinite(loss)
+    after = simcse.encoder.trainable_weights
+    assert any(not np.allclose(b, a.numpy()) for b, a in zip(before, after, strict=True))
