@@ -86,13 +86,19 @@ def read_lines(path):
     if tf.io.gfile.isdir(path):
         raise InputError(f"{path} is a directory, not a text file")
     with tf.io.gfile.GFile(path, "rb") as f:
-        raw_lines = f.readlines()
+        return decode_lines(f.readlines(), path)
+
+
+def decode_lines(raw_lines, source):
+    """Byte lines (of a file, of standard input) as text; InputError naming `source` and the line that is not
+    UTF-8."""
     lines = []
     for number, raw in enumerate(raw_lines, start=1):
         try:
             lines.append(raw.decode("utf-8"))
         except UnicodeDecodeError as error:
-            raise InputError(f"{path} line {number} is not UTF-8 text ({error.reason} at byte {error.start})") from None
+            reason = f"{error.reason} at byte {error.start}"
+            raise InputError(f"{source} line {number} is not UTF-8 text ({reason})") from None
     return lines
 
 

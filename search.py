@@ -40,19 +40,6 @@ def read_corpus(path):
     return sentences
 
 
-def read_queries(stream):
-    """The non-empty lines of a binary stream (standard input), stripped; InputError naming a line not UTF-8."""
-    queries = []
-    for number, raw in enumerate(stream, start=1):
-        try:
-            line = raw.decode("utf-8").strip()
-        except UnicodeDecodeError:
-            raise errors.InputError(f"standard input line {number} is not UTF-8 text") from None
-        if line:
-            queries.append(line)
-    return queries
-
-
 def cache_path(model_dir, corpus_path):
     """`<corpus>.<hash of the model's graph and weights and of the corpus>.npy`."""
     digest = hashlib.sha256(model.saved_model_fingerprint(model_dir).encode())
@@ -92,7 +79,10 @@ def search():
     sentences = read_corpus(FLAGS.corpus)
     embedder = model.load_saved_embedder(FLAGS.model)
     corpus = corpus_embeddings(embedder, sentences)  # [corpus, hidden]
-    queries = [FLAGS.query] if FLAGS.query is not None else read_queries(sys.stdin.buffer)
+    if FLAGS.query is not None:
+        queries = [FLAGS.query]
+    else:
+        queries = [line.strip() for line in errors.decode_lines(sys.stdin.buffer, "standard input") if line.strip()]
     if not queries:
         raise errors.InputError("no query: give --query or queries on standard input")
     scores = embed(embedder, queries, verbose=False) @ corpus.T  # cosine similarities, [queries, corpus]
