@@ -302,6 +302,12 @@ def sts_pairs(name, split, data_dir=None):
 
 # === Training data ===
 
+# Several workers (MultiWorkerMirroredStrategy) each make the same batches and take their replicas' share of every
+# global batch (DATA sharding), so a step trains on the batch one process would; TF's default would shard by input
+# file, and a TFDS split may be a single file.
+SPLIT_GLOBAL_BATCHES = tf.data.Options()
+SPLIT_GLOBAL_BATCHES.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+
 # The original scripts' shuffle buffer of corpus sentences (train_unsupervised.py: shuffle(1_000_000)).
 SHUFFLE_BUFFER_SIZE = 1_000_000
 
@@ -339,6 +345,7 @@ def unsupervised_batches(sentences, tokenizer, batch_size, seed):
         .repeat()
         .map(tokenizer.trimmed, num_parallel_calls=tf.data.AUTOTUNE)
         .prefetch(tf.data.AUTOTUNE)
+        .with_options(SPLIT_GLOBAL_BATCHES)
     )
 
 
@@ -425,6 +432,7 @@ def supervised_batches(triples, tokenizer, batch_size, seed):
             num_parallel_calls=tf.data.AUTOTUNE,
         )
         .prefetch(tf.data.AUTOTUNE)
+        .with_options(SPLIT_GLOBAL_BATCHES)
     )
 
 

@@ -5,10 +5,13 @@ train_unsupervised.py and train_supervised.py wire their flags to `train` throug
 """
 
 import dataclasses
+import hashlib
 import json
 import math
 import os
+import re
 import shutil
+import tempfile
 
 import keras
 import tensorflow as tf
@@ -30,6 +33,13 @@ EVALUATION_SETS = (("korsts", "dev"), ("klue_sts", "dev"))
 KEEP_STEP_CHECKPOINTS = 5
 # Training states kept in state/: the newest, and the one before in case the newest is damaged.
 KEEP_STATES = 2
+
+
+# How long a worker waits for the others in a collective (each step's all-reduce) before it gives up. A worker
+# that dies usually ends the others at once (its connections are refused), or within TF's health checks; this
+# bounds the rest (a host that stopped answering). It must exceed the chief's evaluation, which the others wait
+# for at every evaluation point.
+COLLECTIVE_TIMEOUT_SECONDS = 900
 
 
 # === Recipe ===
@@ -115,7 +125,12 @@ def make_strategy(name="default", num_cpu_devices=1, tpu=""):
         devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
         strategy = tf.distribute.MirroredStrategy([device.name for device in devices])
     elif name == "multi_worker_mirrored":
-        strategy = tf.distribute.MultiWorkerMirroredStrategy()
+        # Workers, chief and others, from TF_CONFIG; a collective that waits longer than the timeout fails.
+        strategy = tf.distribute.MultiWorkerMirroredStrategy(
+            communication_options=tf.distribute.experimental.CommunicationOptions(
+                timeout_seconds=COLLECTIVE_TIMEOUT_SECONDS
+            )
+        )
     elif name == "tpu":
         resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu)
         tf.config.experimental_connect_to_cluster(resolver)
@@ -205,6 +220,9 @@ def train(
     errors.check_can_make_directory(tensorboard_dir)
     run = RunDirectory(run_dir)
     run_config = recipe.run_config(config)
+    # Multi-worker runs: the chief writes the run directory and TensorBoard; every worker reads the run directory
+    # (a path all workers share) to resume, and saves its training state where the chief cannot see it.
+    chief = strategy.extended.should_checkpoint
     start_step, history = 0, []
     if run.exists():
         run.check_recipe(run_config)
@@ -212,12 +230,14 @@ def train(
         if start_step >= recipe.total_steps:
             logging.info("%s has finished all %d steps already", run_dir, recipe.total_steps)
             return run_dir
-        history = run.resume(start_step)
+        if chief:
+            history = run.resume(start_step)
     if pretrained_weight and not start_step:
         model.resolve_checkpoint(pretrained_weight)
 
     previous_policy = keras.mixed_precision.global_policy()
     set_precision(recipe.mixed_precision, on_tpu=isinstance(strategy, tf.distribute.TPUStrategy))
+    worker_state_dir = None if chief else worker_state_directory(run_dir, strategy.cluster_resolver.task_id)
     try:
         keras.utils.set_random_seed(recipe.seed)
         with strategy.scope():
@@ -232,38 +252,51 @@ def train(
             recipe.warmup_steps,
             start_step,
         )
-        new_run = not run.exists()
+        new_run = chief and not run.exists()
         if new_run:
             run.create({"run_config.json": run_config, **(run_files or {})})
-        new_tensorboard_dir = not os.path.exists(tensorboard_dir)
-        logging.info("run directory: %s", run_dir)
-
-        float32_encoder = model.BertEncoder(config, dtype="float32")
-        evaluator = sts.StsEvaluator(
-            evaluation_sets,
-            tokenizer.trimmed,  # as evaluate.py encodes
-            model.sentence_embedder(float32_encoder, "cls"),
-            recipe.batch_size,
-        )
-        evaluation = EvaluateAndCheckpoint(
-            encoder,
-            float32_encoder,
-            evaluator,
-            run,
-            history,
-            tf.train.CheckpointManager(state, run.state_dir, max_to_keep=KEEP_STATES),
-            tf.summary.create_file_writer(tensorboard_dir),
-            start_step,
-            recipe,
-        )
+        new_tensorboard_dir = chief and not os.path.exists(tensorboard_dir)
+        if chief:
+            logging.info("run directory: %s", run_dir)
+            float32_encoder = model.BertEncoder(config, dtype="float32")
+            evaluation = EvaluateAndCheckpoint(
+                encoder,
+                tf.train.CheckpointManager(state, run.state_dir, max_to_keep=KEEP_STATES),
+                recipe,
+                float32_encoder,
+                sts.StsEvaluator(
+                    evaluation_sets,
+                    tokenizer.trimmed,  # as evaluate.py encodes
+                    model.sentence_embedder(float32_encoder, "cls"),
+                    recipe.batch_size,
+                ),
+                run,
+                history,
+                tf.summary.create_file_writer(tensorboard_dir),
+            )
+        else:
+            evaluation = EvaluateAndCheckpoint(
+                encoder, tf.train.CheckpointManager(state, worker_state_dir, max_to_keep=1), recipe
+            )
         try:
             # A resumed run draws other batches than the first steps of the run it continues.
-            simcse.fit(
-                make_batches(tokenizer, recipe.seed + start_step),
-                epochs=1,
-                steps_per_epoch=recipe.total_steps - start_step,
-                callbacks=[evaluation],
+            batches = strategy.experimental_distribute_dataset(make_batches(tokenizer, recipe.seed + start_step))
+            train_function = make_train_function(simcse, strategy)
+            progress = keras.utils.Progbar(
+                recipe.total_steps, verbose=1 if chief else 0, stateful_metrics=["loss", "learning_rate"]
             )
+            progress.update(start_step)
+            step = start_step
+            try:
+                for step, batch in zip(range(start_step + 1, recipe.total_steps + 1), batches, strict=False):
+                    logs = train_function(batch)
+                    loss, learning_rate = float(logs["loss"]), float(logs["learning_rate"])
+                    progress.update(step, [("loss", loss), ("learning_rate", learning_rate)])
+                    if not evaluation(step, loss, learning_rate, simcse.loss_tracker):
+                        break
+            except (tf.errors.UnavailableError, tf.errors.DeadlineExceededError) as error:
+                saved_step = max(start_step, evaluation.saved_step())
+                raise TrainingError(lost_worker_message(error, step, saved_step)) from error
         finally:
             if new_run and not run.saved_state():
                 # Stopped before its first evaluation: nothing to resume from, so nothing is left behind.
@@ -274,21 +307,58 @@ def train(
             raise TrainingError(evaluation.failure)
     finally:
         keras.mixed_precision.set_global_policy(previous_policy)
+        if worker_state_dir:
+            shutil.rmtree(worker_state_dir, ignore_errors=True)
     return run_dir
+
+
+def worker_state_directory(run_dir, task_id):
+    """A new, empty directory for the training state of worker `task_id` (not the chief) of the run in `run_dir`,
+    in the system's temporary directory, named by both: a rerun clears what a killed worker left there."""
+    name = hashlib.sha256(os.path.abspath(run_dir).encode()).hexdigest()[:16]
+    path = os.path.join(tempfile.gettempdir(), f"simcse-worker-{task_id}-state-{name}")
+    shutil.rmtree(path, ignore_errors=True)
+    os.makedirs(path)
+    return path
 
 
 def build_simcse(recipe, config, saved_state=None):
     """(encoder, compiled SimCSE, its training state), restored from `saved_state` if given; in the strategy's
     scope. The state holds the model, optimizer slots, step counter and (mixed_float16) loss scale: all a resumed
-    run needs."""
+    run needs. The optimizer's variables are made here, not in the first step, which may be traced in a replica."""
     encoder = model.BertEncoder(config)
     simcse = compile_simcse(encoder, recipe.temperature, recipe.learning_rate, recipe.warmup_steps, recipe.total_steps)
+    simcse.optimizer.build(simcse.trainable_variables)
     state = tf.train.Checkpoint(model=simcse, optimizer=simcse.optimizer)
     if saved_state:
-        simcse.optimizer.build(simcse.trainable_variables)
         state.restore(saved_state).assert_existing_objects_matched()
         logging.info("resuming from %s", saved_state)
     return encoder, simcse, state
+
+
+def make_train_function(simcse, strategy):
+    """One optimizer step of a compiled `simcse` on a global batch from `strategy.experimental_distribute_dataset`,
+    as Keras' `fit` makes it (keras/src/backend/tensorflow/trainer.py): every replica trains on its share, the
+    optimizer sums the gradients over replicas, and {"loss", "learning_rate"} are averaged over replicas. `fit`
+    itself fails under MultiWorkerMirroredStrategy (keras-team/keras#20585). Traced once per batch length class
+    (`reduce_retracing`), compiled with XLA if `simcse.jit_compile`.
+    """
+
+    @tf.function(reduce_retracing=True, jit_compile=simcse.jit_compile)
+    def train_function(batch):
+        logs = strategy.run(simcse.train_step, args=(batch,))
+        return {name: strategy.reduce("MEAN", value, axis=None) for name, value in logs.items()}
+
+    return train_function
+
+
+def lost_worker_message(error, step, saved_step):
+    """The one line for a collective that failed at `step`: a worker of a multi-worker run died or hung."""
+    reason = re.sub(r"^\{\{[^}]*\}\}\s*", "", error.message.splitlines()[0])
+    return (
+        f"lost contact with another worker after step {step} ({reason}): rerun the same command on every worker to "
+        f"resume from step {saved_step}"
+    )
 
 
 def history_record(step, loss, learning_rate, results):
@@ -313,55 +383,76 @@ def best_step(history):
     return max(scored, key=lambda record: record["korsts_spearman"])["step"] if scored else None
 
 
-class EvaluateAndCheckpoint(keras.callbacks.Callback):
-    """Every `recipe.evaluation_frequency` steps and at the last: STS evaluation of a float32 copy of the
-    weights, the evaluation saved to the run directory, TensorBoard scalars, the training state, then `best/`.
+class EvaluateAndCheckpoint:
+    """Called after every step: every `recipe.evaluation_frequency` steps and at the last, STS evaluation of a
+    float32 copy of the weights, the evaluation saved to the run directory, TensorBoard scalars, the training
+    state, then `best/`; False (stop) once the loss is not finite, keeping the last good checkpoints.
 
     Evaluation runs on a float32 copy, exactly as evaluate.py runs on a saved checkpoint, so the scores recorded
-    are the ones evaluate.py gives for the same checkpoint, with mixed precision too. A non-finite loss stops
-    training, keeping the last good checkpoints.
+    are the ones evaluate.py gives for the same checkpoint, with mixed precision too.
+
+    Workers other than the chief of a multi-worker run are given no `evaluator`: they save the training state
+    alone (to a directory of their own: saving may take part in collectives), and their next step waits for the
+    chief's evaluation.
     """
 
     def __init__(
-        self, encoder, float32_encoder, evaluator, run, history, state_manager, summary_writer, start_step, recipe
+        self,
+        encoder,
+        state_manager,
+        recipe,
+        float32_encoder=None,
+        evaluator=None,
+        run=None,
+        history=None,
+        summary_writer=None,
     ):
-        super().__init__()
         self.encoder = encoder
+        self.state_manager = state_manager
+        self.recipe = recipe
         self.float32_encoder = float32_encoder
         self.evaluator = evaluator
         self.run = run
         self.history = history
-        self.state_manager = state_manager
         self.summary_writer = summary_writer
-        self.start_step = start_step
-        self.recipe = recipe
         self.failure = None
 
-    def on_train_batch_end(self, batch, logs=None):
-        step = self.start_step + batch + 1
-        loss = float(logs["loss"])
+    def saved_step(self):
+        """The step of the newest training state saved, 0 if none."""
+        latest = self.state_manager.latest_checkpoint
+        return int(latest.rsplit("-", 1)[1]) if latest else 0
+
+    def __call__(self, step, loss, learning_rate, loss_tracker):
+        """After step `step` (counted from the start of the run): False to stop training."""
         if not math.isfinite(loss):
             last = self.state_manager.latest_checkpoint or "none"
             self.failure = f"the loss became {loss} at step {step}: training stopped; last good state: {last}"
-            self.model.stop_training = True
-            return
+            return False
         if step % self.recipe.evaluation_frequency and step != self.recipe.total_steps:
-            return
+            return True
+        if self.evaluator:
+            record = self.evaluate(step, loss, learning_rate)
+        self.state_manager.save(checkpoint_number=step)
+        if self.evaluator:
+            self.run.point_best_at(best_step(self.history))
+            logging.info("step %d: %s", step, json.dumps(record))
+        # The loss shown and recorded is the mean since the previous evaluation.
+        loss_tracker.reset_state()
+        return True
+
+    def evaluate(self, step, loss, learning_rate):
+        """Evaluates the weights after `step` and saves the evaluation; returns its history record."""
         weights = self.encoder.checkpoint_variables()
         for name, variable in self.float32_encoder.checkpoint_variables().items():
             variable.assign(weights[name])
-        record = history_record(step, loss, float(logs["learning_rate"]), self.evaluator())
+        record = history_record(step, loss, learning_rate, self.evaluator())
         self.run.save_evaluation(record, self.float32_encoder, self.history)
         with self.summary_writer.as_default(step=step):
             for name, value in record.items():
                 if name != "step" and value is not None:
                     tf.summary.scalar(name, value)
         self.summary_writer.flush()
-        self.state_manager.save(checkpoint_number=step)
-        self.run.point_best_at(best_step(self.history))
-        logging.info("step %d: %s", step, json.dumps(record))
-        # The loss shown and recorded is the mean since the previous evaluation.
-        self.model.loss_tracker.reset_state()
+        return record
 
 
 # === Run directory ===

@@ -1,0 +1,145 @@
+"""train_unsupervised.py as two worker processes on 127.0.0.1 (MultiWorkerMirroredStrategy, TF_CONFIG): only the
+chief writes, a killed worker ends the other with one line, the same command resumes, and the loss is the
+single-process loss of the same global batches."""
+
+import json
+import os
+import pathlib
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+from conftest import MICRO, REPO, VOCAB, assert_failed_cleanly, command_line, eval_history
+
+import data
+import model
+import training
+
+# Dropout off: both runs then compute the same function of the same batches, and the losses must agree.
+NO_DROPOUT = {**MICRO, "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}
+STEPS, EVALUATION_FREQUENCY, BATCH_SIZE, MAX_SEQUENCE_LENGTH = 8, 2, 16, 16
+
+
+def free_ports(count):
+    """Ports on 127.0.0.1 nobody listens on now (the OS's choice)."""
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def start_workers(options, tmp_path, attempt):
+    """Both workers of a new cluster, each `python train_unsupervised.py ...` with its TF_CONFIG; their output
+    goes to files (tmp_path/<attempt>-worker-<i>.log), their temporary files to tmp_path/tmp."""
+    addresses = [f"127.0.0.1:{port}" for port in free_ports(2)]
+    workers = []
+    for index in range(2):
+        tf_config = {"cluster": {"worker": addresses}, "task": {"type": "worker", "index": index}}
+        log = open(tmp_path / f"{attempt}-worker-{index}.log", "w")  # noqa: SIM115 (closed by the caller)
+        env = {**os.environ, "TF_CONFIG": json.dumps(tf_config), "TMPDIR": str(tmp_path / "tmp")}
+        command = [sys.executable, *map(str, command_line("train_unsupervised.py", options))]
+        workers.append((subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT), log))
+    return workers
+
+
+def finish(workers, timeout=300):
+    """Waits for the workers; returns a CompletedProcess each, its output as `stderr`."""
+    results = []
+    for process, log in workers:
+        try:
+            process.wait(timeout)
+        finally:
+            process.kill()
+            log.close()
+        output = pathlib.Path(log.name).read_text()
+        results.append(subprocess.CompletedProcess(process.args, process.returncode, stderr=output))
+    return results
+
+
+def test_two_workers_write_once_survive_a_killed_worker_and_match_one_process(prepared_data_dir, tmp_path):
+    data_dir = prepared_data_dir[0]
+    (tmp_path / "tmp").mkdir()
+    (tmp_path / "config.json").write_text(json.dumps(NO_DROPOUT))
+    options = {
+        "config": tmp_path / "config.json",
+        "pretrained_weight": "",
+        "vocab_path": VOCAB,
+        "data_dir": data_dir,
+        "model_checkpoints": tmp_path / "runs",
+        "tensorboard_log_path": tmp_path / "logs",
+        "run_name": "run",
+        "distribution_strategy": "multi_worker_mirrored",
+        "batch_size": BATCH_SIZE,
+        "max_sequence_length": MAX_SEQUENCE_LENGTH,
+        "total_steps": STEPS,
+        "evaluation_frequency": EVALUATION_FREQUENCY,
+        "learning_rate": 1e-3,
+    }
+    run_dir = tmp_path / "runs" / "run"
+    history = run_dir / "eval_history.jsonl"
+
+    # Worker 1 is killed once the chief has saved its first evaluation: the chief cannot take another step.
+    workers = start_workers(options, tmp_path, "first")
+    deadline = time.monotonic() + 300
+    while not (history.exists() and history.read_text()) and time.monotonic() < deadline:
+        assert workers[0][0].poll() is None and workers[1][0].poll() is None, "a worker ended before it was killed"
+        time.sleep(0.02)
+    workers[1][0].kill()
+    chief, _ = finish(workers)
+    assert_failed_cleanly(chief, "error: lost contact with another worker after step 2")
+    assert chief.stderr.rstrip().endswith("rerun the same command on every worker to resume from step 2")
+    assert [record["step"] for record in eval_history(run_dir)] == [2]
+
+    # The same command on both workers resumes and finishes: every evaluation once, one best/, nothing left over.
+    results = finish(start_workers(options, tmp_path, "second"))
+    assert [result.returncode for result in results] == [0, 0], results[0].stderr[-3000:] + results[1].stderr[-3000:]
+    records = eval_history(run_dir)
+    assert [record["step"] for record in records] == [2, 4, 6, 8]
+    assert sorted(path.name for path in (tmp_path / "runs").iterdir()) == ["run"]
+    assert sorted(path.name for path in run_dir.glob("*.index")) == [f"step-{s}.index" for s in (2, 4, 6, 8)]
+    assert (run_dir / "best" / "checkpoint").exists() and len(list((run_dir / "best").glob("*.index"))) == 1
+    assert sorted(path.name for path in (run_dir / "state").glob("*.index")) == ["ckpt-6.index", "ckpt-8.index"]
+    # The other worker's training state, the killed process's too, is gone.
+    assert not list((tmp_path / "tmp").glob("simcse-worker-*"))
+    # TensorBoard: the chief's two processes wrote, the other worker nothing.
+    assert len(list((tmp_path / "logs" / "run").glob("events.out.tfevents.*"))) == 2
+
+    # One process, the same recipe, stopped after step 2 and resumed: the same losses.
+    recipe = training.Recipe(
+        kind="unsupervised",
+        total_steps=STEPS,
+        batch_size=BATCH_SIZE,
+        learning_rate=1e-3,
+        warmup_ratio=0.05,
+        temperature=0.05,
+        max_sequence_length=MAX_SEQUENCE_LENGTH,
+        evaluation_frequency=EVALUATION_FREQUENCY,
+        seed=42,
+        mixed_precision=False,
+    )
+    sentences = data.corpus_sentences(data_dir)
+
+    def batches(take):
+        return lambda tokenizer, seed: data.unsupervised_batches(sentences, tokenizer, BATCH_SIZE, seed).take(take)
+
+    single_dir = tmp_path / "single"
+    for take in (2, STEPS):
+        training.train(
+            recipe,
+            model.BertConfig.from_dict(NO_DROPOUT),
+            str(VOCAB),
+            batches(take),
+            training.load_evaluation_sets(data_dir),
+            run_dir=str(single_dir / "run"),
+            tensorboard_dir=str(single_dir / "logs"),
+        )
+    single = eval_history(single_dir / "run")
+    assert [record["step"] for record in single] == [2, 4, 6, 8]
+    for one_process, two_workers in zip(single, records, strict=True):
+        assert two_workers["loss"] == pytest.approx(one_process["loss"], abs=1e-5)
+        assert two_workers["learning_rate"] == pytest.approx(one_process["learning_rate"], rel=1e-6)
