@@ -42,6 +42,13 @@ KEEP_STATES = 2
 COLLECTIVE_TIMEOUT_SECONDS = 900
 
 
+# The Keras dtype policies a run can train in.
+PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
+# mixed_float16's first loss scale (Keras' default); halved at every step that overflows, doubled after 2,000
+# steps that do not.
+INITIAL_LOSS_SCALE = 2.0**15
+
+
 # === Recipe ===
 
 
@@ -59,14 +66,14 @@ class Recipe:
         max_sequence_length: tokens per sentence, [CLS] and [SEP] included.
         evaluation_frequency: evaluate and save every this many steps (and at the last).
         seed: seed of initialisation, shuffling and dropout.
-        mixed_precision: mixed_float16 on a GPU, mixed_bfloat16 on CPU and TPU.
+        precision: the Keras dtype policy, one of `PRECISIONS` (`default_precision` picks one).
         train_splits: supervised only, the KorNLI splits of the triples.
         epochs: supervised only, passes over the triples.
 
     Example:
         >>> recipe = Recipe(kind="unsupervised", total_steps=600, batch_size=64, learning_rate=3e-5,
         ...                 warmup_ratio=0.05, temperature=0.05, max_sequence_length=64, evaluation_frequency=200,
-        ...                 seed=42, mixed_precision=False)
+        ...                 seed=42, precision="float32")
         >>> recipe.warmup_steps
         30
     """
@@ -80,7 +87,7 @@ class Recipe:
     max_sequence_length: int
     evaluation_frequency: int
     seed: int
-    mixed_precision: bool
+    precision: str
     train_splits: tuple[str, ...] | None = None
     epochs: int | None = None
 
@@ -93,6 +100,7 @@ class Recipe:
             (0 < self.temperature < math.inf, "temperature must be positive and finite"),
             (self.max_sequence_length >= 2, "max_sequence_length must leave room for [CLS] and [SEP]"),
             (self.evaluation_frequency >= 1, "evaluation_frequency must be positive"),
+            (self.precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}"),
         ]
         for holds, message in checks:
             if not holds:
@@ -142,22 +150,26 @@ def make_strategy(name="default", num_cpu_devices=1, tpu=""):
     return strategy
 
 
-def set_precision(mixed_precision, on_tpu=False):
-    """Sets the global Keras dtype policy before any layer is made, and says which, on which devices."""
-    gpus = tf.config.list_physical_devices("GPU")
+def default_precision(mixed_precision, on_tpu=False):
+    """The policy of --mixed_precision: float32 without it; with it mixed_float16 on a GPU (with loss scaling),
+    mixed_bfloat16 on CPU and TPU (float16 has no fast kernels there; bfloat16 needs no loss scaling)."""
     if not mixed_precision:
-        policy = "float32"
-    elif gpus and not on_tpu:
-        policy = "mixed_float16"  # with loss scaling: compile wraps the optimizer
-    else:
-        policy = "mixed_bfloat16"  # CPU and TPU: bfloat16 matmuls, no loss scaling needed
-    keras.mixed_precision.set_global_policy(policy)
+        return "float32"
+    return "mixed_float16" if tf.config.list_physical_devices("GPU") and not on_tpu else "mixed_bfloat16"
+
+
+def set_precision(precision, on_tpu=False):
+    """Sets the global Keras dtype policy `precision` before any layer is made, and says which, on which devices."""
+    if on_tpu and precision == "mixed_float16":
+        raise TrainingError("mixed_float16 does not run on TPUs: use mixed_bfloat16")
+    keras.mixed_precision.set_global_policy(precision)
     devices = ", ".join(device.name for device in tf.config.list_logical_devices())
-    logging.info("precision policy: %s; devices: %s", policy, devices)
-    if mixed_precision and not gpus and not on_tpu:
+    logging.info("precision policy: %s; devices: %s", precision, devices)
+    if precision != "float32" and not tf.config.list_physical_devices("GPU") and not on_tpu:
         logging.warning(
-            "mixed precision without a GPU: mixed_bfloat16 on CPU, faster than float32 only where the CPU has "
-            "native bfloat16 (AMX, AVX512_BF16); is TensorFlow's GPU build installed (tensorflow[and-cuda])?"
+            "%s without a GPU: faster than float32 on CPU only with native bfloat16 (AMX, AVX512_BF16) and "
+            "mixed_bfloat16; is TensorFlow's GPU build installed (tensorflow[and-cuda])?",
+            precision,
         )
 
 
@@ -167,7 +179,12 @@ def compile_simcse(encoder, temperature, learning_rate, warmup_steps, total_step
     Keras': "auto" compiles the step with XLA on one GPU and not on CPU."""
     simcse = model.SimCSE(encoder, temperature)
     schedule = model.LinearWarmupDecay(learning_rate, warmup_steps, total_steps)
-    simcse.compile(optimizer=keras.optimizers.Adam(schedule), jit_compile=jit_compile)
+    optimizer = keras.optimizers.Adam(schedule)
+    if keras.mixed_precision.global_policy().name == "mixed_float16":
+        # A step whose scaled gradients overflow is skipped, the scale halved; `optimizer.iterations` counts the
+        # steps applied (the learning-rate schedule follows it), training.train the steps taken.
+        optimizer = keras.optimizers.LossScaleOptimizer(optimizer, initial_scale=INITIAL_LOSS_SCALE)
+    simcse.compile(optimizer=optimizer, jit_compile=jit_compile)
     return simcse
 
 
@@ -236,7 +253,7 @@ def train(
         model.resolve_checkpoint(pretrained_weight)
 
     previous_policy = keras.mixed_precision.global_policy()
-    set_precision(recipe.mixed_precision, on_tpu=isinstance(strategy, tf.distribute.TPUStrategy))
+    set_precision(recipe.precision, on_tpu=isinstance(strategy, tf.distribute.TPUStrategy))
     worker_state_dir = None if chief else worker_state_directory(run_dir, strategy.cluster_resolver.task_id)
     try:
         keras.utils.set_random_seed(recipe.seed)

@@ -30,6 +30,13 @@ def define_flags(*, batch_size, learning_rate, max_sequence_length, evaluation_f
     flags.DEFINE_boolean(
         "mixed_precision", False, "mixed_float16 on a GPU, mixed_bfloat16 on CPU and TPU.", flag_values=fv
     )
+    flags.DEFINE_enum(
+        "precision",
+        None,
+        training.PRECISIONS,
+        "The dtype policy itself, instead of --mixed_precision's choice (mixed_bfloat16 on Ampere and newer GPUs).",
+        flag_values=fv,
+    )
     flags.DEFINE_integer(
         "batch_size",
         batch_size,
@@ -84,12 +91,18 @@ def define_flags(*, batch_size, learning_rate, max_sequence_length, evaluation_f
         ("warmup_ratio", lambda value: 0 <= value < 1, "must be in [0, 1)"),
     ]:
         flags.register_validator(name, holds, message=message, flag_values=fv)
+    flags.register_multi_flags_validator(
+        ["mixed_precision", "precision"],
+        lambda values: not (values["mixed_precision"] and values["precision"]),
+        message="give --mixed_precision or --precision, not both",
+        flag_values=fv,
+    )
 
 
 # The flags that are fields of training.Recipe.
 RECIPE_FLAGS = (
     "batch_size", "learning_rate", "warmup_ratio", "temperature", "max_sequence_length", "evaluation_frequency",
-    "seed", "mixed_precision",
+    "seed",
 )  # fmt: skip
 
 
@@ -100,8 +113,15 @@ def make_strategy(values):
 
 def make_recipe(values, kind, total_steps, **supervised):
     """training.Recipe from the flags, `total_steps` and the supervised script's `train_splits` and `epochs`."""
+    precision = values.precision or training.default_precision(
+        values.mixed_precision, on_tpu=values.distribution_strategy == "tpu"
+    )
     return training.Recipe(
-        kind=kind, total_steps=total_steps, **{name: values[name].value for name in RECIPE_FLAGS}, **supervised
+        kind=kind,
+        total_steps=total_steps,
+        precision=precision,
+        **{name: values[name].value for name in RECIPE_FLAGS},
+        **supervised,
     )
 
 

@@ -7,7 +7,7 @@ evaluate-time encoding against sentence-transformers, in one run on this machine
 
 Every measurement runs in a fresh process of its own, one after the other, so TensorFlow's and PyTorch's thread
 pools never compete and neither inherits the other's warm caches. A step time is the median of --steps steps after
---warmup_steps; it is a full optimizer step (forward, backward, AdamW update), as `fit` runs it in training.
+--warmup_steps; it is a full optimizer step (forward, backward, Adam update), as training runs it.
 
 FLOPs are counted analytically, a multiply-add being 2: a sentence of L tokens through N layers of hidden size
 H and intermediate size I costs, forward, N (8 L H^2 + 4 L H I + 4 L^2 H) + 2 H^2 (projections, feed-forward,
@@ -73,7 +73,8 @@ def synthetic_features(tf, config, batch_size, length, seed):
 
 
 def ours_step(args):
-    """Median seconds of our training step, as train_*.py run it (`fit`), on synthetic or pipeline batches."""
+    """Median seconds of our training step, as train_*.py run it (training.make_train_function), on synthetic or
+    pipeline batches."""
     kind, source, settings = args
     import keras
     import tensorflow as tf
@@ -83,7 +84,7 @@ def ours_step(args):
     import training
 
     config = model.BertConfig.from_json_file(settings["config"])
-    training.set_precision(settings["mixed_precision"])
+    training.set_precision(training.default_precision(settings["mixed_precision"]))
     keras.utils.set_random_seed(0)
     batch_size, length = settings["batch_size"], settings["max_sequence_length"]
     if source == "synthetic":
@@ -96,11 +97,13 @@ def ours_step(args):
         batches = pipeline_batches(data, tokenizer, kind, settings)
     total_steps = settings["warmup_steps"] + settings["steps"] + 1
     simcse = training.compile_simcse(model.BertEncoder(config), TEMPERATURE, LEARNING_RATE, 0, total_steps)
+    simcse.optimizer.build(simcse.trainable_variables)
+    strategy = tf.distribute.get_strategy()
+    train_function = training.make_train_function(simcse, strategy)
     step_end_times = []
-    record = keras.callbacks.LambdaCallback(
-        on_train_batch_end=lambda batch, logs: step_end_times.append(time.perf_counter())
-    )
-    simcse.fit(batches, epochs=1, steps_per_epoch=total_steps, callbacks=[record], verbose=0)
+    for batch in strategy.experimental_distribute_dataset(batches.take(total_steps)):
+        float(train_function(batch)["loss"])  # waits for the step, as training does
+        step_end_times.append(time.perf_counter())
     return median_step_seconds(step_end_times, settings["warmup_steps"])
 
 

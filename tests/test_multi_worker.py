@@ -120,7 +120,7 @@ def test_two_workers_write_once_survive_a_killed_worker_and_match_one_process(pr
         max_sequence_length=MAX_SEQUENCE_LENGTH,
         evaluation_frequency=EVALUATION_FREQUENCY,
         seed=42,
-        mixed_precision=False,
+        precision="float32",
     )
     sentences = data.corpus_sentences(data_dir)
 

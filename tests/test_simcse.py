@@ -94,20 +94,27 @@ def test_optimizer_is_the_original_scripts_adam():
     assert optimizer.weight_decay is None
 
 
-def test_precision_policy_on_cpu(caplog):
+def test_precision_policies_and_what_is_logged(caplog):
     caplog.set_level(logging.INFO, logger="absl")
+    gpu = bool(tf.config.list_physical_devices("GPU"))
+    assert training.default_precision(False) == "float32"
+    assert training.default_precision(True) == ("mixed_float16" if gpu else "mixed_bfloat16")
+    assert training.default_precision(True, on_tpu=True) == "mixed_bfloat16"
     try:
-        training.set_precision(False)
+        training.set_precision("float32")
         assert keras.mixed_precision.global_policy().name == "float32"
-        assert "mixed precision without a GPU" not in caplog.text
-        training.set_precision(True)
-        expected = "mixed_float16" if tf.config.list_physical_devices("GPU") else "mixed_bfloat16"
-        assert keras.mixed_precision.global_policy().name == expected
+        assert "without a GPU" not in caplog.text
+        for precision in ("mixed_bfloat16", "mixed_float16"):
+            training.set_precision(precision)
+            assert keras.mixed_precision.global_policy().name == precision
+        with pytest.raises(training.TrainingError, match="mixed_float16 does not run on TPUs: use mixed_bfloat16"):
+            training.set_precision("mixed_float16", on_tpu=True)
     finally:
         keras.mixed_precision.set_global_policy("float32")
     assert "precision policy: float32; devices: /device:CPU:0, /device:CPU:1" in caplog.text  # conftest: 2 CPUs
-    if not tf.config.list_physical_devices("GPU"):
-        assert "mixed precision without a GPU: mixed_bfloat16 on CPU" in caplog.text
+    if not gpu:
+        assert "mixed_bfloat16 without a GPU: faster than float32 on CPU only with native bfloat16" in caplog.text
+        assert "mixed_float16 without a GPU" in caplog.text
 
 
 NO_DROPOUT = {**SMALL, "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}

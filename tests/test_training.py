@@ -40,7 +40,7 @@ QUICK_RECIPE = {
     "max_sequence_length": 16,
     "evaluation_frequency": 10,
     "seed": 42,
-    "mixed_precision": False,
+    "precision": "float32",
 }
 
 
@@ -236,7 +236,7 @@ def test_unsupervised_simcse_spreads_embeddings_and_best_scores_as_recorded(
     data_dir = prepared_data_dir[0]
     # A short CPU run: smaller batches and sentences than the recipe, a higher learning rate to move in 40 steps.
     recipe = make_recipe(
-        mixed_precision=True,
+        precision="mixed_bfloat16",
         batch_size=32,
         max_sequence_length=32,
         learning_rate=1e-4,
@@ -252,7 +252,7 @@ def test_unsupervised_simcse_spreads_embeddings_and_best_scores_as_recorded(
         "step", "loss", "learning_rate", "klue_sts_pearson", "korsts_spearman",
         "korsts_alignment", "korsts_uniformity", "klue_sts_alignment", "klue_sts_uniformity",
     }  # fmt: skip
-    assert json.loads((run_dir / "run_config.json").read_text())["mixed_precision"] is True
+    assert json.loads((run_dir / "run_config.json").read_text())["precision"] == "mixed_bfloat16"
     assert list((tmp_path / "logs" / "run").glob("events.out.tfevents.*"))
     assert [p.name for p in run_dir.glob("step-*.index")] == ["step-40.index"]
 
@@ -265,10 +265,17 @@ def test_unsupervised_simcse_spreads_embeddings_and_best_scores_as_recorded(
     assert best["spearman"] == pytest.approx(max(r["korsts_spearman"] for r in history), abs=1e-4)
 
 
-def optimizer_step(state_prefix):
+def saved_optimizer_variable(state_prefix, name):
+    """An optimizer variable of a saved training state: "iterations" is the one the learning rate follows (the
+    wrapped optimizer's under loss scaling), "dynamic_scale" the loss scale."""
     reader = tf.train.load_checkpoint(state_prefix)
-    (name,) = [n for n in reader.get_variable_to_shape_map() if n.startswith("optimizer/") and "iterations" in n]
-    return int(reader.get_tensor(name))
+    saved = reader.get_variable_to_shape_map()
+    prefixes = ("optimizer/inner_optimizer/_", "optimizer/_", "optimizer/")
+    return reader.get_tensor(next(key for p in prefixes if (key := f"{p}{name}/.ATTRIBUTES/VARIABLE_VALUE") in saved))
+
+
+def optimizer_step(state_prefix):
+    return int(saved_optimizer_variable(state_prefix, "iterations"))
 
 
 def test_stopped_run_on_two_replicas_resumes_with_every_evaluation_once(prepared_data_dir, two_replicas, tmp_path):
@@ -304,6 +311,41 @@ def test_stopped_run_on_two_replicas_resumes_with_every_evaluation_once(prepared
     assert eval_history(run_dir) == history
 
 
+def test_steps_skipped_by_the_loss_scaler_leave_one_step_counter(prepared_data_dir, tmp_path, monkeypatch):
+    # mixed_float16 (on CPU, emulated) from a loss scale that overflows: the scaler skips steps (halving the
+    # scale) and the optimizer counts fewer steps than were taken. Checkpoints, history and resuming count the
+    # steps taken, through a stop after step 6 and a resume.
+    monkeypatch.setattr(training, "INITIAL_LOSS_SCALE", 2.0**20)
+    data_dir = prepared_data_dir[0]
+    sentences = data.corpus_sentences(data_dir)
+    recipe = make_recipe(precision="mixed_float16", total_steps=12, evaluation_frequency=4, learning_rate=1e-3)
+    sets = training.load_evaluation_sets(data_dir)
+    first_steps = []
+
+    def stopping_after(steps):
+        def make_batches(tokenizer, seed):
+            first_steps.append(seed - recipe.seed)
+            return data.unsupervised_batches(sentences, tokenizer, recipe.batch_size, seed).take(steps)
+
+        return make_batches
+
+    run_dir = tmp_path / "runs" / "run"
+    train(data_dir, tmp_path, recipe, stopping_after(6), None, sets, micro=True)
+    assert [record["step"] for record in eval_history(run_dir)] == [4]
+    state = tf.train.latest_checkpoint(run_dir / "state")
+    assert state.endswith("ckpt-4") and optimizer_step(state) < 4  # steps were skipped
+    assert saved_optimizer_variable(state, "dynamic_scale") < 2.0**20
+
+    train(data_dir, tmp_path, recipe, stopping_after(100), None, sets, micro=True)
+    assert first_steps == [0, 4]  # resumed after the 4 steps taken, whatever the optimizer counted
+    assert [record["step"] for record in eval_history(run_dir)] == [4, 8, 12]
+    state = tf.train.latest_checkpoint(run_dir / "state")
+    assert state.endswith("ckpt-12") and optimizer_step(state) < 12
+    assert sorted(int(path.name[5:-6]) for path in run_dir.glob("step-*.index")) == [4, 8, 12]
+    train(data_dir, tmp_path, recipe, stopping_after(100), None, sets, micro=True)
+    assert first_steps == [0, 4]  # finished: nothing trained again
+
+
 def test_supervised_simcse_raises_korsts(prepared_data_dir, scores_before_training, tmp_path):
     data_dir = prepared_data_dir[0]
     triples, counts = data.nli_triples_of_splits(["xnli_dev"], data_dir)
@@ -311,7 +353,7 @@ def test_supervised_simcse_raises_korsts(prepared_data_dir, scores_before_traini
     # 2 epochs of 830 // 32 = 25 steps on the 830 XNLI dev triples, a higher learning rate than the recipe's.
     recipe = make_recipe(
         kind="supervised",
-        mixed_precision=True,
+        precision="mixed_bfloat16",
         batch_size=32,
         max_sequence_length=32,
         learning_rate=1e-4,
@@ -409,13 +451,35 @@ def test_bad_input_fails_before_any_model_is_built(prepared_data_dir, two_replic
     ],
 )
 def test_training_flags_out_of_range_fail_at_parsing(argument, message):
+    parsed_training_flags()  # the defaults are valid
+    with pytest.raises(flags.Error, match=re.escape(message)):
+        parsed_training_flags(argument)
+
+
+def parsed_training_flags(*arguments):
     values = flags.FlagValues()
     training_flags.define_flags(
         batch_size=64, learning_rate=3e-5, max_sequence_length=64, evaluation_frequency=250, flag_values=values
     )
-    values(["script"])  # the defaults are valid
-    with pytest.raises(flags.Error, match=re.escape(message)):
-        values(["script", argument])
+    values(["script", *arguments])
+    return values
+
+
+def test_precision_is_mixed_precisions_choice_or_given():
+    def precision(*arguments):
+        return training_flags.make_recipe(parsed_training_flags(*arguments), "unsupervised", 10).precision
+
+    assert precision() == "float32"
+    assert precision("--mixed_precision") == training.default_precision(True)
+    assert precision("--mixed_precision", "--distribution_strategy=tpu") == "mixed_bfloat16"
+    assert precision("--precision=mixed_bfloat16") == "mixed_bfloat16"
+    assert precision("--precision=mixed_float16") == "mixed_float16"
+    with pytest.raises(flags.Error, match="give --mixed_precision or --precision, not both"):
+        parsed_training_flags("--mixed_precision", "--precision=float32")
+    with pytest.raises(flags.Error, match=re.escape("flag --precision=float16: value should be one of")):
+        parsed_training_flags("--precision=float16")
+    with pytest.raises(training.TrainingError, match="precision must be one of float32, mixed_float16, mixed_bfloat16"):
+        make_recipe(precision="float16")
 
 
 # === The scripts, end to end ===
@@ -511,6 +575,7 @@ UNSUPERVISED_RECIPE = {
     "pretrained_weight": "kr-bert-char/model.ckpt-2000000",
     "vocab_path": "kr-bert-char/vocab_char_16424.txt",
     "mixed_precision": False,
+    "precision": None,
     "batch_size": 64,
     "total_steps": 25000,
     "warmup_ratio": 0.05,
