@@ -529,19 +529,9 @@ def test_train_unsupervised_py_on_two_cpu_replicas_and_its_one_line_errors(prepa
     history.write_text(complete[: len(complete) // 2])
     result = run_script(*command_line("train_unsupervised.py", options))
     assert_failed_cleanly(result, f"error: {history} line 1 is not an evaluation record")
-
-    history.write_text(complete)
-    config = run_dir / "run_config.json"
-    config.write_text(config.read_text()[:-20])
-    result = run_script(*command_line("train_unsupervised.py", options))
-    assert_failed_cleanly(result, f"error: {config} is not valid JSON")
-
+    # A broken run_config.json and a run directory under a file are tested in-process (above).
     result = run_script(*command_line("train_unsupervised.py", {**options, "total_steps": 0, "run_name": "none"}))
     assert_failed_cleanly(result, "error: flag --total_steps=0: 0 is not a positive integer")
-    (tmp_path / "a_file").write_text("not a directory")
-    result = run_script(*command_line("train_unsupervised.py", {**options, "model_checkpoints": tmp_path / "a_file"}))
-    assert_failed_cleanly(result, f"error: cannot make directory {tmp_path / 'a_file' / 'run'}")
-    assert (tmp_path / "a_file").read_text() == "not a directory"
 
 
 def test_train_supervised_py_end_to_end(prepared_data_dir, tmp_path):
