@@ -212,7 +212,8 @@ def train(
 
     A `run_dir` that exists already is resumed from its last saved state, if it was made with the same recipe.
     Everything that can be wrong with the input is checked before any model is built, and a new run directory
-    is made only once the model has loaded.
+    is made only once the model has loaded. Under MultiWorkerMirroredStrategy only the chief evaluates and writes
+    `run_dir` and `tensorboard_dir`; every worker reads `run_dir` to resume, so it must be a path all can read.
 
     Args:
         recipe: a `Recipe`.
@@ -275,45 +276,16 @@ def train(
         new_tensorboard_dir = chief and not os.path.exists(tensorboard_dir)
         if chief:
             logging.info("run directory: %s", run_dir)
-            float32_encoder = model.BertEncoder(config, dtype="float32")
-            evaluation = EvaluateAndCheckpoint(
-                encoder,
-                tf.train.CheckpointManager(state, run.state_dir, max_to_keep=KEEP_STATES),
-                recipe,
-                float32_encoder,
-                sts.StsEvaluator(
-                    evaluation_sets,
-                    tokenizer.trimmed,  # as evaluate.py encodes
-                    model.sentence_embedder(float32_encoder, "cls"),
-                    recipe.batch_size,
-                ),
-                run,
-                history,
-                tf.summary.create_file_writer(tensorboard_dir),
+            evaluation = chief_evaluation(
+                encoder, state, recipe, config, tokenizer, evaluation_sets, run, history, tensorboard_dir
             )
         else:
-            evaluation = EvaluateAndCheckpoint(
-                encoder, tf.train.CheckpointManager(state, worker_state_dir, max_to_keep=1), recipe
-            )
+            state_manager = tf.train.CheckpointManager(state, worker_state_dir, max_to_keep=1)
+            evaluation = EvaluateAndCheckpoint(encoder, state_manager, recipe)
         try:
             # A resumed run draws other batches than the first steps of the run it continues.
-            batches = strategy.experimental_distribute_dataset(make_batches(tokenizer, recipe.seed + start_step))
-            train_function = make_train_function(simcse, strategy)
-            progress = keras.utils.Progbar(
-                recipe.total_steps, verbose=1 if chief else 0, stateful_metrics=["loss", "learning_rate"]
-            )
-            progress.update(start_step)
-            step = start_step
-            try:
-                for step, batch in zip(range(start_step + 1, recipe.total_steps + 1), batches, strict=False):
-                    logs = train_function(batch)
-                    loss, learning_rate = float(logs["loss"]), float(logs["learning_rate"])
-                    progress.update(step, [("loss", loss), ("learning_rate", learning_rate)])
-                    if not evaluation(step, loss, learning_rate, simcse.loss_tracker):
-                        break
-            except (tf.errors.UnavailableError, tf.errors.DeadlineExceededError) as error:
-                saved_step = max(start_step, evaluation.saved_step())
-                raise TrainingError(lost_worker_message(error, step, saved_step)) from error
+            batches = make_batches(tokenizer, recipe.seed + start_step)
+            run_steps(simcse, strategy, batches, start_step, recipe.total_steps, evaluation, show_progress=chief)
         finally:
             if new_run and not run.saved_state():
                 # Stopped before its first evaluation: nothing to resume from, so nothing is left behind.
@@ -327,6 +299,50 @@ def train(
         if worker_state_dir:
             shutil.rmtree(worker_state_dir, ignore_errors=True)
     return run_dir
+
+
+def chief_evaluation(encoder, state, recipe, config, tokenizer, evaluation_sets, run, history, tensorboard_dir):
+    """The chief's EvaluateAndCheckpoint: STS evaluation of a float32 copy of `encoder`, saved to `run`."""
+    float32_encoder = model.BertEncoder(config, dtype="float32")
+    return EvaluateAndCheckpoint(
+        encoder,
+        tf.train.CheckpointManager(state, run.state_dir, max_to_keep=KEEP_STATES),
+        recipe,
+        float32_encoder,
+        sts.StsEvaluator(
+            evaluation_sets,
+            tokenizer.trimmed,  # as evaluate.py encodes
+            model.sentence_embedder(float32_encoder, "cls"),
+            recipe.batch_size,
+        ),
+        run,
+        history,
+        tf.summary.create_file_writer(tensorboard_dir),
+    )
+
+
+def run_steps(simcse, strategy, batches, start_step, total_steps, evaluation, show_progress):
+    """Trains `simcse` on `batches` from step `start_step` + 1 to `total_steps` (fewer if the batches end),
+    calling `evaluation` after every step and stopping when it returns False. A worker of a multi-worker run
+    that dies or hangs ends the others with a TrainingError."""
+    train_function = make_train_function(simcse, strategy)
+    progress = keras.utils.Progbar(
+        total_steps, verbose=1 if show_progress else 0, stateful_metrics=["loss", "learning_rate"]
+    )
+    progress.update(start_step)
+    step = start_step
+    try:
+        for step, batch in zip(
+            range(start_step + 1, total_steps + 1), strategy.experimental_distribute_dataset(batches), strict=False
+        ):
+            logs = train_function(batch)
+            loss, learning_rate = float(logs["loss"]), float(logs["learning_rate"])
+            progress.update(step, [("loss", loss), ("learning_rate", learning_rate)])
+            if not evaluation(step, loss, learning_rate, simcse.loss_tracker):
+                return
+    except (tf.errors.UnavailableError, tf.errors.DeadlineExceededError) as error:
+        saved_step = max(start_step, evaluation.saved_step())
+        raise TrainingError(lost_worker_message(error, step, saved_step)) from error
 
 
 def worker_state_directory(run_dir, task_id):
