@@ -4,8 +4,9 @@ the top-k corpus sentences by cosine similarity.
     python search.py --model=exported/krbert-simcse --corpus=sentences.txt --query="오늘 날씨 어때?"
     python search.py --model=exported/krbert-simcse --corpus=sentences.txt < queries.txt
 
-The corpus embeddings are cached next to the corpus (`<corpus>.<key>.npy`, the key a hash of the model and
-the corpus), so a second search over the same corpus only embeds the queries.
+The corpus embeddings are cached next to the corpus (`<corpus>.<key>.npy`, the key a hash of the model, from its
+fingerprint.pb, and of the corpus), so a second search over the same corpus only embeds the queries. Search is
+exhaustive, up to 1,000,000 corpus sentences; past that, use an approximate nearest-neighbour index.
 """
 
 import contextlib
@@ -31,12 +32,22 @@ for name in ("model", "corpus"):
     flags.mark_flag_as_required(name)
 
 
+# Exhaustive search holds every corpus embedding in memory (a base model's 768 floats: 3 GB per million sentences).
+MAX_CORPUS_SENTENCES = 1_000_000
+
+
 def read_corpus(path):
     if not os.path.isfile(path):
         raise errors.InputError(f"corpus {path} is not a file")
     sentences = [line.rstrip("\n") for line in errors.read_lines(path) if line.strip()]
     if not sentences:
         raise errors.InputError(f"corpus {path} has no sentences")
+    if len(sentences) > MAX_CORPUS_SENTENCES:
+        raise errors.InputError(
+            f"corpus {path} has {len(sentences):,} sentences, more than exhaustive search holds in memory "
+            f"({MAX_CORPUS_SENTENCES:,}): embed it in parts with the exported model and search an approximate "
+            "nearest-neighbour index (faiss, ScaNN)"
+        )
     return sentences
 
 
@@ -49,12 +60,19 @@ def cache_path(model_dir, corpus_path):
 
 
 def embed(embedder, sentences, verbose):
+    """[sentences, hidden] L2-normalised embeddings, in the order given; embedded shortest first, so that a batch
+    holds sentences of about one length and carries little padding."""
     progress = keras.utils.Progbar(len(sentences), verbose=int(verbose), unit_name="sentence")
-    batches = []
+    order = np.argsort([len(sentence) for sentence in sentences], kind="stable")
+    embeddings = None
     for start in range(0, len(sentences), FLAGS.batch_size):
-        batches.append(embedder(tf.constant(sentences[start : start + FLAGS.batch_size])).numpy())
-        progress.add(len(batches[-1]))
-    return np.concatenate(batches)  # [sentences, hidden], L2-normalised
+        rows = order[start : start + FLAGS.batch_size]
+        batch = embedder(tf.constant([sentences[row] for row in rows])).numpy()  # [rows, hidden]
+        if embeddings is None:
+            embeddings = np.empty((len(sentences), batch.shape[1]), batch.dtype)
+        embeddings[rows] = batch
+        progress.add(len(rows))
+    return embeddings
 
 
 def corpus_embeddings(embedder, sentences):
@@ -85,11 +103,13 @@ def search():
         queries = [line.strip() for line in errors.decode_lines(sys.stdin.buffer, "standard input") if line.strip()]
     if not queries:
         raise errors.InputError("no query: give --query or queries on standard input")
-    scores = embed(embedder, queries, verbose=False) @ corpus.T  # cosine similarities, [queries, corpus]
-    for query, row in zip(queries, scores, strict=True):
+    top_k = min(FLAGS.top_k, len(sentences))
+    for query, embedding in zip(queries, embed(embedder, queries, verbose=False), strict=True):
+        scores = corpus @ embedding  # cosine similarities, [corpus]
+        best = np.argpartition(-scores, top_k - 1)[:top_k]  # the top k, unordered: linear in the corpus
         print(f"query: {query}")
-        for rank, index in enumerate(np.argsort(-row)[: FLAGS.top_k], start=1):
-            print(f"{rank:>3}. {row[index]:.4f}  {sentences[index]}")
+        for rank, index in enumerate(best[np.argsort(-scores[best], kind="stable")], start=1):
+            print(f"{rank:>3}. {scores[index]:.4f}  {sentences[index]}")
         print()
 
 

@@ -2,7 +2,7 @@
 evaluate-time encoding against sentence-transformers, in one run on this machine.
 
     python -m pip install -r benchmarks/requirements.txt
-    python benchmarks/train_step.py --mixed_precision --data_dir=/tmp/tfds \
+    python benchmarks/train_step.py --data_dir=/tmp/tfds \
         --vocab_path=../shared/data/vocabs/vocab_char_16424.txt
 
 Every measurement runs in a fresh process of its own, one after the other, so TensorFlow's and PyTorch's thread
@@ -35,7 +35,16 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string("config", str(REPO / "configs" / "benchmark_4l_512h.json"), "Google-format bert_config.json.")
 flags.DEFINE_integer("batch_size", 64, "Sentences (unsupervised) or triples (supervised) per step.")
 flags.DEFINE_integer("max_sequence_length", 64, "Tokens per sentence, [CLS] and [SEP] included.")
-flags.DEFINE_boolean("mixed_precision", False, "mixed_bfloat16 for us, bfloat16 autocast for PyTorch.")
+flags.DEFINE_list(
+    "precisions",
+    ["float32", "mixed_bfloat16"],
+    "Precisions of the training steps, each measured (mixed_bfloat16: bfloat16 autocast for PyTorch).",
+)
+flags.register_validator(
+    "precisions",
+    lambda values: values and set(values) <= {"float32", "mixed_bfloat16"},
+    message="a comma-separated list of float32, mixed_bfloat16",
+)
 flags.DEFINE_integer("steps", 10, "Timed steps per measurement, after the warm-up steps.")
 flags.DEFINE_integer("warmup_steps", 3, "Untimed steps first (tracing, allocation, caches).")
 flags.DEFINE_string("vocab_path", "kr-bert-char/vocab_char_16424.txt", "BERT vocab file of the config's size.")
@@ -75,7 +84,7 @@ def synthetic_features(tf, config, batch_size, length, seed):
 def ours_step(args):
     """Median seconds of our training step, as train_*.py run it (training.make_train_function), on synthetic or
     pipeline batches."""
-    kind, source, settings = args
+    kind, source, precision, settings = args
     import keras
     import tensorflow as tf
 
@@ -84,7 +93,7 @@ def ours_step(args):
     import training
 
     config = model.BertConfig.from_json_file(settings["config"])
-    training.set_precision(training.default_precision(settings["mixed_precision"]))
+    training.set_precision(precision)
     keras.utils.set_random_seed(0)
     batch_size, length = settings["batch_size"], settings["max_sequence_length"]
     if source == "synthetic":
@@ -135,7 +144,8 @@ def ours_pipeline(args):
 
 
 def ours_encode(settings):
-    """Sentences per second of evaluate.py's encoding: in-graph tokenizer, padding trimmed, float32 [CLS]."""
+    """Sentences per second of evaluate.py's encoding: in-graph tokenizer, shortest sentences first, padding
+    trimmed, float32 [CLS] (sentence-transformers' `encode` also sorts by length)."""
     import tensorflow as tf
 
     import data
@@ -144,9 +154,12 @@ def ours_encode(settings):
     config = model.BertConfig.from_json_file(settings["config"])
     tokenizer = data.KrBertTokenizer(settings["vocab_path"], settings["max_sequence_length"], config.vocab_size)
     embedder = model.sentence_embedder(model.BertEncoder(config, dtype="float32"), "cls")
-    encode = tf.function(embedder, reduce_retracing=True)
-    batches = tf.data.Dataset.from_tensor_slices(encode_sentences(settings)).batch(ENCODE_BATCH_SIZE)
+    sentences = sorted(encode_sentences(settings), key=len)
+    batches = tf.data.Dataset.from_tensor_slices(sentences).batch(ENCODE_BATCH_SIZE)
     batches = batches.map(tokenizer.trimmed, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+    # Traced once for every batch shape, as sts.StsEvaluator traces it.
+    any_shape = {name: tf.TensorSpec([None, None], spec.dtype) for name, spec in batches.element_spec.items()}
+    encode = tf.function(embedder, input_signature=[any_shape])
     for features in batches.take(1):
         encode(features)
     start = time.perf_counter()
@@ -190,7 +203,7 @@ def huggingface_bert(config):
 def torch_step(args):
     """Median seconds of the same SimCSE step in PyTorch: as the original SimCSE code runs it, one forward pass
     over all views of the batch, pooler output, cosine / temperature cross-entropy, AdamW."""
-    kind, settings = args
+    kind, precision, settings = args
     import torch
 
     import model
@@ -207,7 +220,7 @@ def torch_step(args):
     targets = torch.arange(batch_size)
     step_end_times = []
     for _ in range(settings["warmup_steps"] + settings["steps"] + 1):
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=settings["mixed_precision"]):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "mixed_bfloat16"):
             pooled = bert(input_ids=ids, attention_mask=torch.ones_like(ids)).pooler_output
         embeddings = torch.nn.functional.normalize(pooled.float(), dim=1).view(views, batch_size, -1)
         logits = embeddings[0] @ embeddings[1:].reshape(-1, embeddings.shape[-1]).T / TEMPERATURE
@@ -254,6 +267,19 @@ def measure(function, argument):
     return result
 
 
+def cpu_description():
+    """The CPU's model name and the instruction sets that decide float32 and bfloat16 speed."""
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            fields = dict(line.split(":", 1) for line in cpuinfo if ":" in line)
+    except OSError:
+        return "unknown CPU"
+    fields = {key.strip(): value.strip() for key, value in fields.items()}
+    relevant = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
+    present = [flag for flag in relevant if flag in fields.get("flags", "").split()]
+    return f"{fields.get('model name', 'unknown CPU')}, {os.cpu_count()} cores, {' '.join(present) or 'none of'}"
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
@@ -262,48 +288,50 @@ def main(argv):
 
     config = model.BertConfig.from_json_file(FLAGS.config)
     settings = {name: FLAGS[name].value for name in (
-        "config", "batch_size", "max_sequence_length", "mixed_precision", "steps", "warmup_steps", "vocab_path",
-        "data_dir", "nli_split", "encode_sentences",
+        "config", "batch_size", "max_sequence_length", "steps", "warmup_steps", "vocab_path", "data_dir",
+        "nli_split", "encode_sentences",
     )}  # fmt: skip
     steps = {}
-    for kind in ("unsupervised", "supervised"):
-        steps[f"ours {kind}, synthetic ids"] = measure(ours_step, (kind, "synthetic", settings))
-        steps[f"ours {kind}, tf.data pipeline"] = measure(ours_step, (kind, "pipeline", settings))
-        steps[f"PyTorch {kind}, synthetic ids"] = measure(torch_step, (kind, settings))
+    for precision in FLAGS.precisions:
+        for kind in ("unsupervised", "supervised"):
+            steps[precision, "ours", kind] = measure(ours_step, (kind, "synthetic", precision, settings))
+            steps[precision, "ours pipeline", kind] = measure(ours_step, (kind, "pipeline", precision, settings))
+            steps[precision, "PyTorch", kind] = measure(torch_step, (kind, precision, settings))
     pipeline = {kind: measure(ours_pipeline, (kind, settings)) for kind in ("unsupervised", "supervised")}
     encode = {
         "ours": measure(ours_encode, settings),
         "sentence-transformers": measure(sentence_transformers_encode, settings),
     }
 
-    precision = "mixed bfloat16" if FLAGS.mixed_precision else "float32"
-    print(f"\n{config.num_hidden_layers} layers, hidden {config.hidden_size}, batch {FLAGS.batch_size}, "
-          f"length {FLAGS.max_sequence_length}, {precision}, median of {FLAGS.steps} steps")  # fmt: skip
-    print(f"{'training step':44} {'s/step':>8} {'TFLOP/s':>8}")
-    for name, seconds in steps.items():
-        views = 2 if "unsupervised" in name else 3
-        flops = step_flops(config, FLAGS.batch_size, FLAGS.max_sequence_length, views)
-        print(f"{name:44} {seconds:8.3f} {flops / seconds / 1e12:8.3f}")
-    print(f"\n{'input pipeline alone':44} {'sentences/s':>12} {'x a step':>8}")
+    cpu = cpu_description()
+    print(f"\n{cpu}\n{config.num_hidden_layers} layers, hidden {config.hidden_size}, batch {FLAGS.batch_size}, "
+          f"length {FLAGS.max_sequence_length}, median of {FLAGS.steps} steps")  # fmt: skip
+    print(f"{'training step':52} {'s/step':>8} {'TFLOP/s':>8}")
+    for (precision, who, kind), seconds in steps.items():
+        source = "tf.data pipeline" if who == "ours pipeline" else "synthetic ids"
+        flops = step_flops(config, FLAGS.batch_size, FLAGS.max_sequence_length, 2 if kind == "unsupervised" else 3)
+        name = f"{who.split()[0]} {kind}, {precision}, {source}"
+        print(f"{name:52} {seconds:8.3f} {flops / seconds / 1e12:8.3f}")
+    print(f"\n{'input pipeline alone':52} {'sentences/s':>12} {'x a step':>8}")
     for kind, rate in pipeline.items():
-        # A step takes batch_size sentences (unsupervised) or batch_size triples (supervised) from the pipeline.
-        need = FLAGS.batch_size * (1 if kind == "unsupervised" else 3) / steps[f"ours {kind}, synthetic ids"]
-        print(f"{kind:44} {rate:12.1f} {rate / need:8.1f}")
-    print(f"\n{'encoding, float32, [CLS]':44} {'sentences/s':>12}")
+        # A step takes batch_size sentences (unsupervised) or batch_size triples (supervised) from the pipeline;
+        # compared with the fastest step measured.
+        fastest = min(seconds for (_, who, k), seconds in steps.items() if who == "ours" and k == kind)
+        need = FLAGS.batch_size * (1 if kind == "unsupervised" else 3) / fastest
+        print(f"{kind:52} {rate:12.1f} {rate / need:8.1f}")
+    print(f"\n{'encoding, float32, [CLS]':52} {'sentences/s':>12}")
     for name, rate in encode.items():
-        print(f"{name:44} {rate:12.1f}")
+        print(f"{name:52} {rate:12.1f}")
 
-    ours, theirs = steps["ours unsupervised, synthetic ids"], steps["PyTorch unsupervised, synthetic ids"]
-    flops = step_flops(config, FLAGS.batch_size, FLAGS.max_sequence_length, views=2)
-    summary = {
-        "ours_step_s": round(ours, 4),
-        "torch_step_s": round(theirs, 4),
-        "speedup": round(theirs / ours, 3),
-        "achieved_tflops": round(flops / ours / 1e12, 4),
-        "pipeline_sentences_per_s": round(pipeline["unsupervised"], 1),
-        "encode_speedup": round(encode["ours"] / encode["sentence-transformers"], 3),
-    }
-    print(json.dumps(summary))
+    # One JSON line per precision: our step against PyTorch's, both kinds, and the encoding.
+    for precision in FLAGS.precisions:
+        summary = {"cpu": cpu, "precision": precision}
+        for kind in ("unsupervised", "supervised"):
+            ours, theirs = steps[precision, "ours", kind], steps[precision, "PyTorch", kind]
+            summary[kind] = {"ours_step_s": round(ours, 4), "torch_step_s": round(theirs, 4),
+                             "speedup": round(theirs / ours, 3)}  # fmt: skip
+        summary["encode_speedup"] = round(encode["ours"] / encode["sentence-transformers"], 3)
+        print(json.dumps(summary))
 
 
 if __name__ == "__main__":

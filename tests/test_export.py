@@ -61,6 +61,11 @@ def test_saved_embedder_of_every_pooling_embeds_as_the_checkpoint(exported, tmp_
         model.save_embedder(model.sentence_embedder(encoder, "pooled"), tokenizer, str(tmp_path / "model"))
     assert model.saved_model_fingerprint(str(tmp_path / "model")) == fingerprint
     assert [p.name for p in tmp_path.iterdir()] == ["model"]
+    # The same graph with one weight changed: another fingerprint.
+    weight = encoder.checkpoint_variables()["bert/encoder/layer_0/output/dense/bias"]
+    weight.assign(weight + 1e-3)
+    model.save_embedder(model.sentence_embedder(encoder, pooling), tokenizer, str(tmp_path / "changed"))
+    assert model.saved_model_fingerprint(str(tmp_path / "changed")) != fingerprint
 
 
 def test_exported_model_evaluates_as_the_checkpoint(exported, prepared_data_dir):
@@ -87,11 +92,14 @@ def test_search_finds_the_paraphrase_and_caches_the_corpus(exported, tmp_path):
     queries = "\n".join(first for first, _ in pairs) + "\n"
 
     def search():
-        result = run_script("search.py", f"--model={exported}", f"--corpus={corpus}", "--top_k=1", stdin=queries)
+        result = run_script("search.py", f"--model={exported}", f"--corpus={corpus}", "--top_k=3", stdin=queries)
         assert result.returncode == 0, result.stderr[-3000:]
-        blocks = result.stdout.split("query: ")[1:]
-        assert len(blocks) == len(pairs)
-        return [block.strip().splitlines()[1].split("  ", 2)[-1] for block in blocks]
+        blocks = [block.strip().splitlines()[1:] for block in result.stdout.split("query: ")[1:]]
+        assert len(blocks) == len(pairs) and all(len(lines) == 3 for lines in blocks)
+        for lines in blocks:  # "  1. 0.9876  sentence", best first
+            scores = [float(line.split()[1]) for line in lines]
+            assert scores == sorted(scores, reverse=True)
+        return [lines[0].split("  ", 2)[-1] for lines in blocks]
 
     top = search()
     hits = sum(found == second for found, (_, second) in zip(top, pairs, strict=True))
@@ -99,7 +107,9 @@ def test_search_finds_the_paraphrase_and_caches_the_corpus(exported, tmp_path):
     assert top[0] == pairs[0][1] and hits >= 10
     (cache,) = tmp_path.glob("corpus.txt.*.npy")
     embeddings = np.load(cache)
-    assert embeddings.shape == (30, 256)
+    # Embedded shortest first, stored in corpus order.
+    expected = model.load_saved_embedder(str(exported))(tf.constant([second for _, second in pairs])).numpy()
+    np.testing.assert_allclose(embeddings, expected, atol=1e-5)
     # The same corpus again: its cache is read, not written.
     modified = cache.stat().st_mtime_ns
     assert search() == top and cache.stat().st_mtime_ns == modified
