@@ -428,7 +428,7 @@ def _gather_from_replicas(embeddings):
 
 
 class SimCSE(keras.Model):
-    """SimCSE's contrastive objective over a BERT encoder, trained with `fit`.
+    """SimCSE's contrastive objective over a BERT encoder; its `train_step` is one optimizer step (training.py runs it).
 
     Inputs: the encoder's feature dict, which is encoded twice (unsupervised: each pass draws its own dropout
     masks), or a tuple (anchors, positives, hard negatives) of feature dicts (supervised).

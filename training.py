@@ -174,7 +174,7 @@ def set_precision(precision, on_tpu=False):
 
 
 def compile_simcse(encoder, temperature, learning_rate, warmup_steps, total_steps, jit_compile="auto"):
-    """SimCSE over `encoder`, compiled for `fit` with the original scripts' optimizer: Keras' Adam with its
+    """SimCSE over `encoder`, compiled with the original scripts' optimizer: Keras' Adam with its
     defaults (beta 0.9 / 0.999, epsilon 1e-7), no weight decay, linear warm-up and decay. `jit_compile` is
     Keras': "auto" compiles the step with XLA on one GPU and not on CPU."""
     simcse = model.SimCSE(encoder, temperature)
