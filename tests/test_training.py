@@ -318,7 +318,7 @@ def test_steps_skipped_by_the_loss_scaler_leave_one_step_counter(prepared_data_d
     monkeypatch.setattr(training, "INITIAL_LOSS_SCALE", 2.0**20)
     data_dir = prepared_data_dir[0]
     sentences = data.corpus_sentences(data_dir)
-    recipe = make_recipe(precision="mixed_float16", total_steps=12, evaluation_frequency=4, learning_rate=1e-3)
+    recipe = make_recipe(precision="mixed_float16", total_steps=8, evaluation_frequency=4, learning_rate=1e-3)
     sets = training.load_evaluation_sets(data_dir)
     first_steps = []
 
@@ -338,10 +338,10 @@ def test_steps_skipped_by_the_loss_scaler_leave_one_step_counter(prepared_data_d
 
     train(data_dir, tmp_path, recipe, stopping_after(100), None, sets, micro=True)
     assert first_steps == [0, 4]  # resumed after the 4 steps taken, whatever the optimizer counted
-    assert [record["step"] for record in eval_history(run_dir)] == [4, 8, 12]
+    assert [record["step"] for record in eval_history(run_dir)] == [4, 8]
     state = tf.train.latest_checkpoint(run_dir / "state")
-    assert state.endswith("ckpt-12") and optimizer_step(state) < 12
-    assert sorted(int(path.name[5:-6]) for path in run_dir.glob("step-*.index")) == [4, 8, 12]
+    assert state.endswith("ckpt-8") and optimizer_step(state) < 8
+    assert sorted(int(path.name[5:-6]) for path in run_dir.glob("step-*.index")) == [4, 8]
     train(data_dir, tmp_path, recipe, stopping_after(100), None, sets, micro=True)
     assert first_steps == [0, 4]  # finished: nothing trained again
 
