@@ -64,14 +64,13 @@ def embed(embedder, sentences, verbose):
     holds sentences of about one length and carries little padding."""
     progress = keras.utils.Progbar(len(sentences), verbose=int(verbose), unit_name="sentence")
     order = np.argsort([len(sentence) for sentence in sentences], kind="stable")
-    embeddings = None
+    batches = []
     for start in range(0, len(sentences), FLAGS.batch_size):
-        rows = order[start : start + FLAGS.batch_size]
-        batch = embedder(tf.constant([sentences[row] for row in rows])).numpy()  # [rows, hidden]
-        if embeddings is None:
-            embeddings = np.empty((len(sentences), batch.shape[1]), batch.dtype)
-        embeddings[rows] = batch
-        progress.add(len(rows))
+        batches.append(embedder(tf.constant([sentences[row] for row in order[start : start + FLAGS.batch_size]])))
+        progress.add(len(batches[-1]))
+    shortest_first = np.concatenate(batches)  # [sentences, hidden]
+    embeddings = np.empty_like(shortest_first)
+    embeddings[order] = shortest_first
     return embeddings
 
 

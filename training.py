@@ -394,6 +394,11 @@ def lost_worker_message(error, step, saved_step):
     )
 
 
+def state_step(prefix):
+    """The step of a training state's checkpoint prefix (`.../ckpt-N`: checkpoint number = step); 0 for None."""
+    return int(prefix.rsplit("-", 1)[1]) if prefix else 0
+
+
 def history_record(step, loss, learning_rate, results):
     """A line of eval_history.jsonl from the evaluator's results; a metric that is not finite is None."""
     record = {
@@ -452,8 +457,7 @@ class EvaluateAndCheckpoint:
 
     def saved_step(self):
         """The step of the newest training state saved, 0 if none."""
-        latest = self.state_manager.latest_checkpoint
-        return int(latest.rsplit("-", 1)[1]) if latest else 0
+        return state_step(self.state_manager.latest_checkpoint)
 
     def __call__(self, step, loss, learning_rate, loss_tracker):
         """After step `step` (counted from the start of the run): False to stop training."""
@@ -554,9 +558,8 @@ class RunDirectory:
         return tf.train.latest_checkpoint(self.state_dir)
 
     def saved_step(self):
-        """The step of the newest training state (its checkpoint number), 0 if there is none."""
-        prefix = self.saved_state()
-        return int(prefix.rsplit("-", 1)[1]) if prefix else 0
+        """The step of the newest training state, 0 if there is none."""
+        return state_step(self.saved_state())
 
     def history(self):
         """The records of eval_history.jsonl; TrainingError naming the line if one is not a record."""

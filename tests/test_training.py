@@ -230,19 +230,16 @@ def korsts_and_some_klue(data_dir):
     return {**sets, "klue_sts:dev": sets["klue_sts:dev"].take(128)}
 
 
+# The learning tests' short CPU runs: smaller batches and sentences than the recipes, a higher learning rate, to
+# move in 40-50 steps.
+SHORT_CPU_RUN = {"precision": "mixed_bfloat16", "batch_size": 32, "max_sequence_length": 32, "learning_rate": 1e-4}
+
+
 def test_unsupervised_simcse_spreads_embeddings_and_best_scores_as_recorded(
     prepared_data_dir, scores_before_training, tmp_path
 ):
     data_dir = prepared_data_dir[0]
-    # A short CPU run: smaller batches and sentences than the recipe, a higher learning rate to move in 40 steps.
-    recipe = make_recipe(
-        precision="mixed_bfloat16",
-        batch_size=32,
-        max_sequence_length=32,
-        learning_rate=1e-4,
-        total_steps=40,
-        evaluation_frequency=40,
-    )
+    recipe = make_recipe(**SHORT_CPU_RUN, total_steps=40, evaluation_frequency=40)
     run_dir = tmp_path / "runs" / "run"
     assert train(data_dir, tmp_path, recipe, sets=korsts_and_some_klue(data_dir)) == str(run_dir)
     assert tf.keras.mixed_precision.global_policy().name == "float32"  # train() leaves the policy as it was
@@ -350,13 +347,10 @@ def test_supervised_simcse_raises_korsts(prepared_data_dir, scores_before_traini
     data_dir = prepared_data_dir[0]
     triples, counts = data.nli_triples_of_splits(["xnli_dev"], data_dir)
     assert counts == {"xnli_dev": 830}
-    # 2 epochs of 830 // 32 = 25 steps on the 830 XNLI dev triples, a higher learning rate than the recipe's.
+    # 2 epochs of 830 // 32 = 25 steps on the 830 XNLI dev triples.
     recipe = make_recipe(
+        **SHORT_CPU_RUN,
         kind="supervised",
-        precision="mixed_bfloat16",
-        batch_size=32,
-        max_sequence_length=32,
-        learning_rate=1e-4,
         total_steps=50,
         evaluation_frequency=50,
         train_splits=("xnli_dev",),
