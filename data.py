@@ -75,7 +75,7 @@ _KEPT_DELIMITERS = rf"{_PUNCTUATION}|{_CJK_IDEOGRAPH}"
 
 
 class KrBertTokenizer(tf.Module):
-    """KR-BERT's tokenization (BERT's FullTokenizer, do_lower_case=False) as TensorFlow ops.
+    """BERT's FullTokenizer as TensorFlow ops: KR-BERT's (do_lower_case=False), or with lower-casing.
 
     The two halves of `tensorflow_text.BertTokenizer` with no lower-casing and no Unicode normalisation
     (NFD would decompose Hangul): BERT's basic tokenization as `tensorflow_text.regex_split`, then
@@ -88,6 +88,8 @@ class KrBertTokenizer(tf.Module):
         vocab_path: a BERT vocab file, one token per line.
         max_sequence_length: length of every output row, [CLS] and [SEP] included.
         model_vocab_size: the model's vocab_size, if any: a vocab of another size is refused.
+        lower_case: BERT's do_lower_case: text lower-cased and its accents stripped (Unicode NFD, then the
+            combining marks dropped), so Hangul syllables become jamo, as sub-character vocabs need.
 
     Example:
         >>> tokenizer = KrBertTokenizer("../shared/data/vocabs/vocab_char_16424.txt", max_sequence_length=8)
@@ -95,8 +97,9 @@ class KrBertTokenizer(tf.Module):
         array([[   2,  128, 5660,  160, 4270,    3,    0,    0]], dtype=int32)
     """
 
-    def __init__(self, vocab_path, max_sequence_length, model_vocab_size=None):
+    def __init__(self, vocab_path, max_sequence_length, model_vocab_size=None, lower_case=False):
         super().__init__()
+        self.lower_case = lower_case
         if not tf.io.gfile.exists(vocab_path):
             raise DataError(f"vocab file not found: {vocab_path}")
         if max_sequence_length < 2:
@@ -132,6 +135,10 @@ class KrBertTokenizer(tf.Module):
         # characters (every category C, but tab/newline/CR) and U+FFFD are dropped.
         text = tf.strings.regex_replace(sentences, r"[\t\n\r\p{Zs}\x{2028}\x{2029}]", " ")
         text = tf.strings.regex_replace(text, r"[\p{C}\x{FFFD}]", "")
+        if self.lower_case:
+            # tokenization.py BasicTokenizer, do_lower_case: `token.lower()`, then `_run_strip_accents`.
+            text = tf_text.normalize_utf8(tf.strings.lower(text, encoding="utf-8"), "NFD")
+            text = tf.strings.regex_replace(text, r"\p{Mn}", "")
         words = tf_text.regex_split(text, _WORD_DELIMITERS, _KEPT_DELIMITERS)  # string [batch, (words)]
         words = tf.ragged.map_flat_values(
             lambda flat: tf.where(tf.strings.length(flat, unit="UTF8_CHAR") > MAX_CHARS_PER_WORD, "[UNK]", flat),

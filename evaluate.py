@@ -3,6 +3,8 @@ embeddings against the gold score, Pearson and Spearman (KorSTS is reported by S
 
     python evaluate.py --config=configs/char_bert_base.json --checkpoint=KR-BERT/model.ckpt-2000000 \\
         --vocab_path=KR-BERT/vocab_char_16424.txt --datasets=korsts:dev,korsts:test,klue_sts:dev
+    python evaluate.py --checkpoint=models/RUN/best      # a run's config and vocab are in its directory
+    python evaluate.py --checkpoint=klue-bert-base       # so are a Hugging Face directory's
 """
 
 import tensorflow as tf
@@ -10,13 +12,19 @@ from absl import flags
 
 import data
 import errors
+import huggingface
 import model
+import model_flags
 import sts
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("config", None, "Google-format bert_config.json.")
-flags.DEFINE_string("checkpoint", None, "Checkpoint prefix (Google format or saved by training), or its directory.")
-flags.DEFINE_string("vocab_path", None, "BERT vocab file, e.g. vocab_char_16424.txt.")
+flags.DEFINE_string(
+    "checkpoint",
+    None,
+    "A Google-format checkpoint prefix (KR-BERT's release, one saved by training) or its directory, or a Hugging "
+    "Face BERT directory.",
+)
+model_flags.define_flags()
 flags.DEFINE_string(
     "saved_model", None, "A SavedModel of export.py, instead of --config, --checkpoint and --vocab_path."
 )
@@ -38,19 +46,20 @@ flags.DEFINE_integer("batch_size", 64, "Sentences per batch.", lower_bound=1)
 flags.DEFINE_string(
     "results_json", None, "Write {set: {n, pearson, spearman, alignment, uniformity}} here (null: undefined)."
 )
-CHECKPOINT_FLAGS = ("config", "checkpoint", "vocab_path")
+CHECKPOINT_FLAGS = ("checkpoint", "config", "vocab_path", "do_lower_case")
 
 
 def one_model_source(values):
-    """Either --saved_model alone or all of the checkpoint flags."""
-    given = [bool(values[name]) for name in CHECKPOINT_FLAGS]
-    return all(given) if not values["saved_model"] else not any(given)
+    """Either --saved_model alone or --checkpoint (with its own flags)."""
+    if values["saved_model"]:
+        return all(values[name] is None for name in CHECKPOINT_FLAGS)
+    return bool(values["checkpoint"])
 
 
 flags.register_multi_flags_validator(
     [*CHECKPOINT_FLAGS, "saved_model"],
     one_model_source,
-    message="give either --saved_model or all of --config, --checkpoint and --vocab_path",
+    message="give either --saved_model or --checkpoint (with --config, --vocab_path, --do_lower_case if need be)",
 )
 
 
@@ -66,13 +75,15 @@ def evaluate():
         tokenizer = tf.identity  # the SavedModel tokenizes inside: it takes the sentences as they are
         print(f"SavedModel {FLAGS.saved_model}")
     else:
-        config = model.BertConfig.from_json_file(FLAGS.config)
-        config.check_sequence_length(FLAGS.max_sequence_length)
-        tokenizer = data.KrBertTokenizer(FLAGS.vocab_path, FLAGS.max_sequence_length, config.vocab_size).trimmed
-        encoder = model.BertEncoder(config, dtype="float32")
-        prefix = model.load_checkpoint(encoder, FLAGS.checkpoint)
+        files = model_flags.model_files(FLAGS, FLAGS.checkpoint)
+        files.config.check_sequence_length(FLAGS.max_sequence_length)
+        tokenizer = data.KrBertTokenizer(
+            files.vocab_path, FLAGS.max_sequence_length, files.config.vocab_size, files.lower_case
+        ).trimmed
+        encoder = model.BertEncoder(files.config, dtype="float32")
+        loaded = huggingface.load_encoder_weights(encoder, FLAGS.checkpoint)
         embedder = model.sentence_embedder(encoder, FLAGS.pooling)
-        print(f"checkpoint {prefix}, {FLAGS.pooling} pooling")
+        print(f"checkpoint {loaded}, {FLAGS.pooling} pooling")
     results = sts.StsEvaluator(sets, tokenizer, embedder, FLAGS.batch_size)(verbose=True)
 
     print(f"{'set':<16}{'n':>6}{'pearson':>10}{'spearman':>10}   (x100)")

@@ -18,12 +18,15 @@ import tensorflow as tf
 import errors
 
 # google-research/bert modeling.py: `tf.contrib.layers.layer_norm(..., epsilon=1e-12)`; Keras defaults to 1e-3.
+# A config's `layer_norm_eps` (Hugging Face's key) overrides it.
 LAYER_NORM_EPSILON = 1e-12
 # google-research/bert modeling.py: `adder = (1.0 - mask) * -10000.0` on the attention scores.
 ATTENTION_MASK_ADDER = -10000.0
-# google-research/bert modeling.py `get_activation`; "gelu" there is the tanh approximation.
+# google-research/bert modeling.py `get_activation`; "gelu" there is the tanh approximation. "gelu_exact" is the
+# erf form, Hugging Face's "gelu" (models converted to Hugging Face's format from Google's run it).
 ACTIVATIONS = {
     "gelu": lambda x: keras.activations.gelu(x, approximate=True),
+    "gelu_exact": lambda x: keras.activations.gelu(x, approximate=False),
     "relu": keras.activations.relu,
     "tanh": keras.activations.tanh,
     "linear": keras.activations.linear,
@@ -45,7 +48,7 @@ class CheckpointError(errors.InputError):
 
 @dataclasses.dataclass(frozen=True)
 class BertConfig:
-    """Google-format `bert_config.json`, the keys KR-BERT ships.
+    """Google-format `bert_config.json`, the keys KR-BERT ships, and `layer_norm_eps` where it is not Google's.
 
     Example:
         >>> config = BertConfig.from_json_file("configs/char_bert_base.json")
@@ -64,6 +67,7 @@ class BertConfig:
     max_position_embeddings: int
     type_vocab_size: int
     initializer_range: float
+    layer_norm_eps: float = LAYER_NORM_EPSILON
 
     def __post_init__(self):
         for field in dataclasses.fields(self):
@@ -83,12 +87,12 @@ class BertConfig:
     def from_dict(cls, values):
         if not isinstance(values, dict):
             raise ConfigError(f"a BERT config must be a JSON object, got {type(values).__name__}")
-        names = [field.name for field in dataclasses.fields(cls)]
-        missing = [name for name in names if name not in values]
+        fields = dataclasses.fields(cls)
+        missing = [f.name for f in fields if f.name not in values and f.default is dataclasses.MISSING]
         if missing:
             raise ConfigError(f"config is missing {', '.join(missing)}")
         # Google configs of other models carry extra keys (directionality, pooler_*): not used by BERT itself.
-        return cls(**{name: values[name] for name in names})
+        return cls(**{f.name: values[f.name] for f in fields if f.name in values})
 
     @classmethod
     def from_json_file(cls, path):
@@ -113,7 +117,11 @@ class BertConfig:
             )
 
     def to_dict(self):
-        return dataclasses.asdict(self)
+        """Google's keys; `layer_norm_eps` only where it differs from Google's, so Google's format stays as it is."""
+        values = dataclasses.asdict(self)
+        if values["layer_norm_eps"] == LAYER_NORM_EPSILON:
+            del values["layer_norm_eps"]
+        return values
 
     def to_json_file(self, path):
         with open(path, "w", encoding="utf-8") as f:
@@ -158,7 +166,7 @@ class BertEmbeddings(keras.layers.Layer):
         super().__init__(**kwargs)
         self.config = config
         self.layer_norm = keras.layers.LayerNormalization(
-            epsilon=LAYER_NORM_EPSILON, dtype=self.dtype_policy, name="LayerNorm"
+            epsilon=config.layer_norm_eps, dtype=self.dtype_policy, name="LayerNorm"
         )
         self.dropout = ReplicaDropout(config.hidden_dropout_prob, dtype=self.dtype_policy)
 
@@ -218,7 +226,7 @@ class TransformerLayer(keras.layers.Layer):
             )
 
         def layer_norm(name):
-            return keras.layers.LayerNormalization(epsilon=LAYER_NORM_EPSILON, dtype=self.dtype_policy, name=name)
+            return keras.layers.LayerNormalization(epsilon=config.layer_norm_eps, dtype=self.dtype_policy, name=name)
 
         self.query = dense(config.hidden_size, "query")
         self.key = dense(config.hidden_size, "key")

@@ -22,7 +22,7 @@ def main(argv):
     if len(argv) > 1:
         raise errors.InputError(f"unexpected arguments: {' '.join(argv[1:])}")
     strategy = training_flags.make_strategy(FLAGS)
-    config = training_flags.load_config(FLAGS)
+    model_files = training_flags.load_model_files(FLAGS)
     triples, counts = data.nli_triples_of_splits(FLAGS.train_splits, FLAGS.data_dir)
     for split, count in counts.items():
         logging.info("kornli:%s: %d triples", split, count)
@@ -42,7 +42,7 @@ def main(argv):
     )
     training_flags.train(
         FLAGS,
-        config,
+        model_files,
         recipe,
         strategy,
         lambda tokenizer, seed: data.supervised_batches(triples, tokenizer, recipe.batch_size, seed),

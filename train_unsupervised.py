@@ -21,12 +21,12 @@ def main(argv):
     if len(argv) > 1:
         raise errors.InputError(f"unexpected arguments: {' '.join(argv[1:])}")
     strategy = training_flags.make_strategy(FLAGS)
-    config = training_flags.load_config(FLAGS)
+    model_files = training_flags.load_model_files(FLAGS)
     recipe = training_flags.make_recipe(FLAGS, "unsupervised", FLAGS.total_steps)
     sentences = data.corpus_sentences(FLAGS.data_dir)
     training_flags.train(
         FLAGS,
-        config,
+        model_files,
         recipe,
         strategy,
         lambda tokenizer, seed: data.unsupervised_batches(sentences, tokenizer, recipe.batch_size, seed),

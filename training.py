@@ -19,6 +19,7 @@ from absl import logging
 
 import data
 import errors
+import huggingface
 import model
 import sts
 
@@ -207,6 +208,7 @@ def train(
     pretrained_weight=None,
     strategy=None,
     run_files=None,
+    lower_case=False,
 ):
     """Trains SimCSE by `recipe`, evaluating every `recipe.evaluation_frequency` steps; returns `run_dir`.
 
@@ -223,9 +225,14 @@ def train(
         evaluation_sets: {"korsts:dev": pairs, "klue_sts:dev": pairs} (`load_evaluation_sets`).
         run_dir: where checkpoints, `best/`, eval_history.jsonl and the state go.
         tensorboard_dir: where the TensorBoard scalars go.
-        pretrained_weight: a checkpoint to start from (Google format); None: random initialisation.
+        pretrained_weight: the weights to start from, a Google-format checkpoint or a Hugging Face directory;
+            None: random initialisation.
         strategy: a tf.distribute strategy; None: the default one.
         run_files: {file name: JSON value} written into a new run directory besides run_config.json.
+        lower_case: BERT's do_lower_case for the vocab.
+
+    A new run directory also gets the encoder's bert_config.json, vocab.txt and tokenizer_config.json, so its
+    checkpoints evaluate and export with nothing else given (`huggingface.model_files`).
     """
     strategy = strategy or tf.distribute.get_strategy()
     if recipe.batch_size % strategy.num_replicas_in_sync:
@@ -233,7 +240,7 @@ def train(
             f"batch_size {recipe.batch_size} does not split over {strategy.num_replicas_in_sync} replicas"
         )
     config.check_sequence_length(recipe.max_sequence_length)
-    tokenizer = data.KrBertTokenizer(vocab_path, recipe.max_sequence_length, config.vocab_size)
+    tokenizer = data.KrBertTokenizer(vocab_path, recipe.max_sequence_length, config.vocab_size, lower_case)
     errors.check_can_make_directory(run_dir)
     errors.check_can_make_directory(tensorboard_dir)
     run = RunDirectory(run_dir)
@@ -251,7 +258,7 @@ def train(
         if chief:
             history = run.resume(start_step)
     if pretrained_weight and not start_step:
-        model.resolve_checkpoint(pretrained_weight)
+        huggingface.resolve_weights(pretrained_weight)
 
     previous_policy = keras.mixed_precision.global_policy()
     set_precision(recipe.precision, on_tpu=isinstance(strategy, tf.distribute.TPUStrategy))
@@ -261,7 +268,8 @@ def train(
         with strategy.scope():
             encoder, simcse, state = build_simcse(recipe, config, run.saved_state() if start_step else None)
             if not start_step and pretrained_weight:
-                logging.info("loaded pretrained weights from %s", model.load_checkpoint(encoder, pretrained_weight))
+                loaded = huggingface.load_encoder_weights(encoder, pretrained_weight)
+                logging.info("loaded pretrained weights from %s", loaded)
             elif not start_step:
                 logging.warning("no pretrained weights: training from random initialisation")
         logging.info(
@@ -272,7 +280,12 @@ def train(
         )
         new_run = chief and not run.exists()
         if new_run:
-            run.create({"run_config.json": run_config, **(run_files or {})})
+            model_files = {
+                huggingface.GOOGLE_CONFIG_FILE: config.to_dict(),
+                huggingface.VOCAB_FILE: "".join(errors.read_lines(vocab_path)),
+                huggingface.TOKENIZER_CONFIG_FILE: huggingface.tokenizer_config(lower_case),
+            }
+            run.create({"run_config.json": run_config, **model_files, **(run_files or {})})
         new_tensorboard_dir = chief and not os.path.exists(tensorboard_dir)
         if chief:
             logging.info("run directory: %s", run_dir)
@@ -399,6 +412,17 @@ def state_step(prefix):
     return int(prefix.rsplit("-", 1)[1]) if prefix else 0
 
 
+def checkpoint_run(prefix):
+    """(run_config, eval_history.jsonl record) of a checkpoint training saved (`RUN/step-N`, `RUN/best/model.ckpt-N`);
+    (None, None) for any other checkpoint."""
+    for directory in (os.path.dirname(prefix), os.path.dirname(os.path.dirname(prefix))):
+        run = RunDirectory(directory)
+        if os.path.exists(run.config_path):
+            step = state_step(prefix)
+            return errors.read_json(run.config_path), next((r for r in run.history() if r["step"] == step), None)
+    return None, None
+
+
 def history_record(step, loss, learning_rate, results):
     """A line of eval_history.jsonl from the evaluator's results; a metric that is not finite is None."""
     record = {
@@ -522,13 +546,16 @@ class RunDirectory:
         return os.path.exists(self.path)
 
     def create(self, files):
-        """Makes the directory with `files` ({name: JSON value}) in it, all at once: under a temporary name,
-        renamed."""
+        """Makes the directory with `files` ({name: JSON value for a .json name, text otherwise}) in it, all at
+        once: under a temporary name, renamed."""
         temporary = f"{self.path}.tmp-{os.getpid()}"
         try:
             os.makedirs(temporary)
             for name, value in files.items():
-                errors.write_json_atomically(os.path.join(temporary, name), value)
+                if name.endswith(".json"):
+                    errors.write_json_atomically(os.path.join(temporary, name), value)
+                else:
+                    errors.write_text_atomically(os.path.join(temporary, name), value)
             os.rename(temporary, self.path)
         finally:
             shutil.rmtree(temporary, ignore_errors=True)

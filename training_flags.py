@@ -9,21 +9,25 @@ import time
 
 from absl import flags
 
-import model
+import model_flags
 import training
+
+# KR-BERT character's files, as the README lays them out: its release names its config and vocab otherwise than
+# the bert_config.json and vocab.txt a checkpoint's directory is searched for.
+KR_BERT_FILES = ("configs/char_bert_base.json", "kr-bert-char/vocab_char_16424.txt")
 
 
 def define_flags(*, batch_size, learning_rate, max_sequence_length, evaluation_frequency, flag_values=flags.FLAGS):
     """The flags both scripts take, with the script's recipe defaults; values out of range fail at parsing."""
     fv = flag_values
-    flags.DEFINE_string("config", "configs/char_bert_base.json", "Google-format bert_config.json.", flag_values=fv)
     flags.DEFINE_string(
         "pretrained_weight",
         "kr-bert-char/model.ckpt-2000000",
-        "Checkpoint to start from: KR-BERT's Google-format release or one saved here. Empty: random init.",
+        "Weights to start from: a Google-format checkpoint (KR-BERT's release, one saved here) or a Hugging Face "
+        "BERT directory. Empty: random initialisation.",
         flag_values=fv,
     )
-    flags.DEFINE_string("vocab_path", "kr-bert-char/vocab_char_16424.txt", "BERT vocab file.", flag_values=fv)
+    model_flags.define_flags(fv, fallback=", else KR-BERT character's")
     flags.DEFINE_string(
         "data_dir", None, "TFDS data directory with the prepared datasets (default: TFDS's).", flag_values=fv
     )
@@ -125,20 +129,21 @@ def make_recipe(values, kind, total_steps, **supervised):
     )
 
 
-def load_config(values):
-    """The --config, checked against --max_sequence_length: before any data is read."""
-    config = model.BertConfig.from_json_file(values.config)
-    config.check_sequence_length(values.max_sequence_length)
-    return config
+def load_model_files(values):
+    """The config, vocab and lower-casing of the flags or of --pretrained_weight, the config checked against
+    --max_sequence_length: before any data is read."""
+    files = model_flags.model_files(values, values.pretrained_weight or None, KR_BERT_FILES)
+    files.config.check_sequence_length(values.max_sequence_length)
+    return files
 
 
-def train(values, config, recipe, strategy, make_batches, run_files=None):
-    """training.train with the vocab, evaluation sets, directories and start of the flags."""
+def train(values, model_files, recipe, strategy, make_batches, run_files=None):
+    """training.train with the model files, evaluation sets, directories and start of the flags."""
     run_name = values.run_name or f"{recipe.kind}-{time.strftime('%Y%m%d-%H%M%S')}"
     return training.train(
         recipe,
-        config,
-        values.vocab_path,
+        model_files.config,
+        model_files.vocab_path,
         make_batches,
         training.load_evaluation_sets(values.data_dir),
         run_dir=os.path.join(values.model_checkpoints, run_name),
@@ -146,4 +151,5 @@ def train(values, config, recipe, strategy, make_batches, run_files=None):
         pretrained_weight=values.pretrained_weight or None,
         strategy=strategy,
         run_files=run_files,
+        lower_case=model_files.lower_case,
     )

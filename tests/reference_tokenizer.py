@@ -1,4 +1,4 @@
-"""google-research/bert tokenization.py FullTokenizer logic (do_lower_case=False), in plain Python."""
+"""google-research/bert tokenization.py FullTokenizer logic, in plain Python."""
 
 import unicodedata
 
@@ -41,7 +41,12 @@ def _is_chinese_char(cp):
     )
 
 
-def _basic_tokenize(text):
+def _strip_accents(text):
+    return "".join(char for char in unicodedata.normalize("NFD", text) if unicodedata.category(char) != "Mn")
+
+
+def basic_tokens(text, do_lower_case=False):
+    """BasicTokenizer's words and punctuation marks, before WordPiece."""
     cleaned = []
     for char in text:
         cp = ord(char)
@@ -53,6 +58,8 @@ def _basic_tokenize(text):
         spaced.append(f" {char} " if _is_chinese_char(ord(char)) else char)
     tokens = []
     for token in "".join(spaced).strip().split():
+        if do_lower_case:
+            token = _strip_accents(token.lower())
         current = []
         for char in token:
             if _is_punctuation(char):
@@ -89,9 +96,9 @@ def _wordpiece(token, vocab, max_chars=100):
     return pieces
 
 
-def encode(text, vocab, max_sequence_length):
+def encode(text, vocab, max_sequence_length, do_lower_case=False):
     """[CLS] wordpieces [SEP] ids, wordpieces truncated to fit, padded with [PAD]: (ids, mask)."""
-    pieces = [p for token in _basic_tokenize(text) for p in _wordpiece(token, vocab)]
+    pieces = [p for token in basic_tokens(text, do_lower_case) for p in _wordpiece(token, vocab)]
     ids = [vocab["[CLS]"]] + [vocab[p] for p in pieces][: max_sequence_length - 2] + [vocab["[SEP]"]]
     mask = [1] * len(ids) + [0] * (max_sequence_length - len(ids))
     return ids + [vocab["[PAD]"]] * (max_sequence_length - len(ids)), mask

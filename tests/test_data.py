@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from conftest import SHARED_DATA, VOCAB, assert_failed_cleanly, needs_shared, run_script
-from reference_tokenizer import encode, load_vocab
+from reference_tokenizer import basic_tokens, encode, load_vocab
 
 import data
 import errors
@@ -65,6 +65,33 @@ def test_tokenizer_matches_reference_on_real_korean_text():
             assert ids.tolist() == expected_ids, sentence
             assert mask.tolist() == expected_mask, sentence
         np.testing.assert_array_equal(features["input_type_ids"], 0)
+
+
+# Where lower-casing and accent stripping have something to do, Hangul aside.
+CASED_TEXT = [
+    "Café ÉCOLE naïve Straße İstanbul ΣΊΣΥΦΟΣ Ångström",
+    "KR-BERT와 KoSimCSE, SNU·KLUE의 ＡＢＣ",
+    "Ｆｕｌｌ-width 𝐁𝐨𝐥𝐝 ﬁ ligature",
+]
+
+
+@needs_shared
+def test_lower_casing_tokenizer_matches_reference(tmp_path):
+    """do_lower_case (a sub-character vocab's setting): lower-cased, accents stripped, Hangul as jamo. The vocab is
+    the character vocab plus every character the reference makes of the text, so WordPiece has pieces to find."""
+    sentences = shared_sentences()[:3000] + EDGE_CASES + CASED_TEXT
+    characters = sorted({char for sentence in sentences for token in basic_tokens(sentence, True) for char in token})
+    tokens = VOCAB.read_text(encoding="utf-8").splitlines()
+    tokens += [piece for char in characters for piece in (char, f"##{char}") if piece not in set(tokens)]
+    vocab_path = tmp_path / "vocab.txt"
+    vocab_path.write_text("\n".join(dict.fromkeys(tokens)) + "\n", encoding="utf-8")
+    vocab = load_vocab(vocab_path)
+    assert any(0x1100 <= ord(char) <= 0x11FF for char in characters)  # Hangul decomposed into jamo
+    tokenizer = data.KrBertTokenizer(str(vocab_path), max_sequence_length=64, lower_case=True)
+    ids = tokenizer(tf.constant(sentences))["input_word_ids"].numpy()
+    for sentence, row in zip(sentences, ids, strict=True):
+        assert row.tolist() == encode(sentence, vocab, 64, do_lower_case=True)[0], sentence
+    assert (ids == vocab["[UNK]"]).mean() < 0.01
 
 
 @needs_shared

@@ -25,6 +25,7 @@ from test_model import SMALL
 
 import data
 import errors
+import huggingface
 import model
 import training
 import training_flags
@@ -529,19 +530,31 @@ def test_train_unsupervised_py_on_two_cpu_replicas_and_its_one_line_errors(prepa
 
 
 def test_train_supervised_py_end_to_end(prepared_data_dir, tmp_path):
+    """From a Hugging Face directory (the erf GELU, another LayerNorm epsilon), its config and vocab its own."""
+    config = model.BertConfig.from_dict({**MICRO, "hidden_act": "gelu_exact", "layer_norm_eps": 1e-7})
+    huggingface.write_directory(
+        model.BertEncoder(config, dtype="float32"), str(VOCAB), False, 16, "cls", str(tmp_path / "hf"), "card\n"
+    )
     options = script_options(
         prepared_data_dir[0],
         tmp_path,
+        pretrained_weight=tmp_path / "hf",
         train_splits="xnli_dev",
         epochs=1,
         batch_size=64,
         max_sequence_length=16,
         evaluation_frequency=100,
     )
+    del options["config"], options["vocab_path"]
     result = run_script(*command_line("train_supervised.py", options))
     assert result.returncode == 0, result.stderr[-3000:]
     assert "kornli:xnli_dev: 830 triples" in result.stderr
+    assert f"loaded pretrained weights from {tmp_path / 'hf'}" in result.stderr
     run_dir = tmp_path / "runs" / "run"
+    # What evaluate.py and export.py read for the run's checkpoints (huggingface.model_files).
+    assert model.BertConfig.from_json_file(run_dir / "bert_config.json") == config
+    assert (run_dir / "vocab.txt").read_bytes() == VOCAB.read_bytes()
+    assert json.loads((run_dir / "tokenizer_config.json").read_text())["do_lower_case"] is False
     assert json.loads((run_dir / "data_stats.json").read_text()) == {"triples": {"xnli_dev": 830}}
     run_config = json.loads((run_dir / "run_config.json").read_text())
     assert (run_config["train_splits"], run_config["epochs"], run_config["total_steps"]) == (["xnli_dev"], 1, 12)
@@ -555,9 +568,10 @@ def test_train_supervised_py_end_to_end(prepared_data_dir, tmp_path):
 
 
 UNSUPERVISED_RECIPE = {
-    "config": "configs/char_bert_base.json",
+    # The config and vocab of --pretrained_weight (none beside KR-BERT's release): training_flags.KR_BERT_FILES.
+    "config": None,
     "pretrained_weight": "kr-bert-char/model.ckpt-2000000",
-    "vocab_path": "kr-bert-char/vocab_char_16424.txt",
+    "vocab_path": None,
     "mixed_precision": False,
     "precision": None,
     "batch_size": 64,
@@ -569,9 +583,10 @@ UNSUPERVISED_RECIPE = {
     "evaluation_frequency": 250,
 }
 SUPERVISED_RECIPE = {
-    "config": "configs/char_bert_base.json",
+    # The config and vocab of --pretrained_weight (none beside KR-BERT's release): training_flags.KR_BERT_FILES.
+    "config": None,
     "pretrained_weight": "kr-bert-char/model.ckpt-2000000",
-    "vocab_path": "kr-bert-char/vocab_char_16424.txt",
+    "vocab_path": None,
     "train_splits": ["mnli_train", "snli_train"],
     "batch_size": 128,
     "epochs": 3,
@@ -588,3 +603,4 @@ SUPERVISED_RECIPE = {
 )
 def test_defaults_are_the_original_recipe(script, recipe):
     assert flag_defaults(script, recipe) == recipe
+    assert training_flags.KR_BERT_FILES == ("configs/char_bert_base.json", "kr-bert-char/vocab_char_16424.txt")

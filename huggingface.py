@@ -1,0 +1,427 @@
+"""Hugging Face BERT directories: read as a model to start from or to evaluate, written as a model that
+transformers and sentence-transformers load as it is.
+
+A Hugging Face BERT directory holds `config.json` (model_type "bert"), `model.safetensors`, `vocab.txt` and
+`tokenizer_config.json`, as transformers' `save_pretrained` writes them. Weights go through the safetensors
+package's numpy API: no PyTorch. Every weight's Hugging Face name follows from its Google name
+(`huggingface_name`); kernels are stored transposed there ([out, in], PyTorch's Linear).
+
+    python evaluate.py --checkpoint=klue-bert-base      # its config, vocab and lower-casing come with it
+    python export.py --checkpoint=models/RUN/best --format=huggingface --output=exported/krbert-simcse
+"""
+
+import dataclasses
+import json
+import os
+import re
+import shutil
+
+import numpy as np
+import safetensors
+import safetensors.numpy
+import tensorflow as tf
+from absl import logging
+
+import errors
+import model
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+VOCAB_FILE = "vocab.txt"
+TOKENIZER_CONFIG_FILE = "tokenizer_config.json"
+# What training writes into a run directory besides the checkpoints, so a checkpoint there needs nothing else.
+GOOGLE_CONFIG_FILE = "bert_config.json"
+
+# Our hidden_act (google-research/bert's names, whose "gelu" is the tanh form) -> Hugging Face's ("gelu" there
+# is the erf form).
+HIDDEN_ACTS = {"gelu": "gelu_new", "gelu_exact": "gelu", "relu": "relu", "tanh": "tanh", "linear": "linear"}
+# Hugging Face's names read as ours: the inverse, and PyTorch's name of the tanh form.
+HIDDEN_ACTS_READ = {**{theirs: ours for ours, theirs in HIDDEN_ACTS.items()}, "gelu_pytorch_tanh": "gelu"}
+# transformers' BertConfig defaults, for the keys a config.json leaves out (transformers reads it so).
+CONFIG_DEFAULTS = {
+    "vocab_size": 30522,
+    "hidden_size": 768,
+    "num_hidden_layers": 12,
+    "num_attention_heads": 12,
+    "intermediate_size": 3072,
+    "hidden_act": "gelu",
+    "hidden_dropout_prob": 0.1,
+    "attention_probs_dropout_prob": 0.1,
+    "max_position_embeddings": 512,
+    "type_vocab_size": 2,
+    "initializer_range": 0.02,
+    "layer_norm_eps": 1e-12,
+}
+# The tokenizer classes of BERT's WordPiece tokenization, the one data.KrBertTokenizer runs.
+BERT_TOKENIZERS = ("BertTokenizer", "BertTokenizerFast")
+# The pooling the encoder was trained with -> sentence-transformers' Pooling mode; "pooled" adds the pooler as a
+# Dense module after [CLS] pooling.
+POOLING_MODES = {"cls": "cls_token", "pooled": "cls_token", "mean": "mean_tokens"}
+SPECIAL_TOKENS = {
+    "unk_token": "[UNK]",
+    "sep_token": "[SEP]",
+    "pad_token": "[PAD]",
+    "cls_token": "[CLS]",
+    "mask_token": "[MASK]",
+}
+
+
+def is_huggingface_directory(path):
+    return bool(path) and os.path.isdir(path) and os.path.exists(os.path.join(path, CONFIG_FILE))
+
+
+# === Names ===
+
+
+def huggingface_name(google_name):
+    """A weight's Hugging Face name and whether it is stored transposed, from its Google name.
+
+    Example:
+        >>> huggingface_name("bert/encoder/layer_0/attention/self/query/kernel")
+        ('encoder.layer.0.attention.self.query.weight', True)
+        >>> huggingface_name("bert/embeddings/LayerNorm/gamma")
+        ('embeddings.LayerNorm.weight', False)
+    """
+    *path, last = google_name.split("/")[1:]  # without the "bert" scope
+    path = [re.sub(r"^layer_(\d+)$", r"layer.\1", part) for part in path]
+    suffix = {"kernel": "weight", "gamma": "weight", "beta": "bias", "bias": "bias"}.get(last)
+    if suffix is None:  # an embedding table: its own name, then PyTorch's Embedding weight
+        return ".".join([*path, last, "weight"]), False
+    return ".".join([*path, suffix]), last == "kernel"
+
+
+# === Reading ===
+
+
+def read_config(directory):
+    """model.BertConfig of a Hugging Face config.json, with transformers' defaults for the keys it leaves out."""
+    path = os.path.join(directory, CONFIG_FILE)
+    values = errors.read_json(path)
+    if not isinstance(values, dict) or values.get("model_type") != "bert":
+        found = values.get("model_type") if isinstance(values, dict) else None
+        raise model.ConfigError(f"{path} is not a BERT config (model_type {found!r}, not 'bert')")
+    if values.get("position_embedding_type", "absolute") != "absolute":
+        raise model.ConfigError(
+            f"{path} has position_embedding_type {values['position_embedding_type']!r}: only BERT's absolute "
+            "position embeddings are supported"
+        )
+    values = {**CONFIG_DEFAULTS, **values}
+    if values["hidden_act"] not in HIDDEN_ACTS_READ:
+        raise model.ConfigError(
+            f"{path} has hidden_act {values['hidden_act']!r}, not one of {', '.join(sorted(HIDDEN_ACTS_READ))}"
+        )
+    values["hidden_act"] = HIDDEN_ACTS_READ[values["hidden_act"]]
+    try:
+        return model.BertConfig.from_dict({name: values[name] for name in CONFIG_DEFAULTS})
+    except model.ConfigError as error:
+        raise model.ConfigError(f"{path}: {error}") from None
+
+
+def read_lower_case(directory):
+    """do_lower_case of the directory's tokenizer_config.json; a setting BERT's tokenization here cannot follow
+    is refused."""
+    path = os.path.join(directory, TOKENIZER_CONFIG_FILE)
+    if not os.path.exists(path):
+        raise errors.InputError(f"no {TOKENIZER_CONFIG_FILE} in {directory}: it says whether to lower-case")
+    settings = errors.read_json(path)
+    tokenizer_class = settings.get("tokenizer_class")
+    if tokenizer_class not in (None, *BERT_TOKENIZERS):
+        raise errors.InputError(
+            f"{path} names tokenizer_class {tokenizer_class}: only BERT's WordPiece tokenizer "
+            f"({', '.join(BERT_TOKENIZERS)}) is supported"
+        )
+    lower_case = settings.get("do_lower_case", True)  # BertTokenizer's default
+    if settings.get("strip_accents") not in (None, lower_case):
+        raise errors.InputError(
+            f"{path} sets strip_accents {settings['strip_accents']} with do_lower_case {lower_case}: only BERT's "
+            "accent stripping with lower-casing is supported"
+        )
+    if settings.get("tokenize_chinese_chars", True) is not True:
+        raise errors.InputError(f"{path} sets tokenize_chinese_chars false: BERT splits CJK ideographs, always here")
+    return lower_case
+
+
+def weights_path(directory):
+    """The directory's model.safetensors; a directory without one is told what to do."""
+    path = os.path.join(directory, WEIGHTS_FILE)
+    if os.path.exists(path):
+        return path
+    if os.path.exists(os.path.join(directory, "pytorch_model.bin")):
+        raise model.CheckpointError(
+            f"{directory} has pytorch_model.bin and no {WEIGHTS_FILE}: convert it once with transformers, "
+            f"`BertModel.from_pretrained(DIR).save_pretrained(DIR)` writes {WEIGHTS_FILE}"
+        )
+    raise model.CheckpointError(f"no {WEIGHTS_FILE} in {directory}")
+
+
+def read_weights(directory):
+    """{Hugging Face name: float32 array} of the directory's model.safetensors, without the `bert.` prefix of
+    pre-training models' checkpoints (whose heads are left out)."""
+    path = weights_path(directory)
+    try:
+        with safetensors.safe_open(path, framework="numpy") as weights:
+            names = list(weights.keys())
+            prefixed = any(name.startswith("bert.") for name in names)
+            tensors = {}
+            for name in names:
+                if prefixed and not name.startswith("bert."):
+                    continue  # a pre-training head (cls.*)
+                dtype = weights.get_slice(name).get_dtype()
+                if dtype not in ("F32", "F16", "F64"):
+                    raise model.CheckpointError(
+                        f"{path} holds {name} as {dtype}, which numpy cannot read: save the model in float32"
+                    )
+                tensors[name.removeprefix("bert.")] = weights.get_tensor(name).astype(np.float32)
+    except safetensors.SafetensorError as error:
+        raise model.CheckpointError(f"{path} is not a readable safetensors file: {errors.one_line(error)}") from None
+    return tensors
+
+
+def load_weights(encoder, directory):
+    """Loads a Hugging Face BERT directory's weights into `encoder`; a missing pooler is left as initialised, as
+    transformers leaves it (masked-LM checkpoints have none)."""
+    tensors = read_weights(directory)
+    for google_name, variable in encoder.checkpoint_variables().items():
+        name, transposed = huggingface_name(google_name)
+        # Checkpoints converted by old transformers versions name LayerNorm weights gamma and beta.
+        legacy = name.replace("LayerNorm.weight", "LayerNorm.gamma").replace("LayerNorm.bias", "LayerNorm.beta")
+        tensor = tensors.get(name, tensors.get(legacy))
+        if tensor is None and name.startswith("pooler."):
+            logging.warning("%s has no %s: the pooler starts from random initialisation", directory, name)
+            continue
+        if tensor is None:
+            raise model.CheckpointError(f"{os.path.join(directory, WEIGHTS_FILE)} has no tensor {name}")
+        expected = tuple(reversed(variable.shape)) if transposed else tuple(variable.shape)  # as stored
+        if tensor.shape != expected:
+            raise model.CheckpointError(
+                f"{os.path.join(directory, WEIGHTS_FILE)} has {name} of shape {list(tensor.shape)}, the config makes "
+                f"it {list(expected)}"
+            )
+        tensor = tensor.T if transposed else tensor
+        variable.assign(tensor)
+    return directory
+
+
+# === A model's files ===
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelFiles:
+    """What an encoder is made of: its config, its vocab and whether its tokenization lower-cases."""
+
+    config: model.BertConfig
+    vocab_path: str
+    lower_case: bool
+
+
+def model_files(weights, config_path=None, vocab_path=None, lower_case=None, default_files=(None, None)):
+    """The config, vocab and lower-casing of the model at `weights`: each as given, else the model's own.
+
+    A Hugging Face directory brings all three. A Google-format checkpoint brings the bert_config.json, vocab.txt
+    and tokenizer_config.json beside it (or, for a run's `best/`, in the run directory), as training writes them
+    and Google's releases ship the first two; without a tokenizer_config.json it does not lower-case.
+
+    Args:
+        weights: a Hugging Face directory, a checkpoint prefix or its directory, or None (random initialisation).
+        config_path: a Google-format bert_config.json, instead of the model's own.
+        vocab_path: a vocab file, instead of the model's own.
+        lower_case: BERT's do_lower_case, instead of the model's own.
+        default_files: (config path, vocab path) where the model has none of its own (KR-BERT's release has
+            neither under these names).
+    """
+    if is_huggingface_directory(weights):
+        config = model.BertConfig.from_json_file(config_path) if config_path else read_config(weights)
+        vocab_path = vocab_path or os.path.join(weights, VOCAB_FILE)
+        return ModelFiles(config, vocab_path, read_lower_case(weights) if lower_case is None else lower_case)
+    directory = checkpoint_directory(weights)
+    if directory:
+        config_path = config_path or os.path.join(directory, GOOGLE_CONFIG_FILE)
+        vocab_path = vocab_path or os.path.join(directory, VOCAB_FILE)
+        if lower_case is None and os.path.exists(os.path.join(directory, TOKENIZER_CONFIG_FILE)):
+            lower_case = read_lower_case(directory)
+    config_path, vocab_path = config_path or default_files[0], vocab_path or default_files[1]
+    if not config_path or not vocab_path:
+        raise errors.InputError(
+            f"{weights or 'a model from random initialisation'} has no {GOOGLE_CONFIG_FILE} and {VOCAB_FILE} beside "
+            "it: give its config and vocab"
+        )
+    return ModelFiles(model.BertConfig.from_json_file(config_path), vocab_path, bool(lower_case))
+
+
+def checkpoint_directory(weights):
+    """The directory with the bert_config.json and vocab.txt of the checkpoint at `weights`, or None."""
+    if not weights:
+        return None
+    directory = weights if os.path.isdir(weights) else os.path.dirname(os.path.abspath(weights))
+    for candidate in (directory, os.path.dirname(os.path.abspath(directory))):
+        if all(os.path.exists(os.path.join(candidate, name)) for name in (GOOGLE_CONFIG_FILE, VOCAB_FILE)):
+            return candidate
+    return None
+
+
+def resolve_weights(weights):
+    """What `load_encoder_weights` will read, checked before anything is built: a model.safetensors or a
+    checkpoint prefix."""
+    return weights_path(weights) if is_huggingface_directory(weights) else model.resolve_checkpoint(weights)
+
+
+def load_encoder_weights(encoder, weights):
+    """Loads a Hugging Face directory or a Google-format checkpoint into `encoder`; returns what was read."""
+    if is_huggingface_directory(weights):
+        return load_weights(encoder, weights)
+    return model.load_checkpoint(encoder, weights)
+
+
+# === Writing ===
+
+
+def huggingface_config(config, pad_token_id):
+    """config.json of `config` for transformers' BertModel."""
+    values = {name: getattr(config, name) for name in CONFIG_DEFAULTS}
+    values["hidden_act"] = HIDDEN_ACTS[config.hidden_act]
+    return {
+        "architectures": ["BertModel"],
+        "model_type": "bert",
+        **values,
+        "pad_token_id": pad_token_id,
+        "position_embedding_type": "absolute",
+    }
+
+
+def tokenizer_config(lower_case, max_sequence_length=None, vocab_tokens=()):
+    """tokenizer_config.json: BERT's tokenizer, its lower-casing, and its special tokens that are in the vocab."""
+    values = {"tokenizer_class": "BertTokenizer", "do_lower_case": lower_case, "tokenize_chinese_chars": True}
+    if max_sequence_length:
+        values["model_max_length"] = max_sequence_length
+    return {**values, **{key: token for key, token in SPECIAL_TOKENS.items() if token in vocab_tokens}}
+
+
+def huggingface_weights(encoder):
+    """{Hugging Face name: float32 array} of the encoder's weights, kernels transposed."""
+    weights = {}
+    for google_name, variable in encoder.checkpoint_variables().items():
+        name, transposed = huggingface_name(google_name)
+        value = variable.numpy().astype(np.float32)
+        weights[name] = np.ascontiguousarray(value.T if transposed else value)
+    return weights
+
+
+def sentence_transformers_files(encoder, pooling, max_sequence_length):
+    """{relative path: JSON value or weights dict} of the sentence-transformers modules after BERT: [CLS] or mean
+    pooling, and for "pooled" the pooler as a tanh Dense module."""
+    hidden_size = encoder.config.hidden_size
+    mode = POOLING_MODES[pooling]
+    modes = ("cls_token", "mean_tokens", "max_tokens", "mean_sqrt_len_tokens", "weightedmean_tokens", "lasttoken")
+    modules = [
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+    ]
+    files = {
+        "sentence_bert_config.json": {"max_seq_length": max_sequence_length, "do_lower_case": False},
+        "config_sentence_transformers.json": {"similarity_fn_name": "cosine"},
+        "1_Pooling/config.json": {
+            "word_embedding_dimension": hidden_size,
+            **{f"pooling_mode_{name}": name == mode for name in modes},
+            "include_prompt": True,
+        },
+    }
+    if pooling == "pooled":
+        modules.append({"idx": 2, "name": "2", "path": "2_Dense", "type": "sentence_transformers.models.Dense"})
+        files["2_Dense/config.json"] = {
+            "in_features": hidden_size,
+            "out_features": hidden_size,
+            "bias": True,
+            "activation_function": "torch.nn.modules.activation.Tanh",
+        }
+        files["2_Dense/model.safetensors"] = {
+            "linear.weight": np.ascontiguousarray(encoder.pooler.kernel.numpy().T),  # [out, in]
+            "linear.bias": encoder.pooler.bias.numpy(),
+        }
+    return {"modules.json": modules, **files}
+
+
+POOLING_DESCRIPTIONS = {
+    "cls": "the [CLS] token's output",
+    "pooled": "BERT's pooler (tanh dense layer) over the [CLS] token's output",
+    "mean": "the mean of the token outputs",
+}
+
+
+def model_card(source, pooling, max_sequence_length, run_config=None, record=None, results=None):
+    """README.md of an exported model: what it is, how to load it, its training recipe (`run_config`, from
+    run_config.json) and its scores (`record`, a line of eval_history.jsonl; `results`, evaluate.py's JSON)."""
+    kind = f"{run_config['kind']} " if run_config else ""
+    lines = [
+        "---",
+        "language: ko",
+        "library_name: sentence-transformers",
+        "pipeline_tag: sentence-similarity",
+        "tags: [sentence-transformers, sentence-similarity, simcse, bert]",
+        "---",
+        "",
+        f"# Korean {kind}SimCSE sentence encoder",
+        "",
+        f"BERT trained with {kind}SimCSE (Gao et al., 2021), exported from `{source}`. A sentence's embedding is "
+        f"{POOLING_DESCRIPTIONS[pooling]}, at most {max_sequence_length} tokens; compare sentences by cosine "
+        "similarity.",
+        "",
+        "```python",
+        "from sentence_transformers import SentenceTransformer",
+        "",
+        'encoder = SentenceTransformer("path/to/this/directory")',
+        'embeddings = encoder.encode(["한국어 문장 임베딩", "문장을 벡터로 바꾼다"])',
+        "```",
+    ]
+    if run_config:
+        lines += ["", "## Training", "", "| setting | value |", "|---|---|"]
+        lines += [f"| {name} | {value} |" for name, value in run_config.items() if name != "bert_config"]
+    scores = []  # (set, metric, value, measured by)
+    if record:
+        for name, metric, key in (
+            ("korsts:dev", "Spearman", "korsts_spearman"),
+            ("klue_sts:dev", "Pearson", "klue_sts_pearson"),
+        ):
+            if record.get(key) is not None:
+                scores.append((name, metric, record[key], f"training, step {record['step']}"))
+    for name, values in (results or {}).items():
+        for metric in ("spearman", "pearson"):
+            if values.get(metric) is not None:
+                scores.append((f"{name} ({values['n']} pairs)", metric.title(), values[metric], "evaluate.py"))
+    if scores:
+        lines += ["", "## Scores (x100)", "", "| set | metric | score | measured by |", "|---|---|--:|---|"]
+        lines += [f"| {name} | {metric} | {value * 100:.2f} | {by} |" for name, metric, value, by in scores]
+    return "\n".join(lines) + "\n"
+
+
+def write_directory(encoder, vocab_path, lower_case, max_sequence_length, pooling, output, model_card):
+    """Writes `encoder` as a Hugging Face BERT directory at `output` (which must not exist) that transformers'
+    BertModel and sentence-transformers' SentenceTransformer load: config, safetensors weights, vocab and
+    tokenizer files, the sentence-transformers modules of `pooling`, and `model_card` as README.md. Written
+    under a temporary name and renamed, so nothing half-written is ever at `output`."""
+    if os.path.exists(output):
+        raise errors.InputError(f"{output} exists already: choose a new directory")
+    vocab_tokens = [line.rstrip("\n") for line in errors.read_lines(vocab_path)]
+    files = {
+        CONFIG_FILE: huggingface_config(encoder.config, vocab_tokens.index("[PAD]")),
+        WEIGHTS_FILE: huggingface_weights(encoder),
+        TOKENIZER_CONFIG_FILE: tokenizer_config(lower_case, max_sequence_length, vocab_tokens),
+        **sentence_transformers_files(encoder, pooling, max_sequence_length),
+    }
+    temporary = f"{output}.tmp-{os.getpid()}"
+    try:
+        for name, value in files.items():
+            path = os.path.join(temporary, name)
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            if name.endswith(".safetensors"):
+                # transformers loads only safetensors files that say they hold PyTorch tensors.
+                safetensors.numpy.save_file(value, path, metadata={"format": "pt"})
+            else:
+                with open(path, "w", encoding="utf-8") as f:
+                    json.dump(value, f, indent=2)
+        tf.io.gfile.copy(vocab_path, os.path.join(temporary, VOCAB_FILE))
+        with open(os.path.join(temporary, "README.md"), "w", encoding="utf-8") as f:
+            f.write(model_card)
+        os.rename(temporary, output)
+    finally:
+        shutil.rmtree(temporary, ignore_errors=True)
+    return output

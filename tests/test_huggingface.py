@@ -1,0 +1,336 @@
+"""Hugging Face BERT directories: weights and config round-trip, what is refused and how, evaluate.py and export.py
+on them end to end; and, where benchmarks/requirements.txt is installed, transformers and sentence-transformers
+against our embeddings."""
+
+import importlib.util
+import json
+import shutil
+
+import numpy as np
+import pytest
+import safetensors.numpy
+import scipy.stats
+import tensorflow as tf
+from conftest import (
+    MICRO,
+    SHARED_DATA,
+    TINY,
+    VOCAB,
+    command_line,
+    run_script,
+    sts_scores,
+)
+
+import data
+import errors
+import huggingface
+import model
+import sts
+
+# Not Google's numerics: the erf GELU (Hugging Face's "gelu") and another LayerNorm epsilon.
+HUGGINGFACE_NUMERICS = {"hidden_act": "gelu_exact", "layer_norm_eps": 1e-7}
+needs_torch = pytest.mark.skipif(
+    not all(importlib.util.find_spec(name) for name in ("transformers", "sentence_transformers")),
+    reason="transformers and sentence-transformers not installed (pip install -r benchmarks/requirements.txt)",
+)
+
+
+def micro_vocab(path):
+    """A vocab of MICRO's size with BERT's special tokens."""
+    tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    path.write_text("\n".join(tokens + [f"t{i}" for i in range(MICRO["vocab_size"] - len(tokens))]) + "\n")
+    return path
+
+
+def random_encoder(config, seed):
+    tf.random.set_seed(seed)
+    return model.BertEncoder(config, dtype="float32")
+
+
+def write_micro_directory(tmp_path, pooling="pooled", lower_case=False, **config):
+    """A MICRO encoder of random weights written as a Hugging Face directory; (encoder, directory)."""
+    encoder = random_encoder(model.BertConfig.from_dict({**MICRO, **config}), seed=1)
+    directory = tmp_path / "hf"
+    card = huggingface.model_card("test", pooling, 32)
+    vocab = micro_vocab(tmp_path / "vocab.txt")
+    huggingface.write_directory(encoder, str(vocab), lower_case, 32, pooling, str(directory), card)
+    return encoder, directory
+
+
+def assert_same_weights(encoder, other):
+    expected = {name: variable.numpy() for name, variable in encoder.checkpoint_variables().items()}
+    for name, variable in other.checkpoint_variables().items():
+        np.testing.assert_array_equal(variable.numpy(), expected[name], err_msg=name)
+
+
+def test_weights_and_config_round_trip(tmp_path):
+    encoder, directory = write_micro_directory(tmp_path, lower_case=True, **HUGGINGFACE_NUMERICS)
+    config = json.loads((directory / "config.json").read_text())
+    assert config["model_type"] == "bert" and config["hidden_act"] == "gelu" and config["layer_norm_eps"] == 1e-7
+    assert huggingface.read_config(str(directory)) == encoder.config
+    files = huggingface.model_files(str(directory))
+    assert files.config == encoder.config and files.lower_case is True
+    assert files.vocab_path == str(directory / "vocab.txt")
+    assert (directory / "vocab.txt").read_bytes() == (tmp_path / "vocab.txt").read_bytes()
+
+    tensors = safetensors.numpy.load_file(str(directory / "model.safetensors"))
+    assert len(tensors) == len(encoder.checkpoint_variables())
+    kernel = encoder.checkpoint_variables()["bert/encoder/layer_0/attention/self/query/kernel"].numpy()
+    np.testing.assert_array_equal(tensors["encoder.layer.0.attention.self.query.weight"], kernel.T)
+    dense = safetensors.numpy.load_file(str(directory / "2_Dense" / "model.safetensors"))
+    np.testing.assert_array_equal(dense["linear.weight"], encoder.pooler.kernel.numpy().T)
+
+    loaded = random_encoder(files.config, seed=2)
+    huggingface.load_encoder_weights(loaded, str(directory))
+    assert_same_weights(encoder, loaded)
+    # Ours -> Hugging Face -> ours: the same tensors again.
+    huggingface.write_directory(loaded, files.vocab_path, True, 32, "pooled", str(tmp_path / "again"), "card\n")
+    again = safetensors.numpy.load_file(str(tmp_path / "again" / "model.safetensors"))
+    assert again.keys() == tensors.keys()
+    for name, tensor in tensors.items():
+        np.testing.assert_array_equal(again[name], tensor, err_msg=name)
+
+
+def test_pretraining_checkpoints_and_old_names_load(tmp_path, caplog):
+    """A BertForPreTraining-style file (`bert.` prefix, `cls.` heads, no pooler) and old LayerNorm gamma/beta."""
+    encoder, directory = write_micro_directory(tmp_path)
+    tensors = safetensors.numpy.load_file(str(directory / "model.safetensors"))
+    renamed = {
+        "bert." + name.replace("LayerNorm.weight", "LayerNorm.gamma").replace("LayerNorm.bias", "LayerNorm.beta"): value
+        for name, value in tensors.items()
+        if not name.startswith("pooler.")
+    }
+    renamed["cls.predictions.bias"] = np.zeros(MICRO["vocab_size"], np.float32)
+    safetensors.numpy.save_file(renamed, str(directory / "model.safetensors"), metadata={"format": "pt"})
+    loaded = random_encoder(encoder.config, seed=2)
+    pooler = loaded.pooler.kernel.numpy()
+    huggingface.load_encoder_weights(loaded, str(directory))
+    np.testing.assert_array_equal(loaded.pooler.kernel.numpy(), pooler)  # left as initialised, as transformers does
+    loaded.pooler.kernel.assign(encoder.pooler.kernel)
+    loaded.pooler.bias.assign(encoder.pooler.bias)
+    assert_same_weights(encoder, loaded)
+
+
+def write_bfloat16_file(path, name, shape):
+    """A safetensors file holding one BF16 tensor (numpy has no bfloat16 to write it with)."""
+    size = 2 * int(np.prod(shape))
+    header = json.dumps({name: {"dtype": "BF16", "shape": list(shape), "data_offsets": [0, size]}}).encode()
+    path.write_bytes(len(header).to_bytes(8, "little") + header + bytes(size))
+
+
+def edit_json(path, **values):
+    path.write_text(json.dumps({**json.loads(path.read_text()), **values}))
+
+
+BAD_DIRECTORIES = {
+    "pytorch_model.bin only": (
+        lambda d: (d / "model.safetensors").rename(d / "pytorch_model.bin"),
+        "{d} has pytorch_model.bin and no model.safetensors: convert it once with transformers",
+    ),
+    "not BERT": (
+        lambda d: edit_json(d / "config.json", model_type="roberta"),
+        "{d}/config.json is not a BERT config (model_type 'roberta', not 'bert')",
+    ),
+    "activation": (
+        lambda d: edit_json(d / "config.json", hidden_act="silu"),
+        "{d}/config.json has hidden_act 'silu', not one of gelu, gelu_new, gelu_pytorch_tanh, linear, relu, tanh",
+    ),
+    "relative positions": (
+        lambda d: edit_json(d / "config.json", position_embedding_type="relative_key"),
+        "{d}/config.json has position_embedding_type 'relative_key'",
+    ),
+    "another tokenizer": (
+        lambda d: edit_json(d / "tokenizer_config.json", tokenizer_class="XLMRobertaTokenizer"),
+        "{d}/tokenizer_config.json names tokenizer_class XLMRobertaTokenizer: only BERT's WordPiece tokenizer",
+    ),
+    "accents without lower-casing": (
+        lambda d: edit_json(d / "tokenizer_config.json", strip_accents=True),
+        "{d}/tokenizer_config.json sets strip_accents True with do_lower_case False",
+    ),
+    "no tokenizer config": (
+        lambda d: (d / "tokenizer_config.json").unlink(),
+        "no tokenizer_config.json in {d}: it says whether to lower-case",
+    ),
+    "bfloat16": (
+        lambda d: write_bfloat16_file(d / "model.safetensors", "embeddings.word_embeddings.weight", (16424, 32)),
+        "{d}/model.safetensors holds embeddings.word_embeddings.weight as BF16, which numpy cannot read",
+    ),
+    "not safetensors": (
+        lambda d: (d / "model.safetensors").write_bytes(b"not a safetensors file"),
+        "{d}/model.safetensors is not a readable safetensors file",
+    ),
+    "missing tensor": (
+        lambda d: safetensors.numpy.save_file(
+            {
+                name: tensor
+                for name, tensor in safetensors.numpy.load_file(str(d / "model.safetensors")).items()
+                if name != "encoder.layer.0.output.dense.weight"
+            },
+            str(d / "model.safetensors"),
+        ),
+        "{d}/model.safetensors has no tensor encoder.layer.0.output.dense.weight",
+    ),
+    "other shape": (
+        lambda d: edit_json(d / "config.json", intermediate_size=48),
+        "{d}/model.safetensors has encoder.layer.0.intermediate.dense.weight of shape [64, 32], the config makes "
+        "it [48, 32]",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_DIRECTORIES))
+def test_what_cannot_be_read_is_named(tmp_path, case):
+    _, directory = write_micro_directory(tmp_path)
+    damage, message = BAD_DIRECTORIES[case]
+    damage(directory)
+    with pytest.raises(errors.InputError) as raised:
+        files = huggingface.model_files(str(directory))
+        huggingface.resolve_weights(str(directory))
+        huggingface.load_encoder_weights(model.BertEncoder(files.config, dtype="float32"), str(directory))
+    assert errors.one_line(raised.value).startswith(message.format(d=directory))
+
+
+def test_a_run_checkpoint_brings_its_own_files(tmp_path):
+    """What training writes beside its checkpoints: bert_config.json, vocab.txt, tokenizer_config.json."""
+    run = tmp_path / "run"
+    (run / "best").mkdir(parents=True)
+    model.BertConfig.from_dict({**MICRO, **HUGGINGFACE_NUMERICS}).to_json_file(run / "bert_config.json")
+    micro_vocab(run / "vocab.txt")
+    (run / "tokenizer_config.json").write_text(json.dumps(huggingface.tokenizer_config(True)))
+    files = huggingface.model_files(str(run / "best"))
+    assert files.config.hidden_act == "gelu_exact" and files.vocab_path == str(run / "vocab.txt") and files.lower_case
+    assert not huggingface.model_files(str(run / "best" / "model.ckpt-5"), lower_case=False).lower_case
+    with pytest.raises(errors.InputError, match="has no bert_config.json and vocab.txt beside it: give its config"):
+        huggingface.model_files(str(tmp_path / "elsewhere" / "model.ckpt"))
+
+
+@pytest.fixture(scope="module")
+def tiny_directory(tmp_path_factory):
+    """export.py --format=huggingface of the tiny checkpoint, pooler output, with evaluate.py's results in its card."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"shared data not found at {SHARED_DATA}")
+    directory = tmp_path_factory.mktemp("huggingface")
+    results = directory / "results.json"
+    results.write_text(json.dumps({"korsts:dev": {"n": 1500, "pearson": 0.5, "spearman": 0.25}}))
+    options = {
+        "config": TINY["config"],
+        "checkpoint": TINY["pretrained_weight"],
+        "vocab_path": VOCAB,
+        "output": directory / "tiny",
+        "format": "huggingface",
+        "pooling": "pooled",
+        "results_json": results,
+    }
+    result = run_script(*command_line("export.py", options))
+    assert result.returncode == 0, result.stderr[-3000:]
+    return directory / "tiny"
+
+
+def test_export_py_writes_what_sentence_transformers_reads(tiny_directory):
+    names = {path.relative_to(tiny_directory).as_posix() for path in tiny_directory.rglob("*") if path.is_file()}
+    assert names == {
+        "config.json", "model.safetensors", "vocab.txt", "tokenizer_config.json", "README.md", "modules.json",
+        "sentence_bert_config.json", "config_sentence_transformers.json", "1_Pooling/config.json",
+        "2_Dense/config.json", "2_Dense/model.safetensors",
+    }  # fmt: skip
+    assert json.loads((tiny_directory / "1_Pooling" / "config.json").read_text())["pooling_mode_cls_token"]
+    assert json.loads((tiny_directory / "config.json").read_text())["hidden_act"] == "gelu_new"  # Google's tanh
+    card = (tiny_directory / "README.md").read_text()
+    assert "| korsts:dev (1500 pairs) | Spearman | 25.00 | evaluate.py |" in card
+
+
+def test_evaluate_py_reads_a_huggingface_directory(tiny_directory, prepared_data_dir, tmp_path):
+    """With nothing but the directory: its config, vocab and lower-casing; the tiny checkpoint's scores."""
+    results_json = tmp_path / "results.json"
+    result = run_script(
+        "evaluate.py", f"--checkpoint={tiny_directory}", f"--data_dir={prepared_data_dir[0]}",
+        "--datasets=korsts:dev", f"--results_json={results_json}",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    scores = json.loads(results_json.read_text())["korsts:dev"]
+    encoder = model.BertEncoder(model.BertConfig.from_json_file(TINY["config"]), dtype="float32")
+    model.load_checkpoint(encoder, str(TINY["pretrained_weight"]))
+    expected = sts_scores(prepared_data_dir[0], model.sentence_embedder(encoder, "cls"), 64, ["korsts:dev"])
+    for key in ("pearson", "spearman", "alignment", "uniformity"):
+        assert scores[key] == pytest.approx(expected["korsts:dev"][key], abs=1e-6)
+
+
+def korsts_dev_rows():
+    rows = [line.split("\t") for line in (SHARED_DATA / "korsts" / "sts-dev.tsv").read_text().splitlines()[1:]]
+    return [row[5] for row in rows], [row[6] for row in rows]
+
+
+def our_embeddings(directory, pooling, sentences):
+    """Our float32 embeddings of `sentences` from a Hugging Face directory, as evaluate.py makes them."""
+    files = huggingface.model_files(str(directory))
+    encoder = model.BertEncoder(files.config, dtype="float32")
+    huggingface.load_encoder_weights(encoder, str(directory))
+    tokenizer = data.KrBertTokenizer(files.vocab_path, 64, files.config.vocab_size, files.lower_case)
+    embedder = model.sentence_embedder(encoder, pooling)
+    return np.concatenate(
+        [
+            embedder(tokenizer.trimmed(tf.constant(sentences[i : i + 256]))).numpy()
+            for i in range(0, len(sentences), 256)
+        ]
+    )
+
+
+def korsts_dev_spearman(first, second):
+    """KorSTS dev Spearman of the cosine similarities of two [pairs, hidden] embeddings, as sts.StsEvaluator scores."""
+    rows = [line.split("\t") for line in (SHARED_DATA / "korsts" / "sts-dev.tsv").read_text().splitlines()[1:]]
+    first, second = sts.l2_normalize(first), sts.l2_normalize(second)
+    return scipy.stats.spearmanr((first * second).sum(axis=1), [float(row[4]) for row in rows]).statistic
+
+
+@needs_torch
+def test_transformers_gives_our_embeddings_for_a_huggingface_directory(tiny_directory, tmp_path):
+    """A directory transformers wrote (BertForMaskedLM: `bert.` prefix, a head, no pooler), with the erf GELU and
+    another LayerNorm epsilon: our [CLS] embeddings and KorSTS dev Spearman are transformers' BertModel's."""
+    import torch
+    import transformers
+
+    config = transformers.BertConfig.from_pretrained(str(tiny_directory), hidden_act="gelu", layer_norm_eps=1e-7)
+    masked_lm = transformers.BertForMaskedLM(config)
+    source = transformers.BertModel.from_pretrained(str(tiny_directory))
+    masked_lm.bert.load_state_dict(source.state_dict(), strict=False)  # all but the pooler, which it has not
+    masked_lm.save_pretrained(str(tmp_path / "mlm"))
+    for name in ("vocab.txt", "tokenizer_config.json"):
+        shutil.copy(tiny_directory / name, tmp_path / "mlm" / name)
+
+    bert = transformers.BertModel.from_pretrained(str(tmp_path / "mlm")).eval()
+    tokenizer = transformers.AutoTokenizer.from_pretrained(str(tmp_path / "mlm"))
+    first, second = korsts_dev_rows()
+
+    def their_embeddings(sentences):
+        with torch.no_grad():
+            inputs = tokenizer(sentences, padding=True, truncation=True, max_length=64, return_tensors="pt")
+            return bert(**inputs).last_hidden_state[:, 0].numpy()
+
+    theirs = [
+        np.concatenate([their_embeddings(s[i : i + 256]) for i in range(0, len(s), 256)]) for s in (first, second)
+    ]
+    ours = [our_embeddings(tmp_path / "mlm", "cls", sentences) for sentences in (first, second)]
+    for a, b in zip(ours, theirs, strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+    assert korsts_dev_spearman(*ours) == pytest.approx(korsts_dev_spearman(*theirs), abs=1e-3)
+
+
+@needs_torch
+@pytest.mark.parametrize("pooling", ["pooled", "cls", "mean"])
+def test_sentence_transformers_embeds_the_export_as_we_do(tiny_directory, tmp_path, pooling):
+    import sentence_transformers
+
+    directory = tiny_directory
+    if pooling != "pooled":
+        files = huggingface.model_files(str(tiny_directory))
+        encoder = model.BertEncoder(files.config, dtype="float32")
+        huggingface.load_encoder_weights(encoder, str(tiny_directory))
+        directory = tmp_path / pooling
+        huggingface.write_directory(encoder, files.vocab_path, False, 64, pooling, str(directory), "card\n")
+    first, second = korsts_dev_rows()
+    encoder = sentence_transformers.SentenceTransformer(str(directory), device="cpu")
+    theirs = [encoder.encode(sentences, batch_size=256) for sentences in (first, second)]
+    ours = [our_embeddings(directory, pooling, sentences) for sentences in (first, second)]
+    for a, b in zip(ours, theirs, strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+    assert korsts_dev_spearman(*ours) == pytest.approx(korsts_dev_spearman(*theirs), abs=1e-4)
