@@ -20,6 +20,8 @@ from reference_bert import bert
 from reference_tokenizer import encode, load_vocab
 
 import data
+import huggingface
+import model
 
 MAX_SEQUENCE_LENGTH = 64
 
@@ -68,11 +70,14 @@ def test_cls_scores_match_an_independent_bert(prepared_data_dir, reference_korst
 def test_evaluate_py_mean_pooling_matches_an_independent_bert(
     prepared_data_dir, reference_korsts_dev_spearman, tmp_path
 ):
+    """The tiny checkpoint as a Hugging Face directory, given alone: its config and vocab come with it."""
+    encoder = model.BertEncoder(model.BertConfig.from_json_file(TINY["config"]), dtype="float32")
+    model.load_checkpoint(encoder, str(TINY["pretrained_weight"]))
+    huggingface.write_directory(encoder, str(VOCAB), False, 64, "cls", str(tmp_path / "tiny"), "card\n")
     results_json = tmp_path / "results.json"
     result = run_script(
-        "evaluate.py", f"--config={TINY['config']}", f"--checkpoint={TINY['pretrained_weight']}",
-        f"--vocab_path={VOCAB}", f"--data_dir={prepared_data_dir[0]}", "--datasets=korsts:dev,klue_sts:dev",
-        "--pooling=mean", f"--results_json={results_json}",
+        "evaluate.py", f"--checkpoint={tmp_path / 'tiny'}", f"--data_dir={prepared_data_dir[0]}",
+        "--datasets=korsts:dev,klue_sts:dev", "--pooling=mean", f"--results_json={results_json}",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     results = json.loads(results_json.read_text())

@@ -1,6 +1,6 @@
-"""Hugging Face BERT directories: weights and config round-trip, what is refused and how, evaluate.py and export.py
-on them end to end; and, where benchmarks/requirements.txt is installed, transformers and sentence-transformers
-against our embeddings."""
+"""Hugging Face BERT directories: weights and config round-trip, what is refused and how, export.py end to end
+(evaluate.py reads one in test_evaluate.py); and, where benchmarks/requirements.txt is installed, transformers
+and sentence-transformers against our embeddings."""
 
 import importlib.util
 import json
@@ -18,7 +18,6 @@ from conftest import (
     VOCAB,
     command_line,
     run_script,
-    sts_scores,
 )
 
 import data
@@ -237,22 +236,6 @@ def test_export_py_writes_what_sentence_transformers_reads(tiny_directory):
     assert json.loads((tiny_directory / "config.json").read_text())["hidden_act"] == "gelu_new"  # Google's tanh
     card = (tiny_directory / "README.md").read_text()
     assert "| korsts:dev (1500 pairs) | Spearman | 25.00 | evaluate.py |" in card
-
-
-def test_evaluate_py_reads_a_huggingface_directory(tiny_directory, prepared_data_dir, tmp_path):
-    """With nothing but the directory: its config, vocab and lower-casing; the tiny checkpoint's scores."""
-    results_json = tmp_path / "results.json"
-    result = run_script(
-        "evaluate.py", f"--checkpoint={tiny_directory}", f"--data_dir={prepared_data_dir[0]}",
-        "--datasets=korsts:dev", f"--results_json={results_json}",
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
-    scores = json.loads(results_json.read_text())["korsts:dev"]
-    encoder = model.BertEncoder(model.BertConfig.from_json_file(TINY["config"]), dtype="float32")
-    model.load_checkpoint(encoder, str(TINY["pretrained_weight"]))
-    expected = sts_scores(prepared_data_dir[0], model.sentence_embedder(encoder, "cls"), 64, ["korsts:dev"])
-    for key in ("pearson", "spearman", "alignment", "uniformity"):
-        assert scores[key] == pytest.approx(expected["korsts:dev"][key], abs=1e-6)
 
 
 def korsts_dev_rows():
