@@ -22,7 +22,7 @@ flags.DEFINE_string(
     "checkpoint",
     None,
     "A Google-format checkpoint prefix (KR-BERT's release, one saved by training) or its directory, or a Hugging "
-    "Face BERT directory.",
+    "Face BERT directory, or a Hugging Face Hub id (owner/name[@revision]).",
 )
 model_flags.define_flags()
 flags.DEFINE_string(
@@ -81,7 +81,7 @@ def evaluate():
             files.vocab_path, FLAGS.max_sequence_length, files.config.vocab_size, files.lower_case
         ).trimmed
         encoder = model.BertEncoder(files.config, dtype="float32")
-        loaded = huggingface.load_encoder_weights(encoder, FLAGS.checkpoint)
+        loaded = huggingface.load_encoder_weights(encoder, files.weights)
         embedder = model.sentence_embedder(encoder, FLAGS.pooling)
         print(f"checkpoint {loaded}, {FLAGS.pooling} pooling")
     results = sts.StsEvaluator(sets, tokenizer, embedder, FLAGS.batch_size)(verbose=True)

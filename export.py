@@ -30,7 +30,7 @@ flags.DEFINE_string(
     "checkpoint",
     None,
     "A Google-format checkpoint prefix (one saved by training, KR-BERT's release) or its directory, or a Hugging "
-    "Face BERT directory.",
+    "Face BERT directory, or a Hugging Face Hub id (owner/name[@revision]).",
 )
 model_flags.define_flags()
 flags.DEFINE_string("output", None, "Directory to write to; it must not exist yet.")
@@ -55,7 +55,7 @@ def export():
         files.vocab_path, FLAGS.max_sequence_length, files.config.vocab_size, files.lower_case
     )
     encoder = model.BertEncoder(files.config, dtype="float32")
-    loaded = huggingface.load_encoder_weights(encoder, FLAGS.checkpoint)
+    loaded = huggingface.load_encoder_weights(encoder, files.weights)
     if FLAGS.format == "savedmodel":
         model.save_embedder(model.sentence_embedder(encoder, FLAGS.pooling), tokenizer, FLAGS.output)
     else:

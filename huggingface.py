@@ -16,6 +16,9 @@ import os
 import re
 import shutil
 
+import httpx2
+import huggingface_hub
+import huggingface_hub.errors
 import numpy as np
 import safetensors
 import safetensors.numpy
@@ -31,6 +34,10 @@ VOCAB_FILE = "vocab.txt"
 TOKENIZER_CONFIG_FILE = "tokenizer_config.json"
 # What training writes into a run directory besides the checkpoints, so a checkpoint there needs nothing else.
 GOOGLE_CONFIG_FILE = "bert_config.json"
+# A Hugging Face Hub model, optionally at a revision (branch, tag or commit): "klue/bert-base", "klue/bert-base@main".
+HUB_ID = re.compile(r"[\w.-]+/[\w.-]+(@[\w./-]+)?")
+# What a BERT directory needs from the Hub; without a tokenizer config, do_lower_case must be given.
+HUB_FILES = (CONFIG_FILE, WEIGHTS_FILE, VOCAB_FILE, TOKENIZER_CONFIG_FILE)
 
 # Our hidden_act (google-research/bert's names, whose "gelu" is the tanh form) -> Hugging Face's ("gelu" there
 # is the erf form).
@@ -68,6 +75,49 @@ SPECIAL_TOKENS = {
 
 def is_huggingface_directory(path):
     return bool(path) and os.path.isdir(path) and os.path.exists(os.path.join(path, CONFIG_FILE))
+
+
+def is_hub_id(weights):
+    """Whether `weights` names a Hub model: an `owner/name[@revision]` that is no local path."""
+    return bool(weights) and not os.path.exists(weights) and HUB_ID.fullmatch(weights) is not None
+
+
+# === The Hub ===
+
+
+def download_from_hub(hub_id):
+    """The local directory of a Hub model's BERT files (`HUB_FILES`), downloaded into huggingface_hub's cache or
+    found there: with HF_HUB_OFFLINE=1 only the cache is read, as huggingface_hub does. HF_ENDPOINT names another
+    Hub; HF_HOME or HF_HUB_CACHE another cache."""
+    repo_id, _, revision = hub_id.partition("@")
+    # A download cut off leaves nothing in the cache: huggingface_hub writes each file under a temporary name.
+    paths = [download_hub_file(hub_id, repo_id, revision or None, name) for name in HUB_FILES]
+    paths = [path for path in paths if path]
+    logging.info("%s: %s", hub_id, os.path.dirname(paths[0]))
+    return os.path.dirname(paths[0])
+
+
+def download_hub_file(hub_id, repo_id, revision, name):
+    """The cached path of one file of a Hub model; None for a tokenizer config the model has not."""
+    try:
+        return huggingface_hub.hf_hub_download(repo_id, name, revision=revision)
+    except huggingface_hub.errors.RemoteEntryNotFoundError:
+        if name == TOKENIZER_CONFIG_FILE:
+            return None
+        advice = ": convert its pytorch_model.bin (README, Hugging Face format)" if name == WEIGHTS_FILE else ""
+        raise errors.InputError(f"{hub_id} has no {name} on the Hugging Face Hub{advice}") from None
+    except huggingface_hub.errors.LocalEntryNotFoundError:
+        raise errors.InputError(
+            f"{hub_id} is no local path, and as a Hub model its {name} is not in the Hugging Face cache while the Hub "
+            "cannot be reached (HF_HUB_OFFLINE or no network): connect this machine once, or give a local directory"
+        ) from None
+    except huggingface_hub.errors.RevisionNotFoundError:
+        raise errors.InputError(f"the Hugging Face Hub has no revision {revision} of {repo_id}") from None
+    except huggingface_hub.errors.RepositoryNotFoundError:
+        raise errors.InputError(f"{hub_id} is neither a local path nor a model on the Hugging Face Hub") from None
+    except (OSError, huggingface_hub.errors.HfHubHTTPError, httpx2.HTTPError) as error:
+        # httpx2 (huggingface_hub's HTTP client): a connection refused, cut off or timed out.
+        raise errors.InputError(f"could not download {name} of {hub_id}: {errors.one_line(error)}") from None
 
 
 # === Names ===
@@ -207,32 +257,40 @@ def load_weights(encoder, directory):
 
 @dataclasses.dataclass(frozen=True)
 class ModelFiles:
-    """What an encoder is made of: its config, its vocab and whether its tokenization lower-cases."""
+    """What an encoder is made of: its config, its vocab, whether its tokenization lower-cases, and its weights
+    (a local Hugging Face directory or Google-format checkpoint; None: random initialisation)."""
 
     config: model.BertConfig
     vocab_path: str
     lower_case: bool
+    weights: str | None
 
 
 def model_files(weights, config_path=None, vocab_path=None, lower_case=None, default_files=(None, None)):
-    """The config, vocab and lower-casing of the model at `weights`: each as given, else the model's own.
+    """The config, vocab, lower-casing and local weights of the model at `weights`: each as given, else the
+    model's own.
 
-    A Hugging Face directory brings all three. A Google-format checkpoint brings the bert_config.json, vocab.txt
-    and tokenizer_config.json beside it (or, for a run's `best/`, in the run directory), as training writes them
-    and Google's releases ship the first two; without a tokenizer_config.json it does not lower-case.
+    A Hub id is downloaded first (`download_from_hub`). A Hugging Face directory brings all three. A Google-format
+    checkpoint brings the bert_config.json, vocab.txt and tokenizer_config.json beside it (or, for a run's `best/`,
+    in the run directory), as training writes them and Google's releases ship the first two; without a
+    tokenizer_config.json it does not lower-case.
 
     Args:
-        weights: a Hugging Face directory, a checkpoint prefix or its directory, or None (random initialisation).
+        weights: a Hub id, a Hugging Face directory, a checkpoint prefix or its directory, or None (random
+            initialisation).
         config_path: a Google-format bert_config.json, instead of the model's own.
         vocab_path: a vocab file, instead of the model's own.
         lower_case: BERT's do_lower_case, instead of the model's own.
         default_files: (config path, vocab path) where the model has none of its own (KR-BERT's release has
             neither under these names).
     """
+    if is_hub_id(weights):
+        weights = download_from_hub(weights)
     if is_huggingface_directory(weights):
         config = model.BertConfig.from_json_file(config_path) if config_path else read_config(weights)
         vocab_path = vocab_path or os.path.join(weights, VOCAB_FILE)
-        return ModelFiles(config, vocab_path, read_lower_case(weights) if lower_case is None else lower_case)
+        lower_case = read_lower_case(weights) if lower_case is None else lower_case
+        return ModelFiles(config, vocab_path, lower_case, weights)
     directory = checkpoint_directory(weights)
     if directory:
         config_path = config_path or os.path.join(directory, GOOGLE_CONFIG_FILE)
@@ -245,7 +303,7 @@ def model_files(weights, config_path=None, vocab_path=None, lower_case=None, def
             f"{weights or 'a model from random initialisation'} has no {GOOGLE_CONFIG_FILE} and {VOCAB_FILE} beside "
             "it: give its config and vocab"
         )
-    return ModelFiles(model.BertConfig.from_json_file(config_path), vocab_path, bool(lower_case))
+    return ModelFiles(model.BertConfig.from_json_file(config_path), vocab_path, bool(lower_case), weights)
 
 
 def checkpoint_directory(weights):

@@ -23,8 +23,8 @@ def define_flags(*, batch_size, learning_rate, max_sequence_length, evaluation_f
     flags.DEFINE_string(
         "pretrained_weight",
         "kr-bert-char/model.ckpt-2000000",
-        "Weights to start from: a Google-format checkpoint (KR-BERT's release, one saved here) or a Hugging Face "
-        "BERT directory. Empty: random initialisation.",
+        "Weights to start from: a Google-format checkpoint (KR-BERT's release, one saved here), a Hugging Face BERT "
+        "directory, or a Hugging Face Hub id (owner/name[@revision]). Empty: random initialisation.",
         flag_values=fv,
     )
     model_flags.define_flags(fv, fallback=", else KR-BERT character's")
@@ -148,7 +148,7 @@ def train(values, model_files, recipe, strategy, make_batches, run_files=None):
         training.load_evaluation_sets(values.data_dir),
         run_dir=os.path.join(values.model_checkpoints, run_name),
         tensorboard_dir=os.path.join(values.tensorboard_log_path, run_name),
-        pretrained_weight=values.pretrained_weight or None,
+        pretrained_weight=model_files.weights,
         strategy=strategy,
         run_files=run_files,
         lower_case=model_files.lower_case,

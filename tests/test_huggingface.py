@@ -4,8 +4,10 @@ and sentence-transformers against our embeddings."""
 
 import importlib.util
 import json
+import os
 import shutil
 
+import loopback
 import numpy as np
 import pytest
 import safetensors.numpy
@@ -317,3 +319,84 @@ def test_sentence_transformers_embeds_the_export_as_we_do(tiny_directory, tmp_pa
     for a, b in zip(ours, theirs, strict=True):
         np.testing.assert_allclose(a, b, atol=1e-5)
     assert korsts_dev_spearman(*ours) == pytest.approx(korsts_dev_spearman(*theirs), abs=1e-4)
+
+
+# === The Hub (a loopback stand-in: HF_ENDPOINT) ===
+
+
+@pytest.fixture
+def hub_cache(tmp_path, monkeypatch):
+    """An empty huggingface_hub cache of the test's own, online (`use_hub` points it at a loopback Hub)."""
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    return tmp_path / "cache"
+
+
+def use_hub(monkeypatch, hub):
+    """What HF_ENDPOINT sets when huggingface_hub is imported (it is here already): its endpoint and URL template."""
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", hub.url)
+    template = f"{hub.url}/{{repo_id}}/resolve/{{revision}}/{{filename}}"
+    monkeypatch.setattr(huggingface_hub.constants, "HUGGINGFACE_CO_URL_TEMPLATE", template)
+
+
+def test_a_hub_id_is_downloaded_once_then_read_from_the_cache_offline(tmp_path, hub_cache, monkeypatch):
+    import huggingface_hub.constants
+
+    encoder, directory = write_micro_directory(tmp_path, **HUGGINGFACE_NUMERICS)
+    with loopback.FakeHub({"test/micro-bert": directory}) as hub:
+        use_hub(monkeypatch, hub)
+        files = huggingface.model_files("test/micro-bert@main")
+        assert ("GET", "/test/micro-bert/resolve/main/model.safetensors") in hub.requests
+    assert files.weights.startswith(str(hub_cache)) and files.config == encoder.config and not files.lower_case
+    assert files.vocab_path == os.path.join(files.weights, "vocab.txt")
+    loaded = random_encoder(files.config, seed=2)
+    huggingface.load_encoder_weights(loaded, files.weights)
+    assert_same_weights(encoder, loaded)
+    # The Hub gone and HF_HUB_OFFLINE set: the cache answers, as huggingface_hub's own offline mode does.
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    assert huggingface.model_files("test/micro-bert").weights == files.weights
+
+
+HUB_FAILURES = {
+    "no such model": ("test/other", {}, "test/other is neither a local path nor a model on the Hugging Face Hub"),
+    "no such revision": ("test/micro-bert@v9", {}, "the Hugging Face Hub has no revision v9 of test/micro-bert"),
+    "no safetensors": (
+        "test/no-safetensors",
+        {},
+        "test/no-safetensors has no model.safetensors on the Hugging Face Hub",
+    ),
+    "dropped connection": (
+        "test/micro-bert",
+        {"drop": ["model.safetensors"]},
+        "could not download model.safetensors of test/micro-bert: ",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(HUB_FAILURES))
+def test_hub_failures_are_one_line_and_leave_nothing(tmp_path, hub_cache, monkeypatch, case):
+    _, directory = write_micro_directory(tmp_path)
+    shutil.copytree(directory, tmp_path / "no-safetensors")
+    (tmp_path / "no-safetensors" / "model.safetensors").rename(tmp_path / "no-safetensors" / "pytorch_model.bin")
+    hub_id, options, message = HUB_FAILURES[case]
+    repos = {"test/micro-bert": directory, "test/no-safetensors": tmp_path / "no-safetensors"}
+    with loopback.FakeHub(repos, **options) as hub:
+        use_hub(monkeypatch, hub)
+        with pytest.raises(errors.InputError) as raised:
+            huggingface.model_files(hub_id)
+    assert errors.one_line(raised.value).startswith(message), errors.one_line(raised.value)
+    left = [path for path in hub_cache.rglob("*") if path.is_file() and "model.safetensors" in path.name + str(path)]
+    assert not left and not list(hub_cache.rglob("*.incomplete"))
+
+
+def test_hub_unreachable_and_nothing_cached(tmp_path, hub_cache, monkeypatch):
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    message = "test/micro-bert is no local path, and as a Hub model its config.json is not in the Hugging Face cache"
+    with pytest.raises(errors.InputError, match=message):
+        huggingface.model_files("test/micro-bert")

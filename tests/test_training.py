@@ -6,6 +6,7 @@ import pathlib
 import re
 import shutil
 
+import loopback
 import pytest
 import tensorflow as tf
 from absl import flags
@@ -529,8 +530,9 @@ def test_train_unsupervised_py_on_two_cpu_replicas_and_its_one_line_errors(prepa
     assert_failed_cleanly(result, "error: flag --total_steps=0: 0 is not a positive integer")
 
 
-def test_train_supervised_py_end_to_end(prepared_data_dir, tmp_path):
-    """From a Hugging Face directory (the erf GELU, another LayerNorm epsilon), its config and vocab its own."""
+def test_train_supervised_py_end_to_end(prepared_data_dir, tmp_path, monkeypatch):
+    """From a Hugging Face Hub id (the erf GELU, another LayerNorm epsilon), its config and vocab its own, downloaded
+    from a loopback Hub (HF_ENDPOINT) into a cache of the test's own (HF_HOME)."""
     config = model.BertConfig.from_dict({**MICRO, "hidden_act": "gelu_exact", "layer_norm_eps": 1e-7})
     huggingface.write_directory(
         model.BertEncoder(config, dtype="float32"), str(VOCAB), False, 16, "cls", str(tmp_path / "hf"), "card\n"
@@ -538,7 +540,7 @@ def test_train_supervised_py_end_to_end(prepared_data_dir, tmp_path):
     options = script_options(
         prepared_data_dir[0],
         tmp_path,
-        pretrained_weight=tmp_path / "hf",
+        pretrained_weight="test/micro-bert",
         train_splits="xnli_dev",
         epochs=1,
         batch_size=64,
@@ -546,10 +548,13 @@ def test_train_supervised_py_end_to_end(prepared_data_dir, tmp_path):
         evaluation_frequency=100,
     )
     del options["config"], options["vocab_path"]
-    result = run_script(*command_line("train_supervised.py", options))
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
+    with loopback.FakeHub({"test/micro-bert": tmp_path / "hf"}) as hub:
+        monkeypatch.setenv("HF_ENDPOINT", hub.url)
+        result = run_script(*command_line("train_supervised.py", options))
     assert result.returncode == 0, result.stderr[-3000:]
+    assert f"loaded pretrained weights from {tmp_path / 'hf_home'}" in result.stderr
     assert "kornli:xnli_dev: 830 triples" in result.stderr
-    assert f"loaded pretrained weights from {tmp_path / 'hf'}" in result.stderr
     run_dir = tmp_path / "runs" / "run"
     # What evaluate.py and export.py read for the run's checkpoints (huggingface.model_files).
     assert model.BertConfig.from_json_file(run_dir / "bert_config.json") == config

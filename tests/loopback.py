@@ -1,0 +1,84 @@
+"""Loopback HTTP servers standing in for the internet in tests: 127.0.0.1 on a free port, real sockets, so the clients
+(huggingface_hub) run as they would against the real hosts."""
+
+import hashlib
+import http.server
+import re
+import threading
+import urllib.parse
+
+# The commit every revision of a FakeHub repository resolves to.
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+
+
+class FakeHub:
+    """The Hugging Face Hub's file resolution, `HEAD|GET /{owner}/{name}/resolve/{revision}/{file}`, for the
+    directories of `repos` ({repo id: directory}) at revision "main" (or COMMIT): the headers huggingface_hub reads
+    (X-Repo-Commit, ETag, Content-Length) and its error codes (X-Error-Code). A file named in `drop` is cut off
+    halfway, its connection closed, as a dropped connection would.
+
+    Example:
+        with FakeHub({"test/tiny-bert": directory}) as hub:
+            os.environ["HF_ENDPOINT"] = hub.url
+    """
+
+    def __init__(self, repos, drop=()):
+        self.repos = repos
+        self.drop = set(drop)
+        self.requests = []  # (method, path), in order
+        hub = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_HEAD(self):
+                hub.respond(self, send_body=False)
+
+            def do_GET(self):
+                hub.respond(self, send_body=True)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def respond(self, handler, send_body):
+        path = urllib.parse.unquote(urllib.parse.urlsplit(handler.path).path)
+        self.requests.append((handler.command, path))
+        match = re.fullmatch(r"/([^/]+/[^/]+)/resolve/(.+?)/([^/]+)", path)
+        if not match:
+            return self.error(handler, 404, "RepoNotFound")
+        repo, revision, name = match.groups()
+        if repo not in self.repos:
+            return self.error(handler, 404, "RepoNotFound")
+        if revision not in ("main", COMMIT):
+            return self.error(handler, 404, "RevisionNotFound")
+        file = self.repos[repo] / name
+        if not file.is_file():
+            return self.error(handler, 404, "EntryNotFound")
+        content = file.read_bytes()
+        handler.send_response(200)
+        handler.send_header("X-Repo-Commit", COMMIT)
+        handler.send_header("ETag", f'"{hashlib.sha256(content).hexdigest()}"')
+        handler.send_header("Content-Length", str(len(content)))
+        handler.end_headers()
+        if send_body:
+            if name in self.drop:
+                handler.wfile.write(content[: len(content) // 2])
+                handler.close_connection = True
+            else:
+                handler.wfile.write(content)
+
+    @staticmethod
+    def error(handler, status, code):
+        handler.send_response(status)
+        handler.send_header("X-Error-Code", code)
+        handler.send_header("Content-Length", "0")
+        handler.end_headers()
+
+    def __enter__(self):
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc):
+        self.server.shutdown()
+        self.server.server_close()
