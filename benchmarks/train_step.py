@@ -14,12 +14,17 @@ H and intermediate size I costs, forward, N (8 L H^2 + 4 L H I + 4 L^2 H) + 2 H^
 attention scores and context, pooler); a training step is 3x the forward (the backward pass is twice the
 forward) over every sentence it encodes: 2B for unsupervised SimCSE, 3B for supervised (B = --batch_size).
 Embedding look-ups, softmax, LayerNorm and the optimizer are not counted.
+
+With --profile_dir, nothing is timed: our step of each kind and precision runs under the TensorFlow profiler and
+the share of each op type, and of each place in the model, in its op time is printed.
 """
 
+import collections
 import json
 import multiprocessing
 import os
 import pathlib
+import re
 import statistics
 import sys
 import tempfile
@@ -51,6 +56,13 @@ flags.DEFINE_string("vocab_path", "kr-bert-char/vocab_char_16424.txt", "BERT voc
 flags.DEFINE_string("data_dir", None, "TFDS data directory with korean_wikipedia_corpus and kornli prepared.")
 flags.DEFINE_string("nli_split", "xnli_dev", "KorNLI split of the supervised pipeline measurement.")
 flags.DEFINE_integer("encode_sentences", 2048, "Corpus sentences encoded by each encoder.")
+flags.DEFINE_string(
+    "profile_dir",
+    None,
+    "Instead of timing: profile our step of each kind and precision with the TensorFlow profiler into this directory "
+    "(TensorBoard's profile tab reads it) and print where its time goes, by op type and by place in the model "
+    "(needs xprof, in benchmarks/requirements.txt).",
+)
 
 # The recipe's values; they do not change the cost of a step.
 TEMPERATURE = 0.05
@@ -81,10 +93,9 @@ def synthetic_features(tf, config, batch_size, length, seed):
     return {"input_word_ids": ids, "input_mask": tf.ones_like(ids), "input_type_ids": tf.zeros_like(ids)}
 
 
-def ours_step(args):
-    """Median seconds of our training step, as train_*.py run it (training.make_train_function), on synthetic or
-    pipeline batches."""
-    kind, source, precision, settings = args
+def our_train_function(kind, source, precision, settings):
+    """(training.make_train_function of the benchmark model, as train_*.py run it; its batches: synthetic ids
+    or the tf.data pipeline)."""
     import keras
     import tensorflow as tf
 
@@ -107,13 +118,64 @@ def ours_step(args):
     total_steps = settings["warmup_steps"] + settings["steps"] + 1
     simcse = training.compile_simcse(model.BertEncoder(config), TEMPERATURE, LEARNING_RATE, 0, total_steps)
     simcse.optimizer.build(simcse.trainable_variables)
+    return training.make_train_function(simcse, tf.distribute.get_strategy()), batches.take(total_steps)
+
+
+def ours_step(args):
+    """Median seconds of our training step on synthetic or pipeline batches."""
+    kind, source, precision, settings = args
+    import tensorflow as tf
+
+    train_function, batches = our_train_function(kind, source, precision, settings)
     strategy = tf.distribute.get_strategy()
-    train_function = training.make_train_function(simcse, strategy)
     step_end_times = []
-    for batch in strategy.experimental_distribute_dataset(batches.take(total_steps)):
+    for batch in strategy.experimental_distribute_dataset(batches):
         float(train_function(batch)["loss"])  # waits for the step, as training does
         step_end_times.append(time.perf_counter())
     return median_step_seconds(step_end_times, settings["warmup_steps"])
+
+
+def ours_profile(args):
+    """Host op self-times [(op type, op name, microseconds)] of --steps of our step on synthetic ids, after
+    --warmup_steps, from the TensorFlow profiler's trace in `logdir` (read with xprof's framework_op_stats)."""
+    kind, precision, settings, logdir = args
+    import tensorflow as tf
+    from xprof.convert import raw_to_tool_data
+
+    train_function, batches = our_train_function(kind, "synthetic", precision, settings)
+    iterator = iter(batches)
+    for _ in range(settings["warmup_steps"]):
+        float(train_function(next(iterator))["loss"])
+    tf.profiler.experimental.start(logdir)
+    for _ in range(settings["steps"]):
+        float(train_function(next(iterator))["loss"])
+    tf.profiler.experimental.stop()
+    traces = tf.io.gfile.glob(f"{logdir}/plugins/profile/*/*.xplane.pb")
+    table = json.loads(raw_to_tool_data.xspace_to_tool_data(traces, "framework_op_stats", {})[0])[0]
+    columns = [column["id"] for column in table["cols"]]
+    rows = [
+        dict(zip(columns, [cell.get("v") if cell else None for cell in row["c"]], strict=True)) for row in table["rows"]
+    ]
+    return [(row["type"], row["operation"], row["total_self_time"]) for row in rows if row["host_or_device"] == "Host"]
+
+
+def print_profile(kind, precision, ops, top=15):
+    """Shares of the op self-time (idle time left out; summed over the threads that ran each op) by op type, then
+    by where in the model: op names with the encoder and layer indices dropped, so the 4 layers and the views add
+    up ("grad:" for the backward pass)."""
+    ops = [op for op in ops if op[0] != "IDLE"]
+    total = sum(microseconds for _, _, microseconds in ops)
+    by_type, by_place = collections.Counter(), collections.Counter()
+    for op_type, name, microseconds in ops:
+        by_type[op_type] += microseconds
+        place = re.sub(r"(bert_encoder|layer|replica_dropout)(_\d+)+", r"\1", name).replace("gradient_tape/", "grad:")
+        place = re.sub(r"_\d+(/|$)", r"\1", place)
+        by_place[f"{place} ({op_type})"] += microseconds
+    print(f"\nwhere the time goes: ours {kind}, {precision}, synthetic ids, {total / 1e6:.2f} s of op self-time")
+    for counter in (by_type, by_place):
+        for name, microseconds in counter.most_common(top):
+            print(f"{100 * microseconds / total:6.1f} %  {name}")
+        print()
 
 
 def pipeline_batches(data, tokenizer, kind, settings):
@@ -291,6 +353,14 @@ def main(argv):
         "config", "batch_size", "max_sequence_length", "steps", "warmup_steps", "vocab_path", "data_dir",
         "nli_split", "encode_sentences",
     )}  # fmt: skip
+    if FLAGS.profile_dir:
+        for precision in FLAGS.precisions:
+            for kind in ("unsupervised", "supervised"):
+                logdir = os.path.join(FLAGS.profile_dir, f"{kind}-{precision}")
+                with multiprocessing.get_context("spawn").Pool(1) as pool:
+                    ops = pool.apply(ours_profile, ((kind, precision, settings, logdir),))
+                print_profile(kind, precision, ops)
+        return
     steps = {}
     for precision in FLAGS.precisions:
         for kind in ("unsupervised", "supervised"):
