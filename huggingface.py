@@ -78,8 +78,9 @@ def is_huggingface_directory(path):
 
 
 def is_hub_id(weights):
-    """Whether `weights` names a Hub model: an `owner/name[@revision]` that is no local path."""
-    return bool(weights) and not os.path.exists(weights) and HUB_ID.fullmatch(weights) is not None
+    """Whether `weights` names a Hub model: an `owner/name[@revision]` that is no local path or checkpoint prefix."""
+    local = os.path.exists(weights or "") or tf.io.gfile.exists(f"{weights}.index")
+    return bool(weights) and not local and HUB_ID.fullmatch(weights) is not None
 
 
 # === The Hub ===

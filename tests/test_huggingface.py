@@ -393,6 +393,19 @@ def test_hub_failures_are_one_line_and_leave_nothing(tmp_path, hub_cache, monkey
     assert not left and not list(hub_cache.rglob("*.incomplete"))
 
 
+def test_local_paths_and_checkpoint_prefixes_are_no_hub_ids(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert huggingface.is_hub_id("kr-bert-char/model.ckpt-2000000") and huggingface.is_hub_id("klue/bert-base@main")
+    (tmp_path / "kr-bert-char").mkdir()
+    (tmp_path / "kr-bert-char" / "model.ckpt-2000000.index").write_bytes(b"")
+    assert not huggingface.is_hub_id("kr-bert-char/model.ckpt-2000000")  # KR-BERT's release, the scripts' default
+    assert (
+        not huggingface.is_hub_id("kr-bert-char")
+        and not huggingface.is_hub_id("/abs/path")
+        and not huggingface.is_hub_id("")
+    )
+
+
 def test_hub_unreachable_and_nothing_cached(tmp_path, hub_cache, monkeypatch):
     import huggingface_hub.constants
 
