@@ -108,6 +108,8 @@ def download_hub_file(hub_id, repo_id, revision, name):
         advice = ": convert its pytorch_model.bin (README, Hugging Face format)" if name == WEIGHTS_FILE else ""
         raise errors.InputError(f"{hub_id} has no {name} on the Hugging Face Hub{advice}") from None
     except huggingface_hub.errors.LocalEntryNotFoundError:
+        if name == TOKENIZER_CONFIG_FILE:
+            return None  # the files are fetched together: a cached model without one has none
         raise errors.InputError(
             f"{hub_id} is no local path, and as a Hub model its {name} is not in the Hugging Face cache while the Hub "
             "cannot be reached (HF_HUB_OFFLINE or no network): connect this machine once, or give a local directory"

@@ -347,10 +347,17 @@ def test_a_hub_id_is_downloaded_once_then_read_from_the_cache_offline(tmp_path, 
     import huggingface_hub.constants
 
     encoder, directory = write_micro_directory(tmp_path, **HUGGINGFACE_NUMERICS)
-    with loopback.FakeHub({"test/micro-bert": directory}) as hub:
+    shutil.copytree(directory, tmp_path / "no-tokenizer-config")
+    (tmp_path / "no-tokenizer-config" / "tokenizer_config.json").unlink()
+    repos = {"test/micro-bert": directory, "test/no-tokenizer-config": tmp_path / "no-tokenizer-config"}
+    with loopback.FakeHub(repos) as hub:
         use_hub(monkeypatch, hub)
         files = huggingface.model_files("test/micro-bert@main")
         assert ("GET", "/test/micro-bert/resolve/main/model.safetensors") in hub.requests
+        # Without a tokenizer config, lower-casing must be given.
+        with pytest.raises(errors.InputError, match="no tokenizer_config.json in .*: it says whether to lower-case"):
+            huggingface.model_files("test/no-tokenizer-config")
+        assert huggingface.model_files("test/no-tokenizer-config", lower_case=False).config == encoder.config
     assert files.weights.startswith(str(hub_cache)) and files.config == encoder.config and not files.lower_case
     assert files.vocab_path == os.path.join(files.weights, "vocab.txt")
     loaded = random_encoder(files.config, seed=2)
@@ -359,6 +366,7 @@ def test_a_hub_id_is_downloaded_once_then_read_from_the_cache_offline(tmp_path, 
     # The Hub gone and HF_HUB_OFFLINE set: the cache answers, as huggingface_hub's own offline mode does.
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     assert huggingface.model_files("test/micro-bert").weights == files.weights
+    assert not huggingface.model_files("test/no-tokenizer-config", lower_case=False).lower_case
 
 
 HUB_FAILURES = {
