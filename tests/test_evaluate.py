@@ -48,8 +48,13 @@ def reference_korsts_dev_spearman():
         return {"cls": sequence[:, 0], "mean": mean}
 
     def embed_all(column):
-        batches = [embed([row[column] for row in rows[i : i + 100]]) for i in range(0, len(rows), 100)]
-        return {pooling: np.concatenate([batch[pooling] for batch in batches]) for pooling in ("cls", "mean")}
+        # Shortest first, so batches carry little padding (float64 numpy is slow), then back in row order.
+        order = sorted(range(len(rows)), key=lambda i: len(rows[i][column]))
+        batches = [embed([rows[i][column] for i in order[start : start + 100]]) for start in range(0, len(rows), 100)]
+        embeddings = {pooling: np.empty((len(rows), config["hidden_size"])) for pooling in ("cls", "mean")}
+        for pooling in embeddings:
+            embeddings[pooling][order] = np.concatenate([batch[pooling] for batch in batches])
+        return embeddings
 
     first, second = embed_all(5), embed_all(6)
     gold = [float(row[4]) for row in rows]
