@@ -27,6 +27,7 @@ import errors
 import huggingface
 import model
 import sts
+import training
 
 # Not Google's numerics: the erf GELU (Hugging Face's "gelu") and another LayerNorm epsilon.
 HUGGINGFACE_NUMERICS = {"hidden_act": "gelu_exact", "layer_norm_eps": 1e-7}
@@ -238,6 +239,21 @@ def test_export_py_writes_what_sentence_transformers_reads(tiny_directory):
     assert json.loads((tiny_directory / "config.json").read_text())["hidden_act"] == "gelu_new"  # Google's tanh
     card = (tiny_directory / "README.md").read_text()
     assert "| korsts:dev (1500 pairs) | Spearman | 25.00 | evaluate.py |" in card
+
+
+def test_model_card_of_a_run_checkpoint_has_its_recipe_and_scores(tmp_path):
+    run = tmp_path / "run"
+    (run / "best").mkdir(parents=True)
+    (run / "run_config.json").write_text(json.dumps({"kind": "supervised", "batch_size": 128, "bert_config": {}}))
+    records = [{"step": step, "korsts_spearman": 0.3 + step / 100, "klue_sts_pearson": None} for step in (3, 6)]
+    (run / "eval_history.jsonl").write_text("".join(json.dumps(record) + "\n" for record in records))
+    run_config, record = training.checkpoint_run(str(run / "best" / "model.ckpt-6"))
+    assert run_config["batch_size"] == 128 and record["step"] == 6
+    assert training.checkpoint_run(str(run / "step-3"))[1]["step"] == 3
+    assert training.checkpoint_run(str(tmp_path / "elsewhere" / "model.ckpt")) == (None, None)
+    card = huggingface.model_card("models/run/best", "cls", 48, run_config, record)
+    assert "# Korean supervised SimCSE sentence encoder" in card and "| batch_size | 128 |" in card
+    assert "| korsts:dev | Spearman | 36.00 | training, step 6 |" in card and "klue_sts" not in card  # None: left out
 
 
 def korsts_dev_rows():
