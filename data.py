@@ -77,12 +77,12 @@ _KEPT_DELIMITERS = rf"{_PUNCTUATION}|{_CJK_IDEOGRAPH}"
 class KrBertTokenizer(tf.Module):
     """BERT's FullTokenizer as TensorFlow ops: KR-BERT's (do_lower_case=False), or with lower-casing.
 
-    The two halves of `tensorflow_text.BertTokenizer` with no lower-casing and no Unicode normalisation
-    (NFD would decompose Hangul): BERT's basic tokenization as `tensorflow_text.regex_split`, then
-    `tensorflow_text.WordpieceTokenizer`. Two of the reference's rules are applied as it states them, where
-    tf-text's BertTokenizer differs: text cleaning (control characters dropped, not made spaces; Unicode
-    spaces made spaces) and the word length limit (100 characters, not 100 bytes: a 34-syllable Hangul word
-    is a word, not [UNK]).
+    The two halves of `tensorflow_text.BertTokenizer`, with no Unicode normalisation unless `lower_case` (NFD
+    decomposes Hangul, which only sub-character vocabs want): BERT's basic tokenization as
+    `tensorflow_text.regex_split`, then `tensorflow_text.WordpieceTokenizer`. Two of the reference's rules are
+    applied as it states them, where tf-text's BertTokenizer differs: text cleaning (control characters dropped,
+    not made spaces; Unicode spaces made spaces) and the word length limit (100 characters, not 100 bytes: a
+    34-syllable Hangul word is a word, not [UNK]).
 
     Args:
         vocab_path: a BERT vocab file, one token per line.
