@@ -75,8 +75,7 @@ def evaluate():
         tokenizer = tf.identity  # the SavedModel tokenizes inside: it takes the sentences as they are
         print(f"SavedModel {FLAGS.saved_model}")
     else:
-        files = model_flags.model_files(FLAGS, FLAGS.checkpoint)
-        files.config.check_sequence_length(FLAGS.max_sequence_length)
+        files = model_flags.model_files(FLAGS, FLAGS.checkpoint, FLAGS.max_sequence_length)
         tokenizer = data.KrBertTokenizer(
             files.vocab_path, FLAGS.max_sequence_length, files.config.vocab_size, files.lower_case
         ).trimmed

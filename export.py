@@ -49,8 +49,7 @@ def export():
         raise errors.InputError(f"--output {FLAGS.output} exists already: choose a new directory")
     errors.check_can_make_directory(FLAGS.output)
     results = errors.read_json(FLAGS.results_json) if FLAGS.results_json else None
-    files = model_flags.model_files(FLAGS, FLAGS.checkpoint)
-    files.config.check_sequence_length(FLAGS.max_sequence_length)
+    files = model_flags.model_files(FLAGS, FLAGS.checkpoint, FLAGS.max_sequence_length)
     tokenizer = data.KrBertTokenizer(
         files.vocab_path, FLAGS.max_sequence_length, files.config.vocab_size, files.lower_case
     )

@@ -79,8 +79,9 @@ def is_huggingface_directory(path):
 
 def is_hub_id(weights):
     """Whether `weights` names a Hub model: an `owner/name[@revision]` that is no local path or checkpoint prefix."""
-    local = os.path.exists(weights or "") or tf.io.gfile.exists(f"{weights}.index")
-    return bool(weights) and not local and HUB_ID.fullmatch(weights) is not None
+    if not weights or HUB_ID.fullmatch(weights) is None:
+        return False
+    return not (os.path.exists(weights) or tf.io.gfile.exists(f"{weights}.index"))
 
 
 # === The Hub ===
@@ -93,9 +94,9 @@ def download_from_hub(hub_id):
     repo_id, _, revision = hub_id.partition("@")
     # A download cut off leaves nothing in the cache: huggingface_hub writes each file under a temporary name.
     paths = [download_hub_file(hub_id, repo_id, revision or None, name) for name in HUB_FILES]
-    paths = [path for path in paths if path]
-    logging.info("%s: %s", hub_id, os.path.dirname(paths[0]))
-    return os.path.dirname(paths[0])
+    directory = os.path.dirname(paths[0])  # config.json's: it is never absent (download_hub_file)
+    logging.info("%s: %s", hub_id, directory)
+    return directory
 
 
 def download_hub_file(hub_id, repo_id, revision, name):
@@ -367,10 +368,9 @@ def huggingface_weights(encoder):
     return weights
 
 
-def sentence_transformers_files(encoder, pooling, max_sequence_length):
+def sentence_transformers_files(weights, hidden_size, pooling, max_sequence_length):
     """{relative path: JSON value or weights dict} of the sentence-transformers modules after BERT: [CLS] or mean
-    pooling, and for "pooled" the pooler as a tanh Dense module."""
-    hidden_size = encoder.config.hidden_size
+    pooling, and for "pooled" the pooler (of `weights`, `huggingface_weights`) as a tanh Dense module."""
     mode = POOLING_MODES[pooling]
     modes = ("cls_token", "mean_tokens", "max_tokens", "mean_sqrt_len_tokens", "weightedmean_tokens", "lasttoken")
     modules = [
@@ -395,8 +395,8 @@ def sentence_transformers_files(encoder, pooling, max_sequence_length):
             "activation_function": "torch.nn.modules.activation.Tanh",
         }
         files["2_Dense/model.safetensors"] = {
-            "linear.weight": np.ascontiguousarray(encoder.pooler.kernel.numpy().T),  # [out, in]
-            "linear.bias": encoder.pooler.bias.numpy(),
+            "linear.weight": weights["pooler.dense.weight"],  # [out, in]
+            "linear.bias": weights["pooler.dense.bias"],
         }
     return {"modules.json": modules, **files}
 
@@ -462,11 +462,12 @@ def write_directory(encoder, vocab_path, lower_case, max_sequence_length, poolin
     if os.path.exists(output):
         raise errors.InputError(f"{output} exists already: choose a new directory")
     vocab_tokens = [line.rstrip("\n") for line in errors.read_lines(vocab_path)]
+    weights = huggingface_weights(encoder)
     files = {
         CONFIG_FILE: huggingface_config(encoder.config, vocab_tokens.index("[PAD]")),
-        WEIGHTS_FILE: huggingface_weights(encoder),
+        WEIGHTS_FILE: weights,
         TOKENIZER_CONFIG_FILE: tokenizer_config(lower_case, max_sequence_length, vocab_tokens),
-        **sentence_transformers_files(encoder, pooling, max_sequence_length),
+        **sentence_transformers_files(weights, encoder.config.hidden_size, pooling, max_sequence_length),
     }
     temporary = f"{output}.tmp-{os.getpid()}"
     try:

@@ -22,6 +22,9 @@ def define_flags(flag_values=flags.FLAGS, fallback=""):
     )
 
 
-def model_files(values, weights, default_files=(None, None)):
-    """huggingface.ModelFiles of the model at `weights` with the flags' overrides."""
-    return huggingface.model_files(weights, values.config, values.vocab_path, values.do_lower_case, default_files)
+def model_files(values, weights, max_sequence_length, default_files=(None, None)):
+    """huggingface.ModelFiles of the model at `weights` with the flags' overrides, its config checked against
+    `max_sequence_length`: before any data is read or model built."""
+    files = huggingface.model_files(weights, values.config, values.vocab_path, values.do_lower_case, default_files)
+    files.config.check_sequence_length(max_sequence_length)
+    return files

@@ -132,9 +132,7 @@ def make_recipe(values, kind, total_steps, **supervised):
 def load_model_files(values):
     """The config, vocab and lower-casing of the flags or of --pretrained_weight, the config checked against
     --max_sequence_length: before any data is read."""
-    files = model_flags.model_files(values, values.pretrained_weight or None, KR_BERT_FILES)
-    files.config.check_sequence_length(values.max_sequence_length)
-    return files
+    return model_flags.model_files(values, values.pretrained_weight or None, values.max_sequence_length, KR_BERT_FILES)
 
 
 def train(values, model_files, recipe, strategy, make_batches, run_files=None):
