@@ -1,7 +1,11 @@
-"""Data: KR-BERT tokenization in-graph, and the tfds-korean datasets prepared offline and read with tfds.
+"""Data: KR-BERT tokenization in-graph, and the tfds-korean datasets, prepared with tfds and read with tfds.
 
-Offline preparation runs the real tfds-korean builders with their downloads served from local copies of
-the upstream files:
+A dataset that is not prepared in the data directory is downloaded and prepared on first use, as `tfds.load`
+does: the tfds-korean builders' own URLs, checksums verified by tfds. Or ahead of time:
+
+    python data.py prepare --data_dir=~/tensorflow_datasets
+
+Without internet, the same builders run with their downloads served from local copies of the upstream files:
 
     python data.py prepare --source_dir=../shared/data --data_dir=~/tensorflow_datasets
 
@@ -11,8 +15,13 @@ fails with an error that says which file to provide.
 
 import math
 import os
+import re
+import urllib.parse
 import zipfile
 
+# What tfds downloads with: a reachability check through it sees the same proxies (HTTPS_PROXY) and CA bundle
+# (REQUESTS_CA_BUNDLE) as the download.
+import requests
 import tensorflow as tf
 import tensorflow_datasets as tfds
 import tensorflow_text as tf_text
@@ -165,7 +174,7 @@ class KrBertTokenizer(tf.Module):
         return trim_padding(self(sentences))
 
 
-# === Offline preparation ===
+# === Preparation ===
 
 
 class _LocalDownloads:
@@ -255,36 +264,124 @@ def _offline_builder(name, source_dir):
 
 
 def prepare(names, source_dir, data_dir):
-    """Builds each dataset in `names` into `data_dir` from the upstream files under `source_dir`."""
+    """Builds each dataset in `names` into `data_dir`: from the upstream files under `source_dir`, or, when
+    `source_dir` is None, downloaded by tfds (`download_and_prepare`)."""
     for name in names:
         if name not in BUILDERS:
             raise DataError(f"unknown dataset '{name}' (choose from {', '.join(BUILDERS)})")
-    if not os.path.isdir(source_dir):
+    if source_dir is not None and not os.path.isdir(source_dir):
         raise DataError(f"--source_dir {source_dir} is not a directory")
     if data_dir:
         errors.check_can_make_directory(data_dir)
     for name in names:
-        builder = _offline_builder(name, source_dir)(data_dir=data_dir)
-        builder.download_and_prepare()
+        if source_dir is None:
+            builder = download_and_prepare(name, data_dir)
+        else:
+            builder = _offline_builder(name, source_dir)(data_dir=data_dir)
+            builder.download_and_prepare()
         splits = ", ".join(f"{split}: {info.num_examples}" for split, info in builder.info.splits.items())
         logging.info("prepared %s in %s (%s)", name, builder.data_dir, splits)
+
+
+# === Preparation from the network ===
+
+# Seconds a dataset's host has to answer before the network counts as unreachable. tfds itself retries a failed
+# connection 10 times with exponential back-off (over 3 minutes), so an offline machine is told at once instead.
+REACHABILITY_TIMEOUT = 30
+
+# What a failed download raises: requests' errors (OSError), tfds' for an HTTP error and a wrong checksum.
+DOWNLOAD_ERRORS = (OSError, tfds.download.DownloadError, tfds.download.download_manager.NonMatchingChecksumError)
+
+
+def upstream_urls(name):
+    """The URLs the tfds-korean builder `name` downloads: those its registered checksums list."""
+    return sorted(BUILDERS[name].url_infos)
+
+
+def offline_instructions(name, data_dir_root):
+    files = ", ".join(SOURCE_FILES[name].values())
+    return (
+        f"`python data.py prepare --source_dir=DIR --data_dir={data_dir_root} --datasets={name}` "
+        f"with the upstream files in DIR ({files})"
+    )
+
+
+def check_reachable(name, data_dir_root):
+    """Raises DataError at once when a URL of `name` cannot be fetched: one HEAD request each, no retries."""
+    for url in upstream_urls(name):
+        try:
+            response = requests.head(url, allow_redirects=True, timeout=REACHABILITY_TIMEOUT)
+        except requests.RequestException as error:
+            host = urllib.parse.urlsplit(url).hostname
+            raise DataError(
+                f"{name} is not prepared in {data_dir_root} and cannot be downloaded: {host} is unreachable "
+                f"({type(error).__name__}). Connect to the internet, or prepare it offline: "
+                f"{offline_instructions(name, data_dir_root)}"
+            ) from error
+        if response.status_code != 200:
+            raise DataError(f"{name} cannot be downloaded: {url} answers HTTP {response.status_code}")
+
+
+def download_and_prepare(name, data_dir=None):
+    """The tfds-korean builder `name`, prepared in `data_dir`: if it is not yet, downloaded by tfds (its own URLs,
+    checksums verified, tfds' progress bars) and prepared. A failure leaves nothing behind: whatever the attempt
+    added to the data directory (downloads, extractions, the dataset's directory) is removed."""
+    builder = BUILDERS[name](data_dir=data_dir)
+    if builder.is_prepared():
+        return builder
+    root = builder.data_dir_root
+    check_reachable(name, root)
+    root_existed = tf.io.gfile.exists(root)
+    before = _entries_a_preparation_adds_to(root, name)
+    try:
+        builder.download_and_prepare()
+    except BaseException as error:
+        if not root_existed:
+            tf.io.gfile.rmtree(root)
+        else:
+            for path in _entries_a_preparation_adds_to(root, name) - before:
+                if tf.io.gfile.isdir(path):
+                    tf.io.gfile.rmtree(path)
+                elif tf.io.gfile.exists(path):
+                    tf.io.gfile.remove(path)
+        if isinstance(error, DOWNLOAD_ERRORS):
+            # A checksum mismatch names the file it was downloaded to, which is gone now.
+            message = re.sub(r", downloaded to .*?, has", " has", errors.one_line(error))
+            raise DataError(
+                f"downloading {name} failed, nothing was kept: {message}. Rerun, or prepare it offline: "
+                f"{offline_instructions(name, root)}"
+            ) from error
+        raise
+    return builder
+
+
+def _entries_a_preparation_adds_to(root, name):
+    """Paths in the places tfds writes while preparing `name`: the data directory, the dataset's directory, and
+    the downloads and extractions shared by every dataset."""
+    downloads = os.path.join(root, "downloads")
+    places = [root, os.path.join(root, name), downloads, os.path.join(downloads, "extracted")]
+    return {
+        os.path.join(place, entry.rstrip("/"))
+        for place in places
+        if tf.io.gfile.isdir(place)
+        for entry in tf.io.gfile.listdir(place)
+    }
 
 
 # === Loading ===
 
 
 def load(name, split, data_dir=None):
-    """`tfds.load` of a prepared tfds-korean split, with errors that say how to fix them."""
+    """`tfds.load` of a tfds-korean split, the dataset downloaded and prepared first if it is not yet, with errors
+    that say how to fix them."""
     if name not in SOURCE_FILES:
         raise DataError(f"unknown dataset '{name}' (choose from {', '.join(SOURCE_FILES)})")
     if split not in SOURCE_FILES[name]:
         raise DataError(f"unknown split '{split}' of {name} (choose from {', '.join(SOURCE_FILES[name])})")
     builder = tfds.builder(name, data_dir=data_dir)
     if not builder.is_prepared():
-        raise DataError(
-            f"{name} is not prepared in {builder.data_dir_root}: run `python data.py prepare "
-            f"--source_dir=DIR --data_dir={builder.data_dir_root} --datasets={name}` with the upstream files in DIR"
-        )
+        logging.info("%s is not prepared in %s: downloading and preparing it", name, builder.data_dir_root)
+        builder = download_and_prepare(name, data_dir)
     if split not in builder.info.splits:
         raise DataError(
             f"{name}:{split} was not prepared in {builder.data_dir_root} because its source file was absent: "
@@ -450,13 +547,18 @@ FLAGS = flags.FLAGS
 
 def main(argv):
     if len(argv) != 2 or argv[1] != "prepare":
-        raise errors.InputError("usage: python data.py prepare --source_dir=DIR [--data_dir=TFDS_DIR] [--datasets=...]")
+        raise errors.InputError(
+            "usage: python data.py prepare [--source_dir=DIR] [--data_dir=TFDS_DIR] [--datasets=...]"
+        )
     prepare(FLAGS.datasets, FLAGS.source_dir, FLAGS.data_dir)
 
 
 if __name__ == "__main__":
-    flags.DEFINE_string("source_dir", None, "Directory with the upstream files, laid out as ../shared/data is.")
+    flags.DEFINE_string(
+        "source_dir",
+        None,
+        "Directory with the upstream files, laid out as ../shared/data is (default: download them with tfds).",
+    )
     flags.DEFINE_string("data_dir", None, "TFDS data directory to prepare into (default: TFDS's).")
     flags.DEFINE_list("datasets", list(BUILDERS), "Datasets to prepare.")
-    flags.mark_flag_as_required("source_dir")
     errors.run(main)

@@ -1,9 +1,11 @@
 """Shared test helpers and fixtures: the ../shared data location, the datasets prepared from it, the tiny
 checkpoint's scores before training, a writer of Google-format (TF1) BERT checkpoints, script runners."""
 
+import hashlib
 import json
 import os
 import pathlib
+import socket
 import sys
 
 import numpy as np
@@ -24,6 +26,14 @@ tf.config.set_logical_device_configuration(_cpu, [tf.config.LogicalDeviceConfigu
 import data  # noqa: E402
 import model  # noqa: E402
 import sts  # noqa: E402
+
+# Every https request of the suite, in-process or in a script's subprocess, goes through a proxy on 127.0.0.1: a
+# test's loopback.HttpsMirror, else this socket, bound but not listening, which refuses the connection. So no test
+# reaches the internet, and an unprepared dataset meets "no network" (tfds downloads with requests, which reads
+# HTTPS_PROXY).
+_NO_INTERNET = socket.socket()
+_NO_INTERNET.bind(("127.0.0.1", 0))
+os.environ["HTTPS_PROXY"] = os.environ["https_proxy"] = f"http://127.0.0.1:{_NO_INTERNET.getsockname()[1]}"
 
 SHARED_DATA = REPO.parent / "shared" / "data"
 VOCAB = SHARED_DATA / "vocabs" / "vocab_char_16424.txt"
@@ -202,3 +212,45 @@ def sts_scores(data_dir, embedder, max_sequence_length, sets=("korsts:dev", "klu
 def scores_before_training(prepared_data_dir):
     """The tiny checkpoint's KorSTS dev scores at length 32, [CLS] pooling."""
     return sts_scores(prepared_data_dir[0], tiny_embedder(), max_sequence_length=32, sets=["korsts:dev"])
+
+
+# KorSTS test, KLUE STS train and KorNLI's train and test files are not in the shared data: rows of the dev files
+# stand in for them, this many, a window of their own for each (tfds names a download by its checksum).
+STAND_IN_ROWS = 200
+
+
+def stand_in(relative, window):
+    """Rows `window * STAND_IN_ROWS` on of the shared file `relative`, in its format."""
+    rows = slice(window * STAND_IN_ROWS, (window + 1) * STAND_IN_ROWS)
+    content = (SHARED_DATA / relative).read_bytes()
+    if relative.endswith(".json"):
+        return json.dumps(json.loads(content)[rows], ensure_ascii=False).encode("utf-8")
+    header, *lines = content.splitlines(keepends=True)
+    return header + b"".join(lines[rows])
+
+
+def tfds_korean_downloads(directory):
+    """What the tfds-korean builders download, made from ../shared/data: {url: bytes}; and in `directory`, for each
+    dataset, `<dataset>.tsv` in tfds' checksums format, to register in place of the builder's own.
+
+    Upstream files the shared data holds are served as they are: their checksums are the registered ones. Absent
+    files get stand-ins, and corpus.zip is the shared sample, not the release: those have checksums of their own.
+    """
+    stand_ins = {
+        "korsts/sts-test.tsv": ("korsts/sts-dev.tsv", 0),
+        "klue_sts/klue-sts-v1.1_train.json": ("klue_sts/klue-sts-v1.1_dev.json", 0),
+        "kornli/multinli.train.ko.tsv": ("kornli/xnli.dev.ko.tsv", 0),
+        "kornli/snli_1.0_train.ko.tsv": ("kornli/xnli.dev.ko.tsv", 1),
+        "kornli/xnli.test.ko.tsv": ("kornli/xnli.dev.ko.tsv", 2),
+    }
+    files = {}
+    for name, sources in data.SOURCE_FILES.items():
+        checksums = []
+        for url in data.upstream_urls(name):
+            (relative,) = [path for path in sources.values() if url.endswith("/" + path.rsplit("/", 1)[-1])]
+            window = stand_ins.get(relative)
+            content = stand_in(*window) if window else (SHARED_DATA / relative).read_bytes()
+            files[url] = content
+            checksums.append(f"{url}\t{len(content)}\t{hashlib.sha256(content).hexdigest()}\t{url.rsplit('/', 1)[-1]}")
+        (directory / f"{name}.tsv").write_text("\n".join(checksums) + "\n")
+    return files

@@ -1,9 +1,11 @@
 """Loopback HTTP servers standing in for the internet in tests: 127.0.0.1 on a free port, real sockets, so the clients
-(huggingface_hub) run as they would against the real hosts."""
+(huggingface_hub; tfds through requests) run as they would against the real hosts."""
 
 import hashlib
 import http.server
 import re
+import ssl
+import subprocess
 import threading
 import urllib.parse
 
@@ -74,6 +76,93 @@ class FakeHub:
         handler.send_header("X-Error-Code", code)
         handler.send_header("Content-Length", "0")
         handler.end_headers()
+
+    def __enter__(self):
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class HttpsMirror:
+    """The internet for the https URLs of `files` ({url: bytes}): an HTTPS proxy on 127.0.0.1 that answers every
+    request itself. A client reaches it as any proxy (HTTPS_PROXY); its CONNECT is accepted and the TLS ends here,
+    with a certificate for the hosts served that the client trusts through REQUESTS_CA_BUNDLE, so the client's
+    proxy, TLS and HTTP code runs as against the real hosts. Other URLs answer 404; a URL in `drop` is cut off
+    halfway, its connection closed. `environment` holds the variables that point a client at the mirror.
+
+    Example:
+        with HttpsMirror({"https://example.org/a.txt": b"a"}, tmp_path) as mirror:
+            os.environ.update(mirror.environment)
+    """
+
+    def __init__(self, files, directory, drop=()):
+        self.files = files
+        self.drop = set(drop)
+        self.requests = []  # (method, url), in order
+        hosts = sorted({urllib.parse.urlsplit(url).hostname for url in files})
+        certificate, key = directory / "mirror.crt", directory / "mirror.key"
+        subprocess.run(
+            ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=loopback mirror"]
+            + ["-addext", "subjectAltName=" + ",".join(f"DNS:{host}" for host in hosts)]
+            + ["-keyout", str(key), "-out", str(certificate)],
+            check=True,
+            capture_output=True,
+        )
+        self.tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.tls.load_cert_chain(certificate, key)
+        mirror = self
+
+        class TunnelHandler(http.server.BaseHTTPRequestHandler):
+            """Requests inside a CONNECT tunnel, once its TLS is up: https://{Host}{path}."""
+
+            protocol_version = "HTTP/1.1"
+
+            def do_HEAD(self):
+                mirror.respond(self, send_body=False)
+
+            def do_GET(self):
+                mirror.respond(self, send_body=True)
+
+            def log_message(self, *args):
+                pass
+
+        class ProxyHandler(http.server.BaseHTTPRequestHandler):
+            def do_CONNECT(self):
+                self.send_response(200, "Connection established")
+                self.end_headers()
+                with mirror.tls.wrap_socket(self.connection, server_side=True) as tunnel:
+                    TunnelHandler(tunnel, self.client_address, self.server)
+                self.close_connection = True
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), ProxyHandler)
+        proxy = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.environment = {"HTTPS_PROXY": proxy, "https_proxy": proxy, "REQUESTS_CA_BUNDLE": str(certificate)}
+
+    def respond(self, handler, send_body):
+        host = handler.headers["Host"].removesuffix(":443")
+        url = f"https://{host}{handler.path}"
+        self.requests.append((handler.command, url))
+        if url not in self.files:
+            handler.send_response(404)
+            handler.send_header("Content-Length", "0")
+            handler.end_headers()
+            return
+        content = self.files[url]
+        handler.send_response(200)
+        handler.send_header("Content-Length", str(len(content)))
+        handler.end_headers()
+        if send_body:
+            if url in self.drop:
+                handler.wfile.write(content[: len(content) // 2])
+                handler.close_connection = True
+            else:
+                handler.wfile.write(content)
 
     def __enter__(self):
         threading.Thread(target=self.server.serve_forever, daemon=True).start()

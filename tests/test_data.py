@@ -1,14 +1,18 @@
-"""Tokenization against BERT's reference tokenizer on real Korean text; offline tfds-korean preparation and the
-source rows it refuses; KorNLI triples against an independent grouping."""
+"""Tokenization against BERT's reference tokenizer on real Korean text; tfds-korean preparation offline (and the
+source rows it refuses) and from the network (a loopback HTTPS mirror); KorNLI triples against an independent
+grouping."""
 
 import json
+import pathlib
 import re
 import zipfile
 
+import loopback
 import numpy as np
 import pytest
+import stand_in_checksums
 import tensorflow as tf
-from conftest import SHARED_DATA, VOCAB, assert_failed_cleanly, needs_shared, run_script
+from conftest import SHARED_DATA, VOCAB, assert_failed_cleanly, needs_shared, run_script, tfds_korean_downloads
 from reference_tokenizer import basic_tokens, encode, load_vocab
 
 import data
@@ -159,8 +163,89 @@ def test_unknown_or_unprepared_dataset(tmp_path):
         data.load("korsts", "validation", tmp_path)
     with pytest.raises(data.DataError, match="unknown STS dataset 'kornli'"):
         data.sts_pairs("kornli", "xnli_dev", tmp_path)
-    with pytest.raises(data.DataError, match=r"korsts is not prepared in .*python data.py prepare"):
-        data.load("korsts", "dev", tmp_path)
+    # No network (conftest: every https request meets a refused connection): at once, both ways out.
+    files = "korsts/sts-train.tsv, korsts/sts-dev.tsv, korsts/sts-test.tsv"
+    message = (
+        f"korsts is not prepared in {tmp_path / 'tfds'} and cannot be downloaded: raw.githubusercontent.com is "
+        "unreachable (ProxyError). Connect to the internet, or prepare it offline: `python data.py prepare "
+        f"--source_dir=DIR --data_dir={tmp_path / 'tfds'} --datasets=korsts` with the upstream files in DIR ({files})"
+    )
+    with pytest.raises(data.DataError, match=re.escape(message)):
+        data.load("korsts", "dev", tmp_path / "tfds")
+    assert not (tmp_path / "tfds").exists()
+
+
+KORSTS_URL = (
+    "https://raw.githubusercontent.com/kakaobrain/KorNLUDatasets/0df0fe7d496eb61b092e022e238c2230b29f1cbc/KorSTS"
+)
+
+
+@pytest.fixture
+def internet(tmp_path, monkeypatch):
+    """A loopback HTTPS mirror serving the tfds-korean builders' URLs (`tfds_korean_downloads`), the stand-ins'
+    checksums registered: tfds' own downloader, checksum verification and extraction run as on a connected machine."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"shared data not found at {SHARED_DATA}")
+    (tmp_path / "checksums").mkdir()
+    files = tfds_korean_downloads(tmp_path / "checksums")
+    for name, infos in stand_in_checksums.url_infos(tmp_path / "checksums").items():
+        monkeypatch.setattr(data.BUILDERS[name], "url_infos", infos)
+    with loopback.HttpsMirror(files, tmp_path) as mirror:
+        for variable, value in mirror.environment.items():
+            monkeypatch.setenv(variable, value)
+        yield mirror
+
+
+def test_datasets_download_and_prepare_themselves_through_tfds(internet, prepared_data_dir, tmp_path):
+    def pairs(split, data_dir):
+        return sorted(tuple(pair.values()) for pair in data.sts_pairs("korsts", split, data_dir).as_numpy_iterator())
+
+    data_dir = tmp_path / "tfds"
+    # data.py prepare without --source_dir, and a first load of a dataset never prepared.
+    data.prepare(["korsts"], None, str(data_dir))
+    downloaded, offline = pairs("dev", data_dir), pairs("dev", prepared_data_dir[0])
+    assert downloaded == offline and len(downloaded) == 1500
+    assert len(list(data.sts_pairs("korsts", "test", data_dir))) == 200  # the stand-in
+    assert len(list(data.sts_pairs("klue_sts", "dev", data_dir))) == 519
+    # Reachability first (HEAD), then tfds' downloads (GET), each file once; prepared data is read as it is.
+    korsts = [f"{KORSTS_URL}/sts-{split}.tsv" for split in ("dev", "test", "train")]
+    assert [request for request in internet.requests if "KorSTS" in request[1]] == [
+        *(("HEAD", url) for url in korsts),
+        *(("GET", url) for url in sorted(korsts, key=[r[1] for r in internet.requests if r[0] == "GET"].index)),
+    ]
+    count = len(internet.requests)
+    data.sts_pairs("korsts", "train", data_dir)
+    assert len(internet.requests) == count
+
+
+@pytest.mark.parametrize(
+    ("failure", "message"),
+    [
+        (
+            "checksum",
+            f"downloading korsts failed, nothing was kept: Artifact {KORSTS_URL}/sts-train.tsv has wrong checksum",
+        ),
+        ("404", f"korsts cannot be downloaded: {KORSTS_URL}/sts-test.tsv answers HTTP 404"),
+        ("dropped", "downloading korsts failed, nothing was kept: ('Connection broken: IncompleteRead"),
+    ],
+)
+def test_a_failed_download_is_one_line_and_leaves_nothing_behind(internet, tmp_path, failure, message):
+    data_dir = tmp_path / "tfds"
+    (data_dir / "downloads").mkdir(parents=True)
+    (data_dir / "downloads" / "earlier.zip").write_text("a download of another dataset")
+    if failure == "checksum":
+        internet.files[f"{KORSTS_URL}/sts-train.tsv"] += b"\n"  # the builder's registered checksum is the upstream's
+    elif failure == "404":
+        del internet.files[f"{KORSTS_URL}/sts-test.tsv"]
+    else:
+        internet.drop.add(f"{KORSTS_URL}/sts-train.tsv")
+    with pytest.raises(data.DataError) as raised:
+        data.load("korsts", "dev", data_dir)
+    assert str(raised.value).startswith(message) and "\n" not in str(raised.value)
+    assert sorted(path.relative_to(data_dir) for path in data_dir.rglob("*")) == [
+        pathlib.Path("downloads"),
+        pathlib.Path("downloads/earlier.zip"),
+    ]
 
 
 def test_prepare_with_no_source_file_fails_clearly(tmp_path):
