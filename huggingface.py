@@ -38,6 +38,11 @@ GOOGLE_CONFIG_FILE = "bert_config.json"
 HUB_ID = re.compile(r"[\w.-]+/[\w.-]+(@[\w./-]+)?")
 # What a BERT directory needs from the Hub; without a tokenizer config, do_lower_case must be given.
 HUB_FILES = (CONFIG_FILE, WEIGHTS_FILE, VOCAB_FILE, TOKENIZER_CONFIG_FILE)
+# The do_lower_case of Hub models whose authors state it in their README, used when it is not given, whatever the
+# repository's tokenizer_config.json says or whether it has one (without one, transformers' BertTokenizer
+# lower-cases): KR-BERT character loads its vocab with do_lower_case=False, as lower-casing's NFD would split every
+# Hangul syllable into jamo.
+HUB_LOWER_CASE = {"snunlp/KR-BERT-char16424": False}
 
 # Our hidden_act (google-research/bert's names, whose "gelu" is the tanh form) -> Hugging Face's ("gelu" there
 # is the erf form).
@@ -289,6 +294,8 @@ def model_files(weights, config_path=None, vocab_path=None, lower_case=None, def
             neither under these names).
     """
     if is_hub_id(weights):
+        if lower_case is None:
+            lower_case = HUB_LOWER_CASE.get(weights.partition("@")[0])
         weights = download_from_hub(weights)
     if is_huggingface_directory(weights):
         config = model.BertConfig.from_json_file(config_path) if config_path else read_config(weights)

@@ -12,7 +12,9 @@ from absl import flags
 import model_flags
 import training
 
-# KR-BERT character's files, as the README lays them out: its release names its config and vocab otherwise than
+# KR-BERT character on the Hugging Face Hub: the default weights to start from.
+KR_BERT_HUB_ID = "snunlp/KR-BERT-char16424"
+# KR-BERT character's TensorFlow release, as the README lays it out: it names its config and vocab otherwise than
 # the bert_config.json and vocab.txt a checkpoint's directory is searched for.
 KR_BERT_FILES = ("configs/char_bert_base.json", "kr-bert-char/vocab_char_16424.txt")
 
@@ -22,9 +24,10 @@ def define_flags(*, batch_size, learning_rate, max_sequence_length, evaluation_f
     fv = flag_values
     flags.DEFINE_string(
         "pretrained_weight",
-        "kr-bert-char/model.ckpt-2000000",
-        "Weights to start from: a Google-format checkpoint (KR-BERT's release, one saved here), a Hugging Face BERT "
-        "directory, or a Hugging Face Hub id (owner/name[@revision]). Empty: random initialisation.",
+        KR_BERT_HUB_ID,
+        "Weights to start from: a Hugging Face Hub id (owner/name[@revision]; default: KR-BERT character), a "
+        "Hugging Face BERT directory, or a Google-format checkpoint (KR-BERT's TensorFlow release, one saved here). "
+        "Empty: random initialisation.",
         flag_values=fv,
     )
     model_flags.define_flags(fv, fallback=", else KR-BERT character's")

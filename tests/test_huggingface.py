@@ -366,6 +366,7 @@ def test_a_hub_id_is_downloaded_once_then_read_from_the_cache_offline(tmp_path, 
     shutil.copytree(directory, tmp_path / "no-tokenizer-config")
     (tmp_path / "no-tokenizer-config" / "tokenizer_config.json").unlink()
     repos = {"test/micro-bert": directory, "test/no-tokenizer-config": tmp_path / "no-tokenizer-config"}
+    repos["snunlp/KR-BERT-char16424"] = repos["test/no-tokenizer-config"]
     with loopback.FakeHub(repos) as hub:
         use_hub(monkeypatch, hub)
         files = huggingface.model_files("test/micro-bert@main")
@@ -374,6 +375,8 @@ def test_a_hub_id_is_downloaded_once_then_read_from_the_cache_offline(tmp_path, 
         with pytest.raises(errors.InputError, match="no tokenizer_config.json in .*: it says whether to lower-case"):
             huggingface.model_files("test/no-tokenizer-config")
         assert huggingface.model_files("test/no-tokenizer-config", lower_case=False).config == encoder.config
+        # Unless its authors state it: KR-BERT character is cased (huggingface.HUB_LOWER_CASE).
+        assert huggingface.model_files("snunlp/KR-BERT-char16424@main").lower_case is False
     assert files.weights.startswith(str(hub_cache)) and files.config == encoder.config and not files.lower_case
     assert files.vocab_path == os.path.join(files.weights, "vocab.txt")
     loaded = random_encoder(files.config, seed=2)
@@ -422,7 +425,7 @@ def test_local_paths_and_checkpoint_prefixes_are_no_hub_ids(tmp_path, monkeypatc
     assert huggingface.is_hub_id("kr-bert-char/model.ckpt-2000000") and huggingface.is_hub_id("klue/bert-base@main")
     (tmp_path / "kr-bert-char").mkdir()
     (tmp_path / "kr-bert-char" / "model.ckpt-2000000.index").write_bytes(b"")
-    assert not huggingface.is_hub_id("kr-bert-char/model.ckpt-2000000")  # KR-BERT's release, the scripts' default
+    assert not huggingface.is_hub_id("kr-bert-char/model.ckpt-2000000")  # KR-BERT's TensorFlow release
     assert (
         not huggingface.is_hub_id("kr-bert-char")
         and not huggingface.is_hub_id("/abs/path")

@@ -12,6 +12,7 @@ import tensorflow as tf
 from absl import flags
 from conftest import (
     MICRO,
+    SHARED_DATA,
     TINY,
     VOCAB,
     assert_failed_cleanly,
@@ -20,6 +21,7 @@ from conftest import (
     flag_defaults,
     run_script,
     sts_scores,
+    tfds_korean_downloads,
     tiny_embedder,
 )
 from test_model import SMALL
@@ -496,10 +498,30 @@ def script_options(data_dir, tmp_path, **options):
     }
 
 
-def test_train_unsupervised_py_on_two_cpu_replicas_and_its_one_line_errors(prepared_data_dir, tmp_path):
+def test_train_unsupervised_py_first_run_in_one_command_on_two_cpu_replicas_and_its_one_line_errors(
+    tmp_path, monkeypatch
+):
+    """A first run on a connected machine: no dataset prepared, a Hub id for the weights, nothing else given. The
+    internet is two loopback servers: an HTTPS mirror of the tfds-korean builders' URLs, through which tfds
+    downloads, verifies and prepares what the script reads (the stand-ins' checksums registered by
+    tests/stand_in_checksums.py), and a Hub (HF_ENDPOINT) with the model, downloaded into a cache of the test's own."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"shared data not found at {SHARED_DATA}")
+    huggingface.write_directory(
+        model.BertEncoder(model.BertConfig.from_dict(MICRO), dtype="float32"),
+        str(VOCAB),
+        False,
+        16,
+        "cls",
+        str(tmp_path / "hf"),
+        "card\n",
+    )
+    (tmp_path / "checksums").mkdir()
+    downloads = tfds_korean_downloads(tmp_path / "checksums")
     options = script_options(
-        prepared_data_dir[0],
+        tmp_path / "tfds",
         tmp_path,
+        pretrained_weight="test/micro-bert",
         mixed_precision=True,
         batch_size=16,
         max_sequence_length=16,
@@ -508,26 +530,42 @@ def test_train_unsupervised_py_on_two_cpu_replicas_and_its_one_line_errors(prepa
         distribution_strategy="mirrored",
         num_cpu_devices=2,
     )
-    result = run_script(*command_line("train_unsupervised.py", options))
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "precision policy: mixed_bfloat16" in result.stderr and "mirrored, 2 replica(s)" in result.stderr
-    run_dir = tmp_path / "runs" / "run"
-    assert [record["step"] for record in eval_history(run_dir)] == [10]
-    run_config = json.loads((run_dir / "run_config.json").read_text())
-    assert (run_config["kind"], run_config["batch_size"], run_config["total_steps"]) == ("unsupervised", 16, 10)
-    assert (run_dir / "best" / "checkpoint").exists() and list((tmp_path / "logs" / "run").iterdir())
+    del options["config"], options["vocab_path"]
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
+    with (
+        loopback.HttpsMirror(downloads, tmp_path) as mirror,
+        loopback.FakeHub({"test/micro-bert": tmp_path / "hf"}) as hub,
+    ):
+        for variable, value in {**mirror.environment, "HF_ENDPOINT": hub.url}.items():
+            monkeypatch.setenv(variable, value)
+        command = command_line("train_unsupervised.py", options)
+        result = run_script("tests/stand_in_checksums.py", tmp_path / "checksums", *command)
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert f"loaded pretrained weights from {tmp_path / 'hf_home'}" in result.stderr
+        fetched = {url.rsplit("/", 1)[-1] for method, url in mirror.requests if method == "GET"}
+        assert fetched == {"corpus.zip", "sts-train.tsv", "sts-dev.tsv", "sts-test.tsv"} | {
+            f"klue-sts-v1.1_{split}.json" for split in ("train", "dev")
+        }
+        prepared = sorted(path.name for path in (tmp_path / "tfds").iterdir())
+        assert prepared == ["downloads", "klue_sts", "korean_wikipedia_corpus", "korsts"]
+        assert "precision policy: mixed_bfloat16" in result.stderr and "mirrored, 2 replica(s)" in result.stderr
+        run_dir = tmp_path / "runs" / "run"
+        assert [record["step"] for record in eval_history(run_dir)] == [10]
+        run_config = json.loads((run_dir / "run_config.json").read_text())
+        assert (run_config["kind"], run_config["batch_size"], run_config["total_steps"]) == ("unsupervised", 16, 10)
+        assert (run_dir / "best" / "checkpoint").exists() and list((tmp_path / "logs" / "run").iterdir())
 
-    # Stopped after the evaluation of step 10 but before its state was saved (as in a kill), with the history
-    # line cut short: the rerun resumes from step 0 and meets the line.
-    shutil.move(run_dir / "state", tmp_path / "state")
-    history = run_dir / "eval_history.jsonl"
-    complete = history.read_text()
-    history.write_text(complete[: len(complete) // 2])
-    result = run_script(*command_line("train_unsupervised.py", options))
-    assert_failed_cleanly(result, f"error: {history} line 1 is not an evaluation record")
-    # A broken run_config.json and a run directory under a file are tested in-process (above).
-    result = run_script(*command_line("train_unsupervised.py", {**options, "total_steps": 0, "run_name": "none"}))
-    assert_failed_cleanly(result, "error: flag --total_steps=0: 0 is not a positive integer")
+        # Stopped after the evaluation of step 10 but before its state was saved (as in a kill), with the history
+        # line cut short: the rerun resumes from step 0 and meets the line.
+        shutil.move(run_dir / "state", tmp_path / "state")
+        history = run_dir / "eval_history.jsonl"
+        complete = history.read_text()
+        history.write_text(complete[: len(complete) // 2])
+        result = run_script(*command_line("train_unsupervised.py", options))
+        assert_failed_cleanly(result, f"error: {history} line 1 is not an evaluation record")
+        # A broken run_config.json and a run directory under a file are tested in-process (above).
+        result = run_script(*command_line("train_unsupervised.py", {**options, "total_steps": 0, "run_name": "none"}))
+        assert_failed_cleanly(result, "error: flag --total_steps=0: 0 is not a positive integer")
 
 
 def test_train_supervised_py_end_to_end(prepared_data_dir, tmp_path, monkeypatch):
@@ -573,9 +611,9 @@ def test_train_supervised_py_end_to_end(prepared_data_dir, tmp_path, monkeypatch
 
 
 UNSUPERVISED_RECIPE = {
-    # The config and vocab of --pretrained_weight (none beside KR-BERT's release): training_flags.KR_BERT_FILES.
+    # KR-BERT character from the Hugging Face Hub, with its own config and vocab.
     "config": None,
-    "pretrained_weight": "kr-bert-char/model.ckpt-2000000",
+    "pretrained_weight": "snunlp/KR-BERT-char16424",
     "vocab_path": None,
     "mixed_precision": False,
     "precision": None,
@@ -588,9 +626,9 @@ UNSUPERVISED_RECIPE = {
     "evaluation_frequency": 250,
 }
 SUPERVISED_RECIPE = {
-    # The config and vocab of --pretrained_weight (none beside KR-BERT's release): training_flags.KR_BERT_FILES.
+    # KR-BERT character from the Hugging Face Hub, with its own config and vocab.
     "config": None,
-    "pretrained_weight": "kr-bert-char/model.ckpt-2000000",
+    "pretrained_weight": "snunlp/KR-BERT-char16424",
     "vocab_path": None,
     "train_splits": ["mnli_train", "snli_train"],
     "batch_size": 128,
@@ -608,4 +646,5 @@ SUPERVISED_RECIPE = {
 )
 def test_defaults_are_the_original_recipe(script, recipe):
     assert flag_defaults(script, recipe) == recipe
+    # Where a Google-format checkpoint has no config and vocab beside it (KR-BERT's TensorFlow release).
     assert training_flags.KR_BERT_FILES == ("configs/char_bert_base.json", "kr-bert-char/vocab_char_16424.txt")
