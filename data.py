@@ -319,7 +319,10 @@ def check_reachable(name, data_dir_root):
                 f"{offline_instructions(name, data_dir_root)}"
             ) from error
         if response.status_code != 200:
-            raise DataError(f"{name} cannot be downloaded: {url} answers HTTP {response.status_code}")
+            raise DataError(
+                f"{name} cannot be downloaded: {url} answers HTTP {response.status_code}. Prepare it offline: "
+                f"{offline_instructions(name, data_dir_root)}"
+            )
 
 
 def download_and_prepare(name, data_dir=None):
@@ -337,7 +340,8 @@ def download_and_prepare(name, data_dir=None):
         builder.download_and_prepare()
     except BaseException as error:
         if not root_existed:
-            tf.io.gfile.rmtree(root)
+            if tf.io.gfile.exists(root):
+                tf.io.gfile.rmtree(root)
         else:
             for path in _entries_a_preparation_adds_to(root, name) - before:
                 if tf.io.gfile.isdir(path):
@@ -345,8 +349,9 @@ def download_and_prepare(name, data_dir=None):
                 elif tf.io.gfile.exists(path):
                     tf.io.gfile.remove(path)
         if isinstance(error, DOWNLOAD_ERRORS):
-            # A checksum mismatch names the file it was downloaded to, which is gone now.
-            message = re.sub(r", downloaded to .*?, has", " has", errors.one_line(error))
+            # A checksum mismatch is several lines naming the file it was downloaded to, which is gone now.
+            first_line = (str(error) or type(error).__name__).splitlines()[0]
+            message = re.sub(r", downloaded to .*?, has", " has", first_line).rstrip(":")
             raise DataError(
                 f"downloading {name} failed, nothing was kept: {message}. Rerun, or prepare it offline: "
                 f"{offline_instructions(name, root)}"

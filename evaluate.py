@@ -28,7 +28,9 @@ model_flags.define_flags()
 flags.DEFINE_string(
     "saved_model", None, "A SavedModel of export.py, instead of --config, --checkpoint and --vocab_path."
 )
-flags.DEFINE_string("data_dir", None, "TFDS data directory with the prepared datasets (default: TFDS's).")
+flags.DEFINE_string(
+    "data_dir", None, "TFDS data directory (default: TFDS's); datasets not prepared there are downloaded."
+)
 flags.DEFINE_list("datasets", ["korsts:dev", "korsts:test", "klue_sts:dev"], "STS sets as DATASET:SPLIT.")
 flags.DEFINE_integer(
     "max_sequence_length",

@@ -32,7 +32,10 @@ def define_flags(*, batch_size, learning_rate, max_sequence_length, evaluation_f
     )
     model_flags.define_flags(fv, fallback=", else KR-BERT character's")
     flags.DEFINE_string(
-        "data_dir", None, "TFDS data directory with the prepared datasets (default: TFDS's).", flag_values=fv
+        "data_dir",
+        None,
+        "TFDS data directory (default: TFDS's); datasets not prepared there are downloaded.",
+        flag_values=fv,
     )
     flags.DEFINE_boolean(
         "mixed_precision", False, "mixed_float16 on a GPU, mixed_bfloat16 on CPU and TPU.", flag_values=fv
