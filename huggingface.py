@@ -3,8 +3,9 @@ transformers and sentence-transformers load as it is.
 
 A Hugging Face BERT directory holds `config.json` (model_type "bert"), `model.safetensors`, `vocab.txt` and
 `tokenizer_config.json`, as transformers' `save_pretrained` writes them. Weights go through the safetensors
-package's numpy API: no PyTorch. Every weight's Hugging Face name follows from its Google name
-(`huggingface_name`); kernels are stored transposed there ([out, in], PyTorch's Linear).
+package's numpy API, or, for older models with `pytorch_model.bin` only, `torch_state_dict`: no PyTorch. Every
+weight's Hugging Face name follows from its Google name (`huggingface_name`); kernels are stored transposed there
+([out, in], PyTorch's Linear).
 
     python evaluate.py --checkpoint=klue-bert-base      # its config, vocab and lower-casing come with it
     python export.py --checkpoint=models/RUN/best --format=huggingface --output=exported/krbert-simcse
@@ -27,17 +28,21 @@ from absl import logging
 
 import errors
 import model
+import torch_state_dict
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
+# What older models have instead (torch.save's format), read where there is no WEIGHTS_FILE.
+PYTORCH_WEIGHTS_FILE = "pytorch_model.bin"
 VOCAB_FILE = "vocab.txt"
 TOKENIZER_CONFIG_FILE = "tokenizer_config.json"
 # What training writes into a run directory besides the checkpoints, so a checkpoint there needs nothing else.
 GOOGLE_CONFIG_FILE = "bert_config.json"
 # A Hugging Face Hub model, optionally at a revision (branch, tag or commit): "klue/bert-base", "klue/bert-base@main".
 HUB_ID = re.compile(r"[\w.-]+/[\w.-]+(@[\w./-]+)?")
-# What a BERT directory needs from the Hub; without a tokenizer config, do_lower_case must be given.
-HUB_FILES = (CONFIG_FILE, WEIGHTS_FILE, VOCAB_FILE, TOKENIZER_CONFIG_FILE)
+# What a BERT directory needs from the Hub, each file or its alternative; without a tokenizer config,
+# do_lower_case must be given.
+HUB_FILES = ((CONFIG_FILE,), (WEIGHTS_FILE, PYTORCH_WEIGHTS_FILE), (VOCAB_FILE,), (TOKENIZER_CONFIG_FILE,))
 # The do_lower_case of Hub models whose authors state it in their README, used when it is not given, whatever the
 # repository's tokenizer_config.json says or whether it has one (without one, transformers' BertTokenizer
 # lower-cases): KR-BERT character loads its vocab with do_lower_case=False, as lower-casing's NFD would split every
@@ -98,35 +103,39 @@ def download_from_hub(hub_id):
     Hub; HF_HOME or HF_HUB_CACHE another cache."""
     repo_id, _, revision = hub_id.partition("@")
     # A download cut off leaves nothing in the cache: huggingface_hub writes each file under a temporary name.
-    paths = [download_hub_file(hub_id, repo_id, revision or None, name) for name in HUB_FILES]
+    paths = [download_hub_file(hub_id, repo_id, revision or None, names) for names in HUB_FILES]
     directory = os.path.dirname(paths[0])  # config.json's: it is never absent (download_hub_file)
     logging.info("%s: %s", hub_id, directory)
     return directory
 
 
-def download_hub_file(hub_id, repo_id, revision, name):
-    """The cached path of one file of a Hub model; None for a tokenizer config the model has not."""
-    try:
-        return huggingface_hub.hf_hub_download(repo_id, name, revision=revision)
-    except huggingface_hub.errors.RemoteEntryNotFoundError:
-        if name == TOKENIZER_CONFIG_FILE:
-            return None
-        advice = ": convert its pytorch_model.bin (README, Hugging Face format)" if name == WEIGHTS_FILE else ""
-        raise errors.InputError(f"{hub_id} has no {name} on the Hugging Face Hub{advice}") from None
-    except huggingface_hub.errors.LocalEntryNotFoundError:
-        if name == TOKENIZER_CONFIG_FILE:
-            return None  # the files are fetched together: a cached model without one has none
+def download_hub_file(hub_id, repo_id, revision, names):
+    """The cached path of one file of a Hub model, the first of `names` (alternatives) it has; None for a
+    tokenizer config the model has not."""
+    offline = False
+    for name in names:
+        try:
+            return huggingface_hub.hf_hub_download(repo_id, name, revision=revision)
+        except huggingface_hub.errors.RemoteEntryNotFoundError:
+            continue
+        except huggingface_hub.errors.LocalEntryNotFoundError:
+            offline = True  # the Hub not reached (HF_HUB_OFFLINE or no network), and the file not in the cache
+        except huggingface_hub.errors.RevisionNotFoundError:
+            raise errors.InputError(f"the Hugging Face Hub has no revision {revision} of {repo_id}") from None
+        except huggingface_hub.errors.RepositoryNotFoundError:
+            raise errors.InputError(f"{hub_id} is neither a local path nor a model on the Hugging Face Hub") from None
+        except (OSError, huggingface_hub.errors.HfHubHTTPError, httpx2.HTTPError) as error:
+            # httpx2 (huggingface_hub's HTTP client): a connection refused, cut off or timed out.
+            raise errors.InputError(f"could not download {name} of {hub_id}: {errors.one_line(error)}") from None
+    if names == (TOKENIZER_CONFIG_FILE,):
+        return None  # offline too: the files are fetched together, so a cached model without one has none
+    wanted = " or ".join(names)
+    if offline:
         raise errors.InputError(
-            f"{hub_id} is no local path, and as a Hub model its {name} is not in the Hugging Face cache while the Hub "
-            "cannot be reached (HF_HUB_OFFLINE or no network): connect this machine once, or give a local directory"
-        ) from None
-    except huggingface_hub.errors.RevisionNotFoundError:
-        raise errors.InputError(f"the Hugging Face Hub has no revision {revision} of {repo_id}") from None
-    except huggingface_hub.errors.RepositoryNotFoundError:
-        raise errors.InputError(f"{hub_id} is neither a local path nor a model on the Hugging Face Hub") from None
-    except (OSError, huggingface_hub.errors.HfHubHTTPError, httpx2.HTTPError) as error:
-        # httpx2 (huggingface_hub's HTTP client): a connection refused, cut off or timed out.
-        raise errors.InputError(f"could not download {name} of {hub_id}: {errors.one_line(error)}") from None
+            f"{hub_id} is no local path, and as a Hub model its {wanted} is not in the Hugging Face cache while the "
+            "Hub cannot be reached (HF_HUB_OFFLINE or no network): connect this machine once, or give a local directory"
+        )
+    raise errors.InputError(f"{hub_id} has no {wanted} on the Hugging Face Hub")
 
 
 # === Names ===
@@ -201,39 +210,49 @@ def read_lower_case(directory):
 
 
 def weights_path(directory):
-    """The directory's model.safetensors; a directory without one is told what to do."""
-    path = os.path.join(directory, WEIGHTS_FILE)
-    if os.path.exists(path):
-        return path
-    if os.path.exists(os.path.join(directory, "pytorch_model.bin")):
-        raise model.CheckpointError(
-            f"{directory} has pytorch_model.bin and no {WEIGHTS_FILE}: convert it once with transformers, "
-            f"`BertModel.from_pretrained(DIR).save_pretrained(DIR)` writes {WEIGHTS_FILE}"
-        )
-    raise model.CheckpointError(f"no {WEIGHTS_FILE} in {directory}")
+    """The directory's model.safetensors, else its pytorch_model.bin."""
+    for name in (WEIGHTS_FILE, PYTORCH_WEIGHTS_FILE):
+        if os.path.exists(os.path.join(directory, name)):
+            return os.path.join(directory, name)
+    raise model.CheckpointError(f"no {WEIGHTS_FILE} or {PYTORCH_WEIGHTS_FILE} in {directory}")
 
 
 def read_weights(directory):
-    """{Hugging Face name: float32 array} of the directory's model.safetensors, without the `bert.` prefix of
-    pre-training models' checkpoints (whose heads are left out)."""
+    """{Hugging Face name: float32 array} of the directory's weights file (`weights_path`), without the `bert.`
+    prefix of pre-training models' checkpoints (whose heads are left out)."""
     path = weights_path(directory)
+    tensors = read_pytorch_weights(path) if path.endswith(PYTORCH_WEIGHTS_FILE) else read_safetensors(path)
+    prefixed = any(name.startswith("bert.") for name in tensors)
+    return {
+        name.removeprefix("bert."): tensor.astype(np.float32)
+        for name, tensor in tensors.items()
+        if not prefixed or name.startswith("bert.")  # else a pre-training head (cls.*)
+    }
+
+
+def read_safetensors(path):
+    """{name: array} of a safetensors file of floating-point tensors."""
     try:
         with safetensors.safe_open(path, framework="numpy") as weights:
-            names = list(weights.keys())
-            prefixed = any(name.startswith("bert.") for name in names)
             tensors = {}
-            for name in names:
-                if prefixed and not name.startswith("bert."):
-                    continue  # a pre-training head (cls.*)
+            for name in weights.keys():  # noqa: SIM118 (safe_open is no dict)
                 dtype = weights.get_slice(name).get_dtype()
                 if dtype not in ("F32", "F16", "F64"):
                     raise model.CheckpointError(
                         f"{path} holds {name} as {dtype}, which numpy cannot read: save the model in float32"
                     )
-                tensors[name.removeprefix("bert.")] = weights.get_tensor(name).astype(np.float32)
+                tensors[name] = weights.get_tensor(name)
     except safetensors.SafetensorError as error:
         raise model.CheckpointError(f"{path} is not a readable safetensors file: {errors.one_line(error)}") from None
     return tensors
+
+
+def read_pytorch_weights(path):
+    """{name: array} of a PyTorch state dict (torch.save's format), read without PyTorch."""
+    try:
+        return torch_state_dict.read(path)
+    except torch_state_dict.TorchFormatError as error:
+        raise model.CheckpointError(f"{path} is not a PyTorch state dict of tensors: {error}") from None
 
 
 def load_weights(encoder, directory):
@@ -249,11 +268,11 @@ def load_weights(encoder, directory):
             logging.warning("%s has no %s: the pooler starts from random initialisation", directory, name)
             continue
         if tensor is None:
-            raise model.CheckpointError(f"{os.path.join(directory, WEIGHTS_FILE)} has no tensor {name}")
+            raise model.CheckpointError(f"{weights_path(directory)} has no tensor {name}")
         expected = tuple(reversed(variable.shape)) if transposed else tuple(variable.shape)  # as stored
         if tensor.shape != expected:
             raise model.CheckpointError(
-                f"{os.path.join(directory, WEIGHTS_FILE)} has {name} of shape {list(tensor.shape)}, the config makes "
+                f"{weights_path(directory)} has {name} of shape {list(tensor.shape)}, the config makes "
                 f"it {list(expected)}"
             )
         tensor = tensor.T if transposed else tensor

@@ -27,13 +27,15 @@ import data  # noqa: E402
 import model  # noqa: E402
 import sts  # noqa: E402
 
-# Every https request of the suite, in-process or in a script's subprocess, goes through a proxy on 127.0.0.1: a
-# test's loopback.HttpsMirror, else this socket, bound but not listening, which refuses the connection. So no test
-# reaches the internet, and an unprepared dataset meets "no network" (tfds downloads with requests, which reads
-# HTTPS_PROXY).
+# Every https request of the suite to another host than 127.0.0.1, in-process or in a script's subprocess, goes
+# through a proxy on 127.0.0.1: a test's loopback.HttpsMirror, else this socket, bound but not listening, which
+# refuses the connection. So no test reaches the internet, and an unprepared dataset meets "no network" (tfds
+# downloads with requests, which reads HTTPS_PROXY). 127.0.0.1 itself is reached directly: the gRPC of several
+# workers reads the same variables.
 _NO_INTERNET = socket.socket()
 _NO_INTERNET.bind(("127.0.0.1", 0))
 os.environ["HTTPS_PROXY"] = os.environ["https_proxy"] = f"http://127.0.0.1:{_NO_INTERNET.getsockname()[1]}"
+os.environ["NO_PROXY"] = os.environ["no_proxy"] = "127.0.0.1,localhost"
 
 SHARED_DATA = REPO.parent / "shared" / "data"
 VOCAB = SHARED_DATA / "vocabs" / "vocab_char_16424.txt"

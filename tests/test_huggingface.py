@@ -5,7 +5,9 @@ and sentence-transformers against our embeddings."""
 import importlib.util
 import json
 import os
+import pickle
 import shutil
+import zipfile
 
 import loopback
 import numpy as np
@@ -15,6 +17,7 @@ import scipy.stats
 import tensorflow as tf
 from conftest import (
     MICRO,
+    REPO,
     SHARED_DATA,
     TINY,
     VOCAB,
@@ -27,6 +30,7 @@ import errors
 import huggingface
 import model
 import sts
+import torch_state_dict
 import training
 
 # Not Google's numerics: the erf GELU (Hugging Face's "gelu") and another LayerNorm epsilon.
@@ -125,9 +129,13 @@ def edit_json(path, **values):
 
 
 BAD_DIRECTORIES = {
-    "pytorch_model.bin only": (
+    "no weights": (
+        lambda d: (d / "model.safetensors").unlink(),
+        "no model.safetensors or pytorch_model.bin in {d}",
+    ),
+    "pytorch_model.bin of another format": (
         lambda d: (d / "model.safetensors").rename(d / "pytorch_model.bin"),
-        "{d} has pytorch_model.bin and no model.safetensors: convert it once with transformers",
+        "{d}/pytorch_model.bin is not a PyTorch state dict of tensors: it is neither a zip archive nor a pickle",
     ),
     "not BERT": (
         lambda d: edit_json(d / "config.json", model_type="roberta"),
@@ -391,10 +399,10 @@ def test_a_hub_id_is_downloaded_once_then_read_from_the_cache_offline(tmp_path, 
 HUB_FAILURES = {
     "no such model": ("test/other", {}, "test/other is neither a local path nor a model on the Hugging Face Hub"),
     "no such revision": ("test/micro-bert@v9", {}, "the Hugging Face Hub has no revision v9 of test/micro-bert"),
-    "no safetensors": (
-        "test/no-safetensors",
+    "no weights": (
+        "test/no-weights",
         {},
-        "test/no-safetensors has no model.safetensors on the Hugging Face Hub",
+        "test/no-weights has no model.safetensors or pytorch_model.bin on the Hugging Face Hub",
     ),
     "dropped connection": (
         "test/micro-bert",
@@ -407,10 +415,10 @@ HUB_FAILURES = {
 @pytest.mark.parametrize("case", list(HUB_FAILURES))
 def test_hub_failures_are_one_line_and_leave_nothing(tmp_path, hub_cache, monkeypatch, case):
     _, directory = write_micro_directory(tmp_path)
-    shutil.copytree(directory, tmp_path / "no-safetensors")
-    (tmp_path / "no-safetensors" / "model.safetensors").rename(tmp_path / "no-safetensors" / "pytorch_model.bin")
+    shutil.copytree(directory, tmp_path / "no-weights")
+    (tmp_path / "no-weights" / "model.safetensors").unlink()
     hub_id, options, message = HUB_FAILURES[case]
-    repos = {"test/micro-bert": directory, "test/no-safetensors": tmp_path / "no-safetensors"}
+    repos = {"test/micro-bert": directory, "test/no-weights": tmp_path / "no-weights"}
     with loopback.FakeHub(repos, **options) as hub:
         use_hub(monkeypatch, hub)
         with pytest.raises(errors.InputError) as raised:
@@ -440,3 +448,104 @@ def test_hub_unreachable_and_nothing_cached(tmp_path, hub_cache, monkeypatch):
     message = "test/micro-bert is no local path, and as a Hub model its config.json is not in the Hugging Face cache"
     with pytest.raises(errors.InputError, match=message):
         huggingface.model_files("test/micro-bert")
+
+
+# === pytorch_model.bin, read without PyTorch ===
+
+# A tiny BertForMaskedLM saved by transformers (model.safetensors) and by torch.save in both of its formats
+# (tests/fixtures/torch_bert/make.py).
+TORCH_BERT = REPO / "tests" / "fixtures" / "torch_bert"
+
+
+def torch_bert_directory(tmp_path, weights_file):
+    """The fixture model as a Hugging Face directory whose weights are the fixture's `weights_file`."""
+    directory = tmp_path / weights_file
+    directory.mkdir()
+    shutil.copy(TORCH_BERT / "config.json", directory)
+    name = "model.safetensors" if weights_file.endswith(".safetensors") else "pytorch_model.bin"
+    shutil.copy(TORCH_BERT / weights_file, directory / name)
+    (directory / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]"] + [f"t{i}" for i in range(26)]))
+    (directory / "tokenizer_config.json").write_text(json.dumps(huggingface.tokenizer_config(False)))
+    return directory
+
+
+@pytest.mark.parametrize("weights_file", ["pytorch_model.bin", "pytorch_model_legacy.bin"])
+def test_pytorch_model_bin_reads_as_its_safetensors(tmp_path, hub_cache, monkeypatch, weights_file):
+    reference = torch_bert_directory(tmp_path, "model.safetensors")
+    directory = torch_bert_directory(tmp_path, weights_file)
+    tensors = torch_state_dict.read(directory / "pytorch_model.bin")
+    for name, tensor in safetensors.numpy.load_file(str(reference / "model.safetensors")).items():
+        np.testing.assert_array_equal(tensors[name], tensor, err_msg=name)
+        assert tensors[name].dtype == tensor.dtype
+    config = huggingface.model_files(str(reference)).config
+
+    def loaded_weights(directory):  # all but the pooler, which a masked-LM model has not
+        encoder = random_encoder(config, seed=1)
+        huggingface.load_encoder_weights(encoder, str(directory))
+        return {name: v.numpy() for name, v in encoder.checkpoint_variables().items() if "pooler" not in name}
+
+    expected = loaded_weights(reference)
+    assert len(expected) == 16 + 5  # one layer's weights, the embeddings'
+    for weights in (loaded_weights(directory), None):
+        if weights is None:  # a Hub model with pytorch_model.bin only
+            with loopback.FakeHub({"test/torch-bert": directory}) as hub:
+                use_hub(monkeypatch, hub)
+                files = huggingface.model_files("test/torch-bert")
+            assert os.path.basename(huggingface.resolve_weights(files.weights)) == "pytorch_model.bin"
+            weights = loaded_weights(files.weights)
+        assert weights.keys() == expected.keys()
+        for name, value in weights.items():
+            np.testing.assert_array_equal(value, expected[name], err_msg=name)
+
+
+class RunsCode:
+    """Unpickled, it would create `marker`: what a malicious pytorch_model.bin does."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+def test_pytorch_model_bin_cannot_run_code(tmp_path):
+    marker = tmp_path / "created"
+    legacy = tmp_path / "legacy.bin"
+    legacy.write_bytes(pickle.dumps(RunsCode(marker), protocol=2))
+    archive = tmp_path / "archive.bin"
+    with zipfile.ZipFile(archive, "w") as zip_file:
+        zip_file.writestr("archive/data.pkl", pickle.dumps({"weight": RunsCode(marker)}, protocol=2))
+    for path in (legacy, archive):
+        with pytest.raises(torch_state_dict.TorchFormatError, match="it holds io.open, which is not part"):
+            torch_state_dict.read(path)
+    assert not marker.exists()
+    truncated = tmp_path / "truncated.bin"
+    truncated.write_bytes(pickle.dumps(torch_state_dict.LEGACY_MAGIC_NUMBER) + pickle.dumps(1001))
+    with pytest.raises(torch_state_dict.TorchFormatError, match="it is damaged"):
+        torch_state_dict.read(truncated)
+
+
+@needs_torch
+def test_torch_saves_of_odd_tensors_read_as_torch_reads_them(tmp_path):
+    import torch
+
+    grid = torch.arange(12.0).reshape(3, 4)
+    state_dict = {
+        "transposed": grid.t(),
+        "row": grid[1],
+        "scalar": torch.tensor(3.0),
+        "half": grid.half(),
+        "ids": torch.arange(4),
+        "shared": grid,
+    }
+    for zip_format in (True, False):
+        path = tmp_path / f"{zip_format}.bin"
+        torch.save(state_dict, path, _use_new_zipfile_serialization=zip_format)
+        read = torch_state_dict.read(path)
+        assert set(read) == set(state_dict)
+        for name, tensor in state_dict.items():
+            np.testing.assert_array_equal(read[name], tensor.numpy(), err_msg=name)
+            assert read[name].dtype == tensor.numpy().dtype
+    torch.save({"weight": grid.bfloat16()}, tmp_path / "bfloat16.bin")
+    with pytest.raises(torch_state_dict.TorchFormatError, match="bfloat16 tensors, which numpy cannot read"):
+        torch_state_dict.read(tmp_path / "bfloat16.bin")
