@@ -1,6 +1,7 @@
 """Shared test helpers and fixtures: the ../shared data location, the datasets prepared from it, the tiny
 checkpoint's scores before training, a writer of Google-format (TF1) BERT checkpoints, script runners."""
 
+import atexit
 import hashlib
 import json
 import os
@@ -34,6 +35,7 @@ import sts  # noqa: E402
 # workers reads the same variables.
 _NO_INTERNET = socket.socket()
 _NO_INTERNET.bind(("127.0.0.1", 0))
+atexit.register(_NO_INTERNET.close)
 os.environ["HTTPS_PROXY"] = os.environ["https_proxy"] = f"http://127.0.0.1:{_NO_INTERNET.getsockname()[1]}"
 os.environ["NO_PROXY"] = os.environ["no_proxy"] = "127.0.0.1,localhost"
 
