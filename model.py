@@ -367,6 +367,14 @@ class BertEncoder(keras.Model):
         config = dict(config)
         return cls(BertConfig.from_dict(config.pop("config")), **config)
 
+    def dropout_seed_states(self):
+        """The seed state of every dropout layer: set back to saved values, the next passes draw the same masks
+        again (gradient caching replays them). Each pass through a layer advances its state by one draw."""
+        dropouts = [self.embeddings.dropout]
+        for layer in self.transformer_layers:
+            dropouts += [layer.attention_dropout, layer.attention_output_dropout, layer.output_dropout]
+        return [dropout.seed_generator.state for dropout in dropouts if dropout.rate > 0]
+
     def checkpoint_variables(self):
         """Every weight by its google-research/bert checkpoint name."""
         variables = self.embeddings.checkpoint_variables("bert/embeddings")
@@ -449,6 +457,9 @@ class SimCSE(keras.Model):
         encoder: a `BertEncoder`.
         temperature: softmax temperature of the cosine similarities.
         pooling: sentence embedding for the loss; the original recipe trains on the pooler output.
+        mini_batch_size: if set, a training step caches gradients (`cached_loss_and_gradients`): the batch is
+            encoded this many sentences at a time, so activations are held for one chunk, not the batch. It must
+            divide every replica's batch (`training.train` checks it), so chunks have one static shape (XLA).
 
     Example:
         >>> config = BertConfig.from_json_file("../shared/data/checkpoints/tiny-char-mlm/bert_config.json")
@@ -461,36 +472,118 @@ class SimCSE(keras.Model):
         TensorShape([3, 6])
     """
 
-    def __init__(self, encoder, temperature, pooling="pooled", **kwargs):
+    def __init__(self, encoder, temperature, pooling="pooled", mini_batch_size=None, **kwargs):
         super().__init__(**kwargs)
         self.encoder = encoder
         self.temperature = temperature
         self.pooling = pooling
+        self.mini_batch_size = mini_batch_size
         self.loss_tracker = keras.metrics.Mean(name="loss")
 
     def call(self, inputs, training=None):
-        views = inputs if isinstance(inputs, tuple) else (inputs, inputs)
-        # Cosine similarities and the loss in float32, whatever the compute dtype.
-        embeddings = [
-            tf.math.l2_normalize(
-                tf.cast(pool(self.encoder(view, training=training), view["input_mask"], self.pooling), tf.float32),
-                axis=1,
-            )
-            for view in views
-        ]  # each [batch, hidden]
-        candidates = tf.concat([_gather_from_replicas(e) for e in embeddings[1:]], axis=0)  # [global * (v - 1), h]
-        return tf.matmul(embeddings[0], candidates, transpose_b=True) / self.temperature
+        return self.logits([self.embed(view, training) for view in self.views(inputs)])
+
+    @staticmethod
+    def views(inputs):
+        """The feature dicts encoded in a step: the sentences twice (unsupervised), or the three of a triple."""
+        return inputs if isinstance(inputs, tuple) else (inputs, inputs)
+
+    def embed(self, view, training):
+        """Feature dict [batch, seq] -> the loss's sentence embeddings, float32 [batch, hidden] whatever the
+        compute dtype (cosine similarities and the loss are computed in float32)."""
+        return tf.cast(pool(self.encoder(view, training=training), view["input_mask"], self.pooling), tf.float32)
+
+    def logits(self, embeddings):
+        """Embeddings of each view, each [batch, hidden] -> logits [batch, global batch * (views - 1)]."""
+        unit = [tf.math.l2_normalize(e, axis=1) for e in embeddings]  # each [batch, hidden]
+        candidates = tf.concat([_gather_from_replicas(e) for e in unit[1:]], axis=0)  # [global * (v - 1), h]
+        return tf.matmul(unit[0], candidates, transpose_b=True) / self.temperature
+
+    def replica_loss(self, logits):
+        """This replica's loss, its anchors against all candidates, and that loss as the optimizer takes its
+        gradient: this replica's share of the global mean (the optimizer sums gradients over replicas), scaled
+        under mixed_float16 (compile wraps the optimizer; the identity otherwise)."""
+        replica = tf.distribute.get_replica_context()
+        loss = contrastive_loss(logits, replica.replica_id_in_sync_group * tf.shape(logits)[0])
+        return loss, self.optimizer.scale_loss(loss / replica.num_replicas_in_sync)
 
     def loss_and_gradients(self, inputs):
-        """This replica's loss (its anchors against all candidates) and its share of the gradients of the
-        global mean loss: the optimizer sums gradients over replicas."""
-        replica = tf.distribute.get_replica_context()
+        """This replica's loss and its share of the gradients of the global mean loss."""
+        if self.mini_batch_size:
+            return self.cached_loss_and_gradients(inputs)
         with tf.GradientTape() as tape:
-            logits = self(inputs, training=True)  # [local batch, candidates]
-            loss = contrastive_loss(logits, replica.replica_id_in_sync_group * tf.shape(logits)[0])
-            # Loss scaling under mixed_float16 (compile wraps the optimizer); the identity otherwise.
-            scaled_loss = self.optimizer.scale_loss(loss / replica.num_replicas_in_sync)
+            loss, scaled_loss = self.replica_loss(self(inputs, training=True))
         return loss, tape.gradient(scaled_loss, self.trainable_weights)
+
+    def cached_loss_and_gradients(self, inputs):
+        """`loss_and_gradients` by gradient caching (Gao et al., 2021, "Scaling Deep Contrastive Learning Batch
+        Size under Memory Limited Setup"), for batches whose activations do not fit.
+
+        1. Every view is embedded `mini_batch_size` sentences at a time, without a gradient tape: no activation
+           outlives its chunk.
+        2. The loss of the whole batch (negatives gathered from every replica, as in `call`) and its gradient with
+           respect to the embeddings, [batch, hidden] per view: the cache.
+        3. Every chunk is encoded again, each dropout layer's seed state set back so that it draws the masks of
+           step 1, and the cached gradient is back-propagated through it; parameter gradients are summed.
+
+        The result is the gradient of the full-batch loss (tested against one tape over the same masks), for about
+        one extra forward pass. Chunks run one after another (tf.while_loop), so their activations never coexist.
+        """
+        views = self.views(inputs)
+        seed_states = self.encoder.dropout_seed_states()
+        saved_seeds = [tf.identity(state.value) for state in seed_states]
+        embeddings = [tf.stop_gradient(self.embed_in_chunks(view)) for view in views]  # each [batch, hidden]
+        with tf.GradientTape() as tape:
+            tape.watch(embeddings)
+            loss, scaled_loss = self.replica_loss(self.logits(embeddings))
+        embedding_gradients = tape.gradient(scaled_loss, embeddings)  # each [batch, hidden]
+        for state, saved in zip(seed_states, saved_seeds, strict=True):
+            state.assign(saved)
+        gradients = [tf.zeros_like(weight) for weight in self.trainable_weights]
+        for view, embedding_gradient in zip(views, embedding_gradients, strict=True):
+            gradients = self.backpropagate_in_chunks(view, embedding_gradient, gradients)
+        return loss, gradients
+
+    def rows(self, tensor, index):
+        """Rows [index * mini_batch_size, (index + 1) * mini_batch_size) of a [batch, columns] tensor: a slice of
+        static size, which XLA compiles (a strided slice of computed bounds it does not)."""
+        return tf.slice(tensor, [index * self.mini_batch_size, 0], [self.mini_batch_size, -1])
+
+    def chunk(self, view, index):
+        """Chunk `index` of a feature dict, each [mini_batch_size, seq]."""
+        return {name: self.rows(features, index) for name, features in view.items()}
+
+    def chunk_count(self, view):
+        return tf.shape(view["input_mask"])[0] // self.mini_batch_size
+
+    def embed_in_chunks(self, view):
+        """`embed(view, training=True)`, chunk after chunk: float32 [batch, hidden]."""
+
+        def body(index, embeddings):
+            return index + 1, embeddings.write(index, self.embed(self.chunk(view, index), training=True))
+
+        count = self.chunk_count(view)
+        embeddings = tf.TensorArray(tf.float32, size=count)
+        _, embeddings = tf.while_loop(lambda index, _: index < count, body, (0, embeddings), parallel_iterations=1)
+        return embeddings.concat()  # [batch, hidden]
+
+    def backpropagate_in_chunks(self, view, embedding_gradient, gradients):
+        """`gradients` plus the parameter gradients of sum(embed(view) * embedding_gradient), chunk after chunk."""
+
+        def body(index, gradients):
+            with tf.GradientTape() as tape:
+                embeddings = self.embed(self.chunk(view, index), training=True)  # [chunk, hidden]
+                cached = self.rows(embedding_gradient, index)  # [chunk, hidden]
+                surrogate = tf.reduce_sum(embeddings * cached)  # its gradient: the cached one, carried back
+            chunk_gradients = tape.gradient(surrogate, self.trainable_weights)
+            return index + 1, [
+                total if chunk_gradient is None else total + tf.convert_to_tensor(chunk_gradient)
+                for total, chunk_gradient in zip(gradients, chunk_gradients, strict=True)
+            ]
+
+        count = self.chunk_count(view)
+        _, gradients = tf.while_loop(lambda index, _: index < count, body, (0, gradients), parallel_iterations=1)
+        return gradients
 
     def train_step(self, inputs):
         learning_rate = self.optimizer.learning_rate

@@ -70,6 +70,8 @@ class Recipe:
         precision: the Keras dtype policy, one of `PRECISIONS` (`default_precision` picks one).
         train_splits: supervised only, the KorNLI splits of the triples.
         epochs: supervised only, passes over the triples.
+        mini_batch_size: gradient caching: sentences (unsupervised) or triples (supervised) encoded at a time, a
+            divisor of every replica's batch (`model.SimCSE`); None: the whole batch at once.
 
     Example:
         >>> recipe = Recipe(kind="unsupervised", total_steps=600, batch_size=64, learning_rate=3e-5,
@@ -91,6 +93,7 @@ class Recipe:
     precision: str
     train_splits: tuple[str, ...] | None = None
     epochs: int | None = None
+    mini_batch_size: int | None = None
 
     def __post_init__(self):
         checks = [
@@ -102,6 +105,7 @@ class Recipe:
             (self.max_sequence_length >= 2, "max_sequence_length must leave room for [CLS] and [SEP]"),
             (self.evaluation_frequency >= 1, "evaluation_frequency must be positive"),
             (self.precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}"),
+            (self.mini_batch_size is None or self.mini_batch_size >= 1, "mini_batch_size must be positive"),
         ]
         for holds, message in checks:
             if not holds:
@@ -174,11 +178,14 @@ def set_precision(precision, on_tpu=False):
         )
 
 
-def compile_simcse(encoder, temperature, learning_rate, warmup_steps, total_steps, jit_compile="auto"):
+def compile_simcse(
+    encoder, temperature, learning_rate, warmup_steps, total_steps, jit_compile="auto", mini_batch_size=None
+):
     """SimCSE over `encoder`, compiled with the original scripts' optimizer: Keras' Adam with its
     defaults (beta 0.9 / 0.999, epsilon 1e-7), no weight decay, linear warm-up and decay. `jit_compile` is
-    Keras': "auto" compiles the step with XLA on one GPU and not on CPU."""
-    simcse = model.SimCSE(encoder, temperature)
+    Keras': "auto" compiles the step with XLA on one GPU and not on CPU. `mini_batch_size`: gradient caching
+    (`model.SimCSE`)."""
+    simcse = model.SimCSE(encoder, temperature, mini_batch_size=mini_batch_size)
     schedule = model.LinearWarmupDecay(learning_rate, warmup_steps, total_steps)
     optimizer = keras.optimizers.Adam(schedule)
     if keras.mixed_precision.global_policy().name == "mixed_float16":
@@ -238,6 +245,12 @@ def train(
     if recipe.batch_size % strategy.num_replicas_in_sync:
         raise TrainingError(
             f"batch_size {recipe.batch_size} does not split over {strategy.num_replicas_in_sync} replicas"
+        )
+    replica_batch_size = recipe.batch_size // strategy.num_replicas_in_sync
+    if recipe.mini_batch_size and replica_batch_size % recipe.mini_batch_size:
+        raise TrainingError(
+            f"mini_batch_size {recipe.mini_batch_size} does not divide the batch of each replica ({recipe.batch_size}"
+            f" over {strategy.num_replicas_in_sync} replica(s): {replica_batch_size})"
         )
     config.check_sequence_length(recipe.max_sequence_length)
     tokenizer = data.KrBertTokenizer(vocab_path, recipe.max_sequence_length, config.vocab_size, lower_case)
@@ -373,7 +386,14 @@ def build_simcse(recipe, config, saved_state=None):
     scope. The state holds the model, optimizer slots, step counter and (mixed_float16) loss scale: all a resumed
     run needs. The optimizer's variables are made here, not in the first step, which may be traced in a replica."""
     encoder = model.BertEncoder(config)
-    simcse = compile_simcse(encoder, recipe.temperature, recipe.learning_rate, recipe.warmup_steps, recipe.total_steps)
+    simcse = compile_simcse(
+        encoder,
+        recipe.temperature,
+        recipe.learning_rate,
+        recipe.warmup_steps,
+        recipe.total_steps,
+        mini_batch_size=recipe.mini_batch_size,
+    )
     simcse.optimizer.build(simcse.trainable_variables)
     state = tf.train.Checkpoint(model=simcse, optimizer=simcse.optimizer)
     if saved_state:

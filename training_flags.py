@@ -74,6 +74,15 @@ def define_flags(*, batch_size, learning_rate, max_sequence_length, evaluation_f
     flags.DEFINE_string("model_checkpoints", "models", "Directory of the run directories.", flag_values=fv)
     flags.DEFINE_string("tensorboard_log_path", "logs", "Directory of the TensorBoard run directories.", flag_values=fv)
     flags.DEFINE_integer("seed", 42, "Seed of initialisation, shuffling and dropout.", flag_values=fv)
+    flags.DEFINE_integer(
+        "mini_batch_size",
+        None,
+        "Gradient caching: encode the batch this many sentences (triples) at a time, holding one chunk's activations "
+        "instead of the batch's, for about one more forward pass; a divisor of every replica's batch. The gradients "
+        "are the whole batch's (default: off).",
+        lower_bound=1,
+        flag_values=fv,
+    )
     flags.DEFINE_string(
         "run_name",
         None,
@@ -112,7 +121,7 @@ def define_flags(*, batch_size, learning_rate, max_sequence_length, evaluation_f
 # The flags that are fields of training.Recipe.
 RECIPE_FLAGS = (
     "batch_size", "learning_rate", "warmup_ratio", "temperature", "max_sequence_length", "evaluation_frequency",
-    "seed",
+    "seed", "mini_batch_size",
 )  # fmt: skip
 
 

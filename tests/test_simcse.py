@@ -130,16 +130,17 @@ def random_views(batch):
     return tuple(views)
 
 
-def compiled_simcse(weights=None):
-    simcse = model.SimCSE(model.BertEncoder(model.BertConfig.from_dict(NO_DROPOUT)), temperature=0.05)
+def compiled_simcse(weights=None, mini_batch_size=None):
+    encoder = model.BertEncoder(model.BertConfig.from_dict(NO_DROPOUT))
+    simcse = model.SimCSE(encoder, temperature=0.05, mini_batch_size=mini_batch_size)
     simcse.compile(optimizer=keras.optimizers.AdamW(1e-3, weight_decay=0.0))
     if weights is not None:
         simcse.encoder.set_weights(weights)
     return simcse
 
 
-@pytest.mark.parametrize("kind", ["supervised", "unsupervised"])
-def test_two_replicas_give_the_single_device_loss_and_gradients(two_replicas, kind):
+@pytest.mark.parametrize(("kind", "mini_batch_size"), [("supervised", None), ("unsupervised", None), ("supervised", 2)])
+def test_two_replicas_give_the_single_device_loss_and_gradients(two_replicas, kind, mini_batch_size):
     views = random_views(batch=8)
     if kind == "unsupervised":
         views = views[0]
@@ -149,7 +150,8 @@ def test_two_replicas_give_the_single_device_loss_and_gradients(two_replicas, ki
 
     strategy = two_replicas
     with strategy.scope():
-        mirrored = compiled_simcse(single.encoder.get_weights())
+        # With gradient caching, each replica embeds its 4 anchors 2 at a time.
+        mirrored = compiled_simcse(single.encoder.get_weights(), mini_batch_size)
     # The global batch of 8, split over the replicas: each contrasts its 4 anchors with all 8 candidates.
     per_replica = strategy.experimental_distribute_dataset(tf.data.Dataset.from_tensors(views).unbatch().batch(8))
     replica_loss, replica_gradients = strategy.run(mirrored.loss_and_gradients, args=(next(iter(per_replica)),))
@@ -189,11 +191,18 @@ def test_dropout_is_keras_on_one_device_and_independent_on_every_replica(two_rep
     assert np.abs(first - second).max() > 1e-3
 
 
-def test_training_step_compiles_with_xla():
+@pytest.mark.parametrize("mini_batch_size", [None, 4])
+def test_training_step_compiles_with_xla(mini_batch_size):
     # What Keras does on one GPU (jit_compile="auto"), forced on CPU: train()'s training step on trimmed batches
-    # of two lengths, each its own XLA program, and the step learns.
+    # of two lengths, each its own XLA program, and the step learns; with gradient caching too.
     simcse = training.compile_simcse(
-        model.BertEncoder(model.BertConfig.from_dict(SMALL)), 0.05, 1e-3, 1, 10, jit_compile=True
+        model.BertEncoder(model.BertConfig.from_dict(SMALL)),
+        0.05,
+        1e-3,
+        1,
+        10,
+        jit_compile=True,
+        mini_batch_size=mini_batch_size,
     )
     assert simcse.jit_compile is True
     simcse.optimizer.build(simcse.trainable_variables)
@@ -211,3 +220,93 @@ def test_training_step_compiles_with_xla():
     assert np.isfinite(losses).all() and int(simcse.optimizer.iterations) == 4
     after = simcse.encoder.trainable_weights
     assert any(not np.allclose(b, a.numpy()) for b, a in zip(before, after, strict=True))
+
+
+# === Gradient caching (--mini_batch_size) ===
+
+
+def compiled_cached_simcse(config, mini_batch_size, optimizer=None):
+    simcse = model.SimCSE(model.BertEncoder(model.BertConfig.from_dict(config)), 0.05, mini_batch_size=mini_batch_size)
+    simcse.compile(optimizer=optimizer or keras.optimizers.Adam(1e-3))
+    return simcse
+
+
+def one_tape_over_chunks(simcse, inputs, chunks):
+    """The full-batch loss and gradients with the views embedded chunk by chunk under one tape, every activation
+    kept: what gradient caching must equal, the same dropout masks drawn in the same order."""
+    with tf.GradientTape() as tape:
+        embeddings = [
+            tf.concat([simcse.embed(simcse.chunk(view, index), training=True) for index in range(chunks)], axis=0)
+            for view in simcse.views(inputs)
+        ]
+        loss, scaled_loss = simcse.replica_loss(simcse.logits(embeddings))
+    return loss, tape.gradient(scaled_loss, simcse.trainable_weights)
+
+
+def assert_same_gradients(gradients, expected, relative=1e-5):
+    expected = [tf.convert_to_tensor(g).numpy() for g in expected]
+    largest = max(float(np.abs(g).max()) for g in expected)
+    assert largest > 0
+    for value, wanted in zip(gradients, expected, strict=True):
+        np.testing.assert_allclose(tf.convert_to_tensor(value).numpy(), wanted, atol=relative * largest, rtol=0)
+
+
+@pytest.mark.parametrize("kind", ["supervised", "unsupervised"])
+def test_gradient_caching_replays_the_dropout_masks_and_gives_the_full_batch_gradients(kind):
+    simcse = compiled_cached_simcse(SMALL, mini_batch_size=2)  # dropout 0.1 everywhere
+    inputs = random_views(batch=8) if kind == "supervised" else random_views(batch=8)[0]
+    seed_states = simcse.encoder.dropout_seed_states()
+    assert len(seed_states) == 1 + 3 * SMALL["num_hidden_layers"]
+    start = [state.numpy() for state in seed_states]
+    loss, gradients = tf.function(simcse.loss_and_gradients)(inputs)
+    after = [state.numpy() for state in seed_states]
+    for state, value in zip(seed_states, start, strict=True):
+        state.assign(value)
+    expected_loss, expected = one_tape_over_chunks(simcse, inputs, chunks=4)
+    # The step consumed the draws of one pass over the chunks (the replay set them back), as the one tape did.
+    assert [state.numpy().tolist() for state in seed_states] == [value.tolist() for value in after]
+    assert float(loss) == pytest.approx(float(expected_loss), rel=1e-6)
+    assert_same_gradients(gradients, expected)
+    # Other masks give other gradients: the replay, not the dropout rate, makes them equal.
+    _, other = one_tape_over_chunks(simcse, inputs, chunks=4)
+    with pytest.raises(AssertionError):
+        assert_same_gradients(other, expected, relative=1e-3)
+
+
+def test_gradient_caching_in_one_chunk_or_without_dropout_is_the_plain_step():
+    inputs = random_views(batch=8)
+    cached = compiled_cached_simcse(SMALL, mini_batch_size=8)
+    plain = model.SimCSE(cached.encoder, 0.05)  # the same encoder and seed states
+    plain.compile(optimizer=keras.optimizers.Adam(1e-3))
+    start = [state.numpy() for state in cached.encoder.dropout_seed_states()]
+    _, gradients = cached.loss_and_gradients(inputs)
+    for state, value in zip(cached.encoder.dropout_seed_states(), start, strict=True):
+        state.assign(value)
+    _, expected = plain.loss_and_gradients(inputs)
+    assert_same_gradients(gradients, expected)
+
+    cached = compiled_cached_simcse(NO_DROPOUT, mini_batch_size=2)
+    plain = model.SimCSE(cached.encoder, 0.05)
+    plain.compile(optimizer=keras.optimizers.Adam(1e-3))
+    assert cached.encoder.dropout_seed_states() == []
+    assert_same_gradients(cached.loss_and_gradients(inputs)[1], plain.loss_and_gradients(inputs)[1])
+
+
+def test_gradient_caching_under_mixed_float16_carries_the_loss_scale():
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        optimizer = keras.optimizers.LossScaleOptimizer(keras.optimizers.Adam(1e-3), initial_scale=2.0**10)
+        cached = compiled_cached_simcse(NO_DROPOUT, mini_batch_size=2, optimizer=optimizer)
+        plain = model.SimCSE(cached.encoder, 0.05)
+        plain.compile(optimizer=keras.optimizers.LossScaleOptimizer(keras.optimizers.Adam(1e-3), initial_scale=2.0**10))
+        inputs = random_views(batch=8)
+        _, gradients = cached.loss_and_gradients(inputs)
+        _, expected = plain.loss_and_gradients(inputs)
+        # Both scaled by 2^10 (optimizer.apply unscales); float16 compute: equal to 1e-2 of the largest.
+        assert_same_gradients(gradients, expected, relative=1e-2)
+        before = [weight.numpy() for weight in cached.trainable_weights]
+        tf.function(cached.train_step)(inputs)
+        assert int(optimizer.iterations) == 1
+        assert any(not np.allclose(b, w.numpy()) for b, w in zip(before, cached.trainable_weights, strict=True))
+    finally:
+        keras.mixed_precision.set_global_policy("float32")

@@ -59,6 +59,7 @@ def make_recipe(**changes):
     ("change", "message"),
     [
         ({"total_steps": 0}, "total_steps must be positive, got 0"),
+        ({"mini_batch_size": 0}, "mini_batch_size must be positive, got 0"),
         ({"batch_size": 1}, "batch_size must be at least 2 (in-batch negatives), got 1"),
         ({"learning_rate": -1.0}, "learning_rate must be positive and finite, got -1.0"),
         ({"learning_rate": 0.0}, "learning_rate must be positive and finite, got 0.0"),
@@ -389,13 +390,25 @@ def test_diverging_loss_stops_training_and_leaves_nothing_half_made(prepared_dat
         ({"vocab": "missing_vocab.txt"}, data.DataError, "vocab file not found: missing_vocab.txt"),
         ({"max_sequence_length": 600}, model.ConfigError, "max_sequence_length 600 is more than the config's"),
         ({"replicas": 2, "batch_size": 15}, training.TrainingError, "batch_size 15 does not split over 2 replicas"),
+        (
+            {"replicas": 2, "batch_size": 16, "mini_batch_size": 3},
+            training.TrainingError,
+            "mini_batch_size 3 does not divide the batch of each replica (16 over 2 replica(s): 8)",
+        ),
+        (
+            {"run_config": {"kind": "unsupervised", "mini_batch_size": 8}},
+            training.TrainingError,
+            "mini_batch_size 8 -> None",
+        ),
         ({"run_config": {"kind": "unsupervised", "learning_rate": 1.0}}, training.TrainingError, "another recipe"),
         ({"run_config": "not a run directory"}, training.TrainingError, "exists but is not a run directory"),
         ({"runs_below_a_file": True}, errors.InputError, "cannot make directory"),
     ],
 )
 def test_bad_input_fails_before_any_model_is_built(prepared_data_dir, two_replicas, tmp_path, change, error, message):
-    recipe = make_recipe(**{key: change[key] for key in ("max_sequence_length", "batch_size") if key in change})
+    recipe = make_recipe(
+        **{key: change[key] for key in ("max_sequence_length", "batch_size", "mini_batch_size") if key in change}
+    )
     run_dir = tmp_path / "runs" / "run"
     if "runs_below_a_file" in change:
         (tmp_path / "runs").write_text("a file, not a directory")
@@ -529,6 +542,7 @@ def test_train_unsupervised_py_first_run_in_one_command_on_two_cpu_replicas_and_
         evaluation_frequency=10,
         distribution_strategy="mirrored",
         num_cpu_devices=2,
+        mini_batch_size=4,  # gradient caching: each replica's 8 sentences, 4 at a time
     )
     del options["config"], options["vocab_path"]
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
@@ -553,6 +567,7 @@ def test_train_unsupervised_py_first_run_in_one_command_on_two_cpu_replicas_and_
         assert [record["step"] for record in eval_history(run_dir)] == [10]
         run_config = json.loads((run_dir / "run_config.json").read_text())
         assert (run_config["kind"], run_config["batch_size"], run_config["total_steps"]) == ("unsupervised", 16, 10)
+        assert run_config["mini_batch_size"] == 4
         assert (run_dir / "best" / "checkpoint").exists() and list((tmp_path / "logs" / "run").iterdir())
 
         # Stopped after the evaluation of step 10 but before its state was saved (as in a kill), with the history
@@ -624,6 +639,7 @@ UNSUPERVISED_RECIPE = {
     "temperature": 0.05,
     "max_sequence_length": 64,
     "evaluation_frequency": 250,
+    "mini_batch_size": None,
 }
 SUPERVISED_RECIPE = {
     # KR-BERT character from the Hugging Face Hub, with its own config and vocab.
@@ -638,6 +654,7 @@ SUPERVISED_RECIPE = {
     "temperature": 0.05,
     "max_sequence_length": 48,
     "evaluation_frequency": 125,
+    "mini_batch_size": None,
 }
 
 
