@@ -17,14 +17,22 @@ Embedding look-ups, softmax, LayerNorm and the optimizer are not counted.
 
 With --profile_dir, nothing is timed: our step of each kind and precision runs under the TensorFlow profiler and
 the share of each op type, and of each place in the model, in its op time is printed.
+
+With --memory_batches, instead of the comparison: our unsupervised step for each batch size, or batch size with
+gradient caching (BATCH/MINI_BATCH, --mini_batch_size), each in a fresh process, with its peak memory (the
+process's maximum resident set, ru_maxrss) and what the steps added to it, and its time:
+
+    python benchmarks/train_step.py --memory_batches=64,512/64,512 --precisions=float32 --steps=3 --warmup_steps=1
 """
 
 import collections
+import concurrent.futures
 import json
 import multiprocessing
 import os
 import pathlib
 import re
+import resource
 import statistics
 import sys
 import tempfile
@@ -56,6 +64,17 @@ flags.DEFINE_string("vocab_path", "kr-bert-char/vocab_char_16424.txt", "BERT voc
 flags.DEFINE_string("data_dir", None, "TFDS data directory with korean_wikipedia_corpus and kornli prepared.")
 flags.DEFINE_string("nli_split", "xnli_dev", "KorNLI split of the supervised pipeline measurement.")
 flags.DEFINE_integer("encode_sentences", 2048, "Corpus sentences encoded by each encoder.")
+flags.DEFINE_list(
+    "memory_batches",
+    None,
+    "Instead of the comparison: our unsupervised step (synthetic ids, the first of --precisions) for each BATCH or "
+    "BATCH/MINI_BATCH (gradient caching), with its peak memory and step time; e.g. 64,512/64,512.",
+)
+flags.register_validator(
+    "memory_batches",
+    lambda values: values is None or all(re.fullmatch(r"\d+(/\d+)?", value) for value in values),
+    message="a comma-separated list of BATCH or BATCH/MINI_BATCH",
+)
 flags.DEFINE_string(
     "profile_dir",
     None,
@@ -116,7 +135,14 @@ def our_train_function(kind, source, precision, settings):
         tokenizer = data.KrBertTokenizer(settings["vocab_path"], length, config.vocab_size)
         batches = pipeline_batches(data, tokenizer, kind, settings)
     total_steps = settings["warmup_steps"] + settings["steps"] + 1
-    simcse = training.compile_simcse(model.BertEncoder(config), TEMPERATURE, LEARNING_RATE, 0, total_steps)
+    simcse = training.compile_simcse(
+        model.BertEncoder(config),
+        TEMPERATURE,
+        LEARNING_RATE,
+        0,
+        total_steps,
+        mini_batch_size=settings.get("mini_batch_size"),
+    )
     simcse.optimizer.build(simcse.trainable_variables)
     return training.make_train_function(simcse, tf.distribute.get_strategy()), batches.take(total_steps)
 
@@ -133,6 +159,44 @@ def ours_step(args):
         float(train_function(batch)["loss"])  # waits for the step, as training does
         step_end_times.append(time.perf_counter())
     return median_step_seconds(step_end_times, settings["warmup_steps"])
+
+
+def resident_megabytes():
+    """The process's peak resident set so far (Linux reports ru_maxrss in KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def ours_memory(args):
+    """(median seconds of our unsupervised step, peak resident MB before its first step, peak resident MB after
+    the steps), on synthetic ids."""
+    precision, settings = args
+    train_function, batches = our_train_function("unsupervised", "synthetic", precision, settings)
+    batches = list(batches)  # made before measuring
+    before = resident_megabytes()
+    step_end_times = []
+    for batch in batches:
+        float(train_function(batch)["loss"])
+        step_end_times.append(time.perf_counter())
+    return median_step_seconds(step_end_times, settings["warmup_steps"]), before, resident_megabytes()
+
+
+def print_memory(config, precision, results):
+    """The --memory_batches table and one JSON line."""
+    print(f"\n{cpu_description()}\n{config.num_hidden_layers} layers, hidden {config.hidden_size}, length "
+          f"{FLAGS.max_sequence_length}, unsupervised, {precision}, median of {FLAGS.steps} steps")  # fmt: skip
+    print(f"{'batch':>6} {'mini-batch':>10} {'peak MB':>9} {'added by steps MB':>18} {'s/step':>8}")
+    runs = []
+    for (batch, mini_batch), result in results.items():
+        if result is None:
+            print(f"{batch:6d} {mini_batch or '-':>10} {'killed (the kernel: out of memory)':>37}")
+            runs.append({"batch": batch, "mini_batch": mini_batch, "killed": True})
+            continue
+        seconds, before, peak = result
+        print(f"{batch:6d} {mini_batch or '-':>10} {peak:9.0f} {peak - before:18.0f} {seconds:8.2f}")
+        runs.append({"batch": batch, "mini_batch": mini_batch, "peak_mb": round(peak),
+                     "added_mb": round(peak - before), "step_s": round(seconds, 3)})  # fmt: skip
+    print(json.dumps({"cpu": cpu_description(), "precision": precision, "length": FLAGS.max_sequence_length,
+                      "runs": runs}))  # fmt: skip
 
 
 def ours_profile(args):
@@ -353,6 +417,21 @@ def main(argv):
         "config", "batch_size", "max_sequence_length", "steps", "warmup_steps", "vocab_path", "data_dir",
         "nli_split", "encode_sentences",
     )}  # fmt: skip
+    if FLAGS.memory_batches:
+        precision, results = FLAGS.precisions[0], {}
+        for value in FLAGS.memory_batches:
+            batch, _, mini_batch = value.partition("/")
+            key = (int(batch), int(mini_batch) if mini_batch else None)
+            run_settings = {**settings, "batch_size": key[0], "mini_batch_size": key[1]}
+            spawn = multiprocessing.get_context("spawn")
+            with concurrent.futures.ProcessPoolExecutor(1, mp_context=spawn) as pool:
+                try:
+                    results[key] = pool.submit(ours_memory, (precision, run_settings)).result()
+                except concurrent.futures.process.BrokenProcessPool:
+                    results[key] = None  # the process was killed: by the kernel, when memory ran out
+            logging.info("batch %s: %s", value, results[key])
+        print_memory(config, precision, results)
+        return
     if FLAGS.profile_dir:
         for precision in FLAGS.precisions:
             for kind in ("unsupervised", "supervised"):
