@@ -307,10 +307,11 @@ def offline_instructions(name, data_dir_root):
 
 
 def check_reachable(name, data_dir_root):
-    """Raises DataError at once when a URL of `name` cannot be fetched: one HEAD request each, no retries."""
+    """Raises DataError at once when a URL of `name` cannot be fetched: one HEAD request each, no retries. A
+    redirect is not followed (GitHub sends release downloads to URLs signed for GET alone): an answer is enough."""
     for url in upstream_urls(name):
         try:
-            response = requests.head(url, allow_redirects=True, timeout=REACHABILITY_TIMEOUT)
+            response = requests.head(url, allow_redirects=False, timeout=REACHABILITY_TIMEOUT)
         except requests.RequestException as error:
             host = urllib.parse.urlsplit(url).hostname
             raise DataError(
@@ -318,7 +319,7 @@ def check_reachable(name, data_dir_root):
                 f"({type(error).__name__}). Connect to the internet, or prepare it offline: "
                 f"{offline_instructions(name, data_dir_root)}"
             ) from error
-        if response.status_code != 200:
+        if response.status_code in (404, 410):
             raise DataError(
                 f"{name} cannot be downloaded: {url} answers HTTP {response.status_code}. Prepare it offline: "
                 f"{offline_instructions(name, data_dir_root)}"

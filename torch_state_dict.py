@@ -174,7 +174,7 @@ def read(path):
     """{name: numpy array} of the PyTorch state dict at `path`; TorchFormatError says why a file is refused."""
     try:
         return _read_zip(path) if zipfile.is_zipfile(path) else _read_legacy(path)
-    except (pickle.UnpicklingError, EOFError, KeyError, zipfile.BadZipFile, ValueError) as error:
+    except (pickle.UnpicklingError, EOFError, KeyError, TypeError, zipfile.BadZipFile, ValueError) as error:
         if isinstance(error, TorchFormatError):
             raise
         raise TorchFormatError(f"it is damaged ({type(error).__name__}: {error})") from error
