@@ -554,6 +554,7 @@ class SimCSE(keras.Model):
         return {name: self.rows(features, index) for name, features in view.items()}
 
     def chunk_count(self, view):
+        """The chunks of a feature dict (mini_batch_size divides its batch: training.train checks it)."""
         return tf.shape(view["input_mask"])[0] // self.mini_batch_size
 
     def embed_in_chunks(self, view):
