@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import pathlib
+import shutil
 import socket
 import sys
 
@@ -50,6 +51,8 @@ TINY = {
 }
 
 needs_shared = pytest.mark.skipif(not SHARED_DATA.is_dir(), reason=f"shared data not found at {SHARED_DATA}")
+# loopback.HttpsMirror makes its certificate with the openssl command.
+needs_openssl = pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl not found (HttpsMirror uses it)")
 
 
 def google_bert_weights(config, seed=0):

@@ -12,7 +12,15 @@ import numpy as np
 import pytest
 import stand_in_checksums
 import tensorflow as tf
-from conftest import SHARED_DATA, VOCAB, assert_failed_cleanly, needs_shared, run_script, tfds_korean_downloads
+from conftest import (
+    SHARED_DATA,
+    VOCAB,
+    assert_failed_cleanly,
+    needs_openssl,
+    needs_shared,
+    run_script,
+    tfds_korean_downloads,
+)
 from reference_tokenizer import basic_tokens, encode, load_vocab
 
 import data
@@ -196,6 +204,7 @@ def internet(tmp_path, monkeypatch):
         yield mirror
 
 
+@needs_openssl
 def test_datasets_download_and_prepare_themselves_through_tfds(internet, prepared_data_dir, tmp_path):
     def pairs(split, data_dir):
         return sorted(tuple(pair.values()) for pair in data.sts_pairs("korsts", split, data_dir).as_numpy_iterator())
@@ -218,6 +227,7 @@ def test_datasets_download_and_prepare_themselves_through_tfds(internet, prepare
     assert len(internet.requests) == count
 
 
+@needs_openssl
 @pytest.mark.parametrize(
     ("failure", "message"),
     [

@@ -19,6 +19,7 @@ from conftest import (
     command_line,
     eval_history,
     flag_defaults,
+    needs_openssl,
     run_script,
     sts_scores,
     tfds_korean_downloads,
@@ -511,6 +512,7 @@ def script_options(data_dir, tmp_path, **options):
     }
 
 
+@needs_openssl
 def test_train_unsupervised_py_first_run_in_one_command_on_two_cpu_replicas_and_its_one_line_errors(
     tmp_path, monkeypatch
 ):
