@@ -53,11 +53,15 @@ class TensorView:
     stride: tuple
 
     def array(self):
-        itemsize = self.storage.dtype.itemsize
-        if not self.shape:
-            return self.storage.values[self.offset].copy()
-        strides = [step * itemsize for step in self.stride]
-        return np.lib.stride_tricks.as_strided(self.storage.values[self.offset :], self.shape, strides).copy()
+        values = self.storage.values
+        if 0 in self.shape:
+            return np.zeros(self.shape, values.dtype)
+        # The last element the view reaches, checked: as_strided itself would read past the storage.
+        last = self.offset + sum((size - 1) * step for size, step in zip(self.shape, self.stride, strict=True))
+        if self.offset < 0 or min(self.stride, default=0) < 0 or last >= len(values):
+            raise TorchFormatError("a tensor reaches outside its storage")
+        strides = [step * values.dtype.itemsize for step in self.stride]
+        return np.lib.stride_tricks.as_strided(values[self.offset :], self.shape, strides).copy()
 
 
 def _rebuild_tensor(storage, offset, shape, stride, requires_grad=False, backward_hooks=None, metadata=None):

@@ -2,11 +2,15 @@
 (evaluate.py reads one in test_evaluate.py); and, where benchmarks/requirements.txt is installed, transformers
 and sentence-transformers against our embeddings."""
 
+import collections
 import importlib.util
+import io
 import json
 import os
 import pickle
 import shutil
+import sys
+import types
 import zipfile
 
 import loopback
@@ -523,6 +527,47 @@ def test_pytorch_model_bin_cannot_run_code(tmp_path):
     truncated.write_bytes(pickle.dumps(torch_state_dict.LEGACY_MAGIC_NUMBER) + pickle.dumps(1001))
     with pytest.raises(torch_state_dict.TorchFormatError, match="it is damaged"):
         torch_state_dict.read(truncated)
+
+
+def test_a_tensor_reaching_outside_its_storage_is_refused(tmp_path, monkeypatch):
+    """A zip-format file whose tensor claims 1,000 elements of a 4-element storage: refused, never read past the
+    storage (numpy's as_strided would). Written with stand-ins for the two torch names it pickles."""
+    torch, torch_utils = types.ModuleType("torch"), types.ModuleType("torch._utils")
+    storage_class = type("FloatStorage", (), {"__module__": "torch"})
+    torch.FloatStorage = storage_class
+
+    def _rebuild_tensor_v2(*args):
+        raise AssertionError("only pickled here")
+
+    _rebuild_tensor_v2.__module__, _rebuild_tensor_v2.__qualname__ = "torch._utils", "_rebuild_tensor_v2"
+    torch_utils._rebuild_tensor_v2 = _rebuild_tensor_v2
+    monkeypatch.setitem(sys.modules, "torch", torch)
+    monkeypatch.setitem(sys.modules, "torch._utils", torch_utils)
+    storage = object()
+
+    class Tensor:
+        def __init__(self, shape):
+            self.shape = shape
+
+        def __reduce__(self):
+            return (_rebuild_tensor_v2, (storage, 0, self.shape, (1,), False, collections.OrderedDict()))
+
+    class StatePickler(pickle.Pickler):
+        def persistent_id(self, obj):
+            return ("storage", storage_class, "0", "cpu", 4) if obj is storage else None
+
+    for shape, works in (((4,), True), ((1000,), False)):
+        payload = io.BytesIO()
+        StatePickler(payload, protocol=2).dump({"weight": Tensor(shape)})
+        path = tmp_path / f"{shape[0]}.bin"
+        with zipfile.ZipFile(path, "w") as archive:
+            archive.writestr("archive/data.pkl", payload.getvalue())
+            archive.writestr("archive/data/0", np.arange(4, dtype=np.float32).tobytes())
+        if works:
+            np.testing.assert_array_equal(torch_state_dict.read(path)["weight"], np.arange(4, dtype=np.float32))
+        else:
+            with pytest.raises(torch_state_dict.TorchFormatError, match="a tensor reaches outside its storage"):
+                torch_state_dict.read(path)
 
 
 @needs_torch
