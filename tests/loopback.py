@@ -13,7 +13,49 @@ import urllib.parse
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
 
-class FakeHub:
+class LoopbackServer:
+    """What both servers share: a quiet handler of HEAD and GET that calls `respond(handler, send_body)`, a
+    thread serving from `with` to its end, and the sending of a response body, cut off halfway if asked."""
+
+    def handler_class(self):
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_HEAD(self):
+                server.respond(self, send_body=False)
+
+            def do_GET(self):
+                server.respond(self, send_body=True)
+
+            def log_message(self, *args):
+                pass
+
+        return Handler
+
+    @staticmethod
+    def send(handler, status, content=b"", headers=(), send_body=True, dropped=False):
+        """A response of `content`; `dropped`: the body cut off halfway and the connection closed, as a dropped
+        connection would."""
+        handler.send_response(status)
+        for name, value in headers:
+            handler.send_header(name, value)
+        handler.send_header("Content-Length", str(len(content)))
+        handler.end_headers()
+        if send_body:
+            handler.wfile.write(content[: len(content) // 2] if dropped else content)
+            if dropped:
+                handler.close_connection = True
+
+    def __enter__(self):
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class FakeHub(LoopbackServer):
     """The Hugging Face Hub's file resolution, `HEAD|GET /{owner}/{name}/resolve/{revision}/{file}`, for the
     directories of `repos` ({repo id: directory}) at revision "main" (or COMMIT): the headers huggingface_hub reads
     (X-Repo-Commit, ETag, Content-Length) and its error codes (X-Error-Code). A file named in `drop` is cut off
@@ -28,19 +70,7 @@ class FakeHub:
         self.repos = repos
         self.drop = set(drop)
         self.requests = []  # (method, path), in order
-        hub = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_HEAD(self):
-                hub.respond(self, send_body=False)
-
-            def do_GET(self):
-                hub.respond(self, send_body=True)
-
-            def log_message(self, *args):
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), self.handler_class())
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
 
     def respond(self, handler, send_body):
@@ -58,35 +88,14 @@ class FakeHub:
         if not file.is_file():
             return self.error(handler, 404, "EntryNotFound")
         content = file.read_bytes()
-        handler.send_response(200)
-        handler.send_header("X-Repo-Commit", COMMIT)
-        handler.send_header("ETag", f'"{hashlib.sha256(content).hexdigest()}"')
-        handler.send_header("Content-Length", str(len(content)))
-        handler.end_headers()
-        if send_body:
-            if name in self.drop:
-                handler.wfile.write(content[: len(content) // 2])
-                handler.close_connection = True
-            else:
-                handler.wfile.write(content)
+        headers = [("X-Repo-Commit", COMMIT), ("ETag", f'"{hashlib.sha256(content).hexdigest()}"')]
+        self.send(handler, 200, content, headers, send_body, dropped=name in self.drop)
 
-    @staticmethod
-    def error(handler, status, code):
-        handler.send_response(status)
-        handler.send_header("X-Error-Code", code)
-        handler.send_header("Content-Length", "0")
-        handler.end_headers()
-
-    def __enter__(self):
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        return self
-
-    def __exit__(self, *exc):
-        self.server.shutdown()
-        self.server.server_close()
+    def error(self, handler, status, code):
+        self.send(handler, status, headers=[("X-Error-Code", code)])
 
 
-class HttpsMirror:
+class HttpsMirror(LoopbackServer):
     """The internet for the https URLs of `files` ({url: bytes}): an HTTPS proxy on 127.0.0.1 that answers every
     request itself. A client reaches it as any proxy (HTTPS_PROXY); its CONNECT is accepted and the TLS ends here,
     with a certificate for the hosts served that the client trusts through REQUESTS_CA_BUNDLE, so the client's
@@ -115,19 +124,10 @@ class HttpsMirror:
         self.tls.load_cert_chain(certificate, key)
         mirror = self
 
-        class TunnelHandler(http.server.BaseHTTPRequestHandler):
+        class TunnelHandler(self.handler_class()):
             """Requests inside a CONNECT tunnel, once its TLS is up: https://{Host}{path}."""
 
             protocol_version = "HTTP/1.1"
-
-            def do_HEAD(self):
-                mirror.respond(self, send_body=False)
-
-            def do_GET(self):
-                mirror.respond(self, send_body=True)
-
-            def log_message(self, *args):
-                pass
 
         class ProxyHandler(http.server.BaseHTTPRequestHandler):
             def do_CONNECT(self):
@@ -149,25 +149,5 @@ class HttpsMirror:
         url = f"https://{host}{handler.path}"
         self.requests.append((handler.command, url))
         if url not in self.files:
-            handler.send_response(404)
-            handler.send_header("Content-Length", "0")
-            handler.end_headers()
-            return
-        content = self.files[url]
-        handler.send_response(200)
-        handler.send_header("Content-Length", str(len(content)))
-        handler.end_headers()
-        if send_body:
-            if url in self.drop:
-                handler.wfile.write(content[: len(content) // 2])
-                handler.close_connection = True
-            else:
-                handler.wfile.write(content)
-
-    def __enter__(self):
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        return self
-
-    def __exit__(self, *exc):
-        self.server.shutdown()
-        self.server.server_close()
+            return self.send(handler, 404)
+        self.send(handler, 200, self.files[url], send_body=send_body, dropped=url in self.drop)
