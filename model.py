@@ -557,34 +557,42 @@ class SimCSE(keras.Model):
         """The chunks of a feature dict (mini_batch_size divides its batch: training.train checks it)."""
         return tf.shape(view["input_mask"])[0] // self.mini_batch_size
 
+    def over_chunks(self, view, step, state):
+        """`state = step(index, state)` for every chunk index of a feature dict, one chunk after the other
+        (tf.while_loop, parallel_iterations=1)."""
+        count = self.chunk_count(view)
+        _, state = tf.while_loop(
+            lambda index, _: index < count,
+            lambda index, state: (index + 1, step(index, state)),
+            (0, state),
+            parallel_iterations=1,
+        )
+        return state
+
     def embed_in_chunks(self, view):
         """`embed(view, training=True)`, chunk after chunk: float32 [batch, hidden]."""
 
-        def body(index, embeddings):
-            return index + 1, embeddings.write(index, self.embed(self.chunk(view, index), training=True))
+        def step(index, embeddings):
+            return embeddings.write(index, self.embed(self.chunk(view, index), training=True))
 
-        count = self.chunk_count(view)
-        embeddings = tf.TensorArray(tf.float32, size=count)
-        _, embeddings = tf.while_loop(lambda index, _: index < count, body, (0, embeddings), parallel_iterations=1)
-        return embeddings.concat()  # [batch, hidden]
+        embeddings = tf.TensorArray(tf.float32, size=self.chunk_count(view))
+        return self.over_chunks(view, step, embeddings).concat()  # [batch, hidden]
 
     def backpropagate_in_chunks(self, view, embedding_gradient, gradients):
         """`gradients` plus the parameter gradients of sum(embed(view) * embedding_gradient), chunk after chunk."""
 
-        def body(index, gradients):
+        def step(index, gradients):
             with tf.GradientTape() as tape:
                 embeddings = self.embed(self.chunk(view, index), training=True)  # [chunk, hidden]
                 cached = self.rows(embedding_gradient, index)  # [chunk, hidden]
                 surrogate = tf.reduce_sum(embeddings * cached)  # its gradient: the cached one, carried back
             chunk_gradients = tape.gradient(surrogate, self.trainable_weights)
-            return index + 1, [
+            return [
                 total if chunk_gradient is None else total + tf.convert_to_tensor(chunk_gradient)
                 for total, chunk_gradient in zip(gradients, chunk_gradients, strict=True)
             ]
 
-        count = self.chunk_count(view)
-        _, gradients = tf.while_loop(lambda index, _: index < count, body, (0, gradients), parallel_iterations=1)
-        return gradients
+        return self.over_chunks(view, step, gradients)
 
     def train_step(self, inputs):
         learning_rate = self.optimizer.learning_rate
