@@ -153,12 +153,17 @@ def ours_step(args):
     import tensorflow as tf
 
     train_function, batches = our_train_function(kind, source, precision, settings)
-    strategy = tf.distribute.get_strategy()
+    batches = tf.distribute.get_strategy().experimental_distribute_dataset(batches)
+    return median_seconds_of_steps(train_function, batches, settings["warmup_steps"])
+
+
+def median_seconds_of_steps(train_function, batches, warmup_steps):
+    """Runs a step on every batch; the median of the step times after the first `warmup_steps`."""
     step_end_times = []
-    for batch in strategy.experimental_distribute_dataset(batches):
+    for batch in batches:
         float(train_function(batch)["loss"])  # waits for the step, as training does
         step_end_times.append(time.perf_counter())
-    return median_step_seconds(step_end_times, settings["warmup_steps"])
+    return median_step_seconds(step_end_times, warmup_steps)
 
 
 def resident_megabytes():
@@ -173,11 +178,8 @@ def ours_memory(args):
     train_function, batches = our_train_function("unsupervised", "synthetic", precision, settings)
     batches = list(batches)  # made before measuring
     before = resident_megabytes()
-    step_end_times = []
-    for batch in batches:
-        float(train_function(batch)["loss"])
-        step_end_times.append(time.perf_counter())
-    return median_step_seconds(step_end_times, settings["warmup_steps"]), before, resident_megabytes()
+    seconds = median_seconds_of_steps(train_function, batches, settings["warmup_steps"])
+    return seconds, before, resident_megabytes()
 
 
 def print_memory(config, precision, results):
