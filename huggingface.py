@@ -38,6 +38,8 @@ VOCAB_FILE = "vocab.txt"
 TOKENIZER_CONFIG_FILE = "tokenizer_config.json"
 # What training writes into a run directory besides the checkpoints, so a checkpoint there needs nothing else.
 GOOGLE_CONFIG_FILE = "bert_config.json"
+# KR-BERT character on the Hugging Face Hub: the training scripts' default weights.
+KR_BERT_HUB_ID = "snunlp/KR-BERT-char16424"
 # A Hugging Face Hub model, optionally at a revision (branch, tag or commit): "klue/bert-base", "klue/bert-base@main".
 HUB_ID = re.compile(r"[\w.-]+/[\w.-]+(@[\w./-]+)?")
 # What a BERT directory needs from the Hub, each file or its alternative; without a tokenizer config,
@@ -47,7 +49,7 @@ HUB_FILES = ((CONFIG_FILE,), (WEIGHTS_FILE, PYTORCH_WEIGHTS_FILE), (VOCAB_FILE,)
 # repository's tokenizer_config.json says or whether it has one (without one, transformers' BertTokenizer
 # lower-cases): KR-BERT character loads its vocab with do_lower_case=False, as lower-casing's NFD would split every
 # Hangul syllable into jamo.
-HUB_LOWER_CASE = {"snunlp/KR-BERT-char16424": False}
+HUB_LOWER_CASE = {KR_BERT_HUB_ID: False}
 
 # Our hidden_act (google-research/bert's names, whose "gelu" is the tanh form) -> Hugging Face's ("gelu" there
 # is the erf form).

@@ -9,11 +9,10 @@ import time
 
 from absl import flags
 
+import huggingface
 import model_flags
 import training
 
-# KR-BERT character on the Hugging Face Hub: the default weights to start from.
-KR_BERT_HUB_ID = "snunlp/KR-BERT-char16424"
 # KR-BERT character's TensorFlow release, as the README lays it out: it names its config and vocab otherwise than
 # the bert_config.json and vocab.txt a checkpoint's directory is searched for.
 KR_BERT_FILES = ("configs/char_bert_base.json", "kr-bert-char/vocab_char_16424.txt")
@@ -24,7 +23,7 @@ def define_flags(*, batch_size, learning_rate, max_sequence_length, evaluation_f
     fv = flag_values
     flags.DEFINE_string(
         "pretrained_weight",
-        KR_BERT_HUB_ID,
+        huggingface.KR_BERT_HUB_ID,
         "Weights to start from: a Hugging Face Hub id (owner/name[@revision]; default: KR-BERT character), a "
         "Hugging Face BERT directory, or a Google-format checkpoint (KR-BERT's TensorFlow release, one saved here). "
         "Empty: random initialisation.",
