@@ -7,8 +7,11 @@ failed write leaves the previous file or none, never half of one.
 """
 
 import json
+import math
 import os
+import re
 import sys
+import unicodedata
 
 import tensorflow as tf
 from absl import app, flags
@@ -17,6 +20,16 @@ from absl import app, flags
 class InputError(Exception):
     """Something the user gave is wrong: a flag value, a path, a file's contents. The message says which."""
 
+
+# A model's JSON files (config.json, tokenizer_config.json) are a few KB: this bounds what a hostile one costs to
+# parse (4 MiB of "{}," is about 100 MB of dicts).
+MODEL_JSON_BYTES = 4 * 2**20
+# Deeper than any config, results or dataset file (Hugging Face configs nest 3 levels); json.loads recurses per level.
+MAX_JSON_DEPTH = 64
+# Characters of one JSON number: float64's shortest round trip is at most 24; an int of 5,000 digits is an attack.
+MAX_JSON_NUMBER_LENGTH = 40
+# An error line is cut here: a file can put a name of any length into a message.
+MAX_ERROR_LENGTH = 2000
 
 # What TensorFlow raises for a path it cannot read or write (tf.io.gfile, checkpoints, SavedModels).
 FILE_SYSTEM_ERRORS = (
@@ -28,14 +41,23 @@ FILE_SYSTEM_ERRORS = (
 
 
 def one_line(error):
-    """The message of an error the user can act on, as one line."""
+    """The message of an error the user can act on, as one line: control characters a file put into it escaped
+    (a terminal would obey them), cut at MAX_ERROR_LENGTH."""
     if isinstance(error, OSError) and error.filename is not None:
         message = f"{error.filename}: {error.strerror or error}"
     elif isinstance(error, tf.errors.OpError):
         message = error.message
     else:
         message = str(error)
-    return " ".join(message.split())
+    message = "".join(_printable(char) for char in " ".join(message.split()))
+    return message if len(message) <= MAX_ERROR_LENGTH else message[: MAX_ERROR_LENGTH - 3] + "..."
+
+
+def _printable(char):
+    """`char`, or its escape if it is a control, format, surrogate or unassigned character."""
+    if unicodedata.category(char)[0] != "C":
+        return char
+    return char.encode("unicode_escape").decode("ascii") if ord(char) < 0x10000 else f"\\U{ord(char):08x}"
 
 
 def run(main):
@@ -102,13 +124,46 @@ def decode_lines(raw_lines, source):
     return lines
 
 
-def read_json(path):
-    """The JSON value in the file `path`; InputError naming the file if it is not UTF-8 JSON."""
+def read_json(path, max_bytes=None):
+    """The JSON value in the file `path`; InputError naming the file if it is not UTF-8 JSON, is larger than
+    `max_bytes`, nests deeper than MAX_JSON_DEPTH, holds a number of more than MAX_JSON_NUMBER_LENGTH characters
+    or NaN / Infinity (which JSON does not have)."""
+    with open(path, "rb") as f:
+        raw = f.read() if max_bytes is None else f.read(max_bytes + 1)
+    if max_bytes is not None and len(raw) > max_bytes:
+        raise InputError(f"{path} is larger than {max_bytes:,} bytes: too large for the JSON it should hold")
     try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        return parse_json(raw.decode("utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError, ValueError) as error:
         raise InputError(f"{path} is not valid JSON: {error}") from None
+
+
+def parse_json(text):
+    """json.loads(text), refusing what a hostile file would use to exhaust the parser or what reads it (ValueError):
+    nesting deeper than MAX_JSON_DEPTH (json recurses per level), numbers longer than MAX_JSON_NUMBER_LENGTH or
+    beyond float64, NaN and Infinity."""
+    depth = 0
+    for bracket in re.findall(r"[][{}]", re.sub(r'"(?:[^"\\]|\\.)*"', "", text)):  # brackets outside strings
+        depth += 1 if bracket in "[{" else -1
+        if depth > MAX_JSON_DEPTH:
+            raise ValueError(f"it nests deeper than {MAX_JSON_DEPTH} levels")
+    return json.loads(text, parse_int=_json_number(int), parse_float=_json_number(float), parse_constant=_no_constant)
+
+
+def _json_number(kind):
+    def parse(text):
+        if len(text) > MAX_JSON_NUMBER_LENGTH:
+            raise ValueError(f"it holds a number of {len(text)} characters (at most {MAX_JSON_NUMBER_LENGTH})")
+        number = kind(text)
+        if not math.isfinite(number):
+            raise ValueError(f"it holds {text}, beyond the range of a float")
+        return number
+
+    return parse
+
+
+def _no_constant(name):
+    raise ValueError(f"it holds {name}, which is not a JSON number")
 
 
 def write_json_atomically(path, value):

@@ -11,6 +11,7 @@ weight's Hugging Face name follows from its Google name (`huggingface_name`); ke
     python export.py --checkpoint=models/RUN/best --format=huggingface --output=exported/krbert-simcse
 """
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -70,6 +71,13 @@ CONFIG_DEFAULTS = {
     "type_vocab_size": 2,
     "initializer_range": 0.02,
     "layer_norm_eps": 1e-12,
+}
+# The types of the tokenizer_config.json settings read here: a "false" string would be taken for true.
+TOKENIZER_SETTING_TYPES = {
+    "tokenizer_class": (str, type(None)),
+    "do_lower_case": (bool,),
+    "strip_accents": (bool, type(None)),
+    "tokenize_chinese_chars": (bool,),
 }
 # The tokenizer classes of BERT's WordPiece tokenization, the one data.KrBertTokenizer runs.
 BERT_TOKENIZERS = ("BertTokenizer", "BertTokenizerFast")
@@ -166,7 +174,7 @@ def huggingface_name(google_name):
 def read_config(directory):
     """model.BertConfig of a Hugging Face config.json, with transformers' defaults for the keys it leaves out."""
     path = os.path.join(directory, CONFIG_FILE)
-    values = errors.read_json(path)
+    values = errors.read_json(path, errors.MODEL_JSON_BYTES)
     if not isinstance(values, dict) or values.get("model_type") != "bert":
         found = values.get("model_type") if isinstance(values, dict) else None
         raise model.ConfigError(f"{path} is not a BERT config (model_type {found!r}, not 'bert')")
@@ -176,7 +184,7 @@ def read_config(directory):
             "position embeddings are supported"
         )
     values = {**CONFIG_DEFAULTS, **values}
-    if values["hidden_act"] not in HIDDEN_ACTS_READ:
+    if not isinstance(values["hidden_act"], str) or values["hidden_act"] not in HIDDEN_ACTS_READ:
         raise model.ConfigError(
             f"{path} has hidden_act {values['hidden_act']!r}, not one of {', '.join(sorted(HIDDEN_ACTS_READ))}"
         )
@@ -193,7 +201,13 @@ def read_lower_case(directory):
     path = os.path.join(directory, TOKENIZER_CONFIG_FILE)
     if not os.path.exists(path):
         raise errors.InputError(f"no {TOKENIZER_CONFIG_FILE} in {directory}: it says whether to lower-case")
-    settings = errors.read_json(path)
+    settings = errors.read_json(path, errors.MODEL_JSON_BYTES)
+    if not isinstance(settings, dict):
+        raise errors.InputError(f"{path} is not a JSON object of tokenizer settings")
+    for key, kinds in TOKENIZER_SETTING_TYPES.items():
+        if key in settings and not isinstance(settings[key], kinds):
+            names = " or ".join("null" if kind is type(None) else kind.__name__ for kind in kinds)
+            raise errors.InputError(f"{path}: {key} must be {names}, not {type(settings[key]).__name__}")
     tokenizer_class = settings.get("tokenizer_class")
     if tokenizer_class not in (None, *BERT_TOKENIZERS):
         raise errors.InputError(
@@ -219,67 +233,92 @@ def weights_path(directory):
     raise model.CheckpointError(f"no {WEIGHTS_FILE} or {PYTORCH_WEIGHTS_FILE} in {directory}")
 
 
-def read_weights(directory):
-    """{Hugging Face name: float32 array} of the directory's weights file (`weights_path`), without the `bert.`
-    prefix of pre-training models' checkpoints (whose heads are left out)."""
-    path = weights_path(directory)
-    tensors = read_pytorch_weights(path) if path.endswith(PYTORCH_WEIGHTS_FILE) else read_safetensors(path)
-    prefixed = any(name.startswith("bert.") for name in tensors)
-    return {
-        name.removeprefix("bert."): tensor.astype(np.float32)
-        for name, tensor in tensors.items()
-        if not prefixed or name.startswith("bert.")  # else a pre-training head (cls.*)
-    }
+def weight_bytes(config):
+    """The most bytes one tensor of a weights file for `config` may take, with what it reads of its storage: all the
+    model's weights in float64, twice (a pre-training head's tensors can share a storage with them)."""
+    return 2 * 8 * config.parameter_count()
 
 
-def read_safetensors(path):
-    """{name: array} of a safetensors file of floating-point tensors."""
+@contextlib.contextmanager
+def open_weights(path, byte_limit):
+    """(shapes {name: shape}, array(name)) of a model.safetensors or pytorch_model.bin: the shapes from its header
+    or pickle, each array read when asked for (floating point, at most `byte_limit` bytes). A file that cannot be
+    read is a CheckpointError naming it."""
+    if path.endswith(PYTORCH_WEIGHTS_FILE):
+        try:
+            with torch_state_dict.StateDict(path, byte_limit) as state_dict:
+                yield {name: view.shape for name, view in state_dict.tensors.items()}, state_dict.array
+        except torch_state_dict.TorchFormatError as error:
+            raise model.CheckpointError(f"{path} is not a PyTorch state dict of tensors: {error}") from None
+        return
     try:
         with safetensors.safe_open(path, framework="numpy") as weights:
-            tensors = {}
-            for name in weights.keys():  # noqa: SIM118 (safe_open is no dict)
+
+            def array(name):
                 dtype = weights.get_slice(name).get_dtype()
                 if dtype not in ("F32", "F16", "F64"):
                     raise model.CheckpointError(
                         f"{path} holds {name} as {dtype}, which numpy cannot read: save the model in float32"
                     )
-                tensors[name] = weights.get_tensor(name)
+                return weights.get_tensor(name)
+
+            names = weights.keys()
+            yield {name: tuple(weights.get_slice(name).get_shape()) for name in names}, array
     except safetensors.SafetensorError as error:
         raise model.CheckpointError(f"{path} is not a readable safetensors file: {errors.one_line(error)}") from None
-    return tensors
 
 
-def read_pytorch_weights(path):
-    """{name: array} of a PyTorch state dict (torch.save's format), read without PyTorch."""
-    try:
-        return torch_state_dict.read(path)
-    except torch_state_dict.TorchFormatError as error:
-        raise model.CheckpointError(f"{path} is not a PyTorch state dict of tensors: {error}") from None
+def tensor_names(path, shapes, config):
+    """{Google name: the name of its tensor in the weights file at `path`} for every weight `config` makes, each
+    checked against `shapes` (the file's) before anything is read; None for a pooler the file has not. The
+    `bert.` prefix of pre-training models' checkpoints is taken off (their heads are left out)."""
+    prefix = "bert." if any(name.startswith("bert.") for name in shapes) else ""
+    names = {}
+    for google_name, shape in model.checkpoint_shapes(config).items():
+        name, transposed = huggingface_name(google_name)
+        # Checkpoints converted by old transformers versions name LayerNorm weights gamma and beta.
+        legacy = name.replace("LayerNorm.weight", "LayerNorm.gamma").replace("LayerNorm.bias", "LayerNorm.beta")
+        found = next((prefix + n for n in (name, legacy) if prefix + n in shapes), None)
+        if found is None and not name.startswith("pooler."):
+            raise model.CheckpointError(f"{path} has no tensor {name}")
+        stored = tuple(reversed(shape)) if transposed else shape
+        if found is not None and shapes[found] != stored:
+            raise model.CheckpointError(
+                f"{path} has {name} of shape {list(shapes[found])}, the config makes it {list(stored)}"
+            )
+        names[google_name] = found
+    return names
 
 
 def load_weights(encoder, directory):
     """Loads a Hugging Face BERT directory's weights into `encoder`; a missing pooler is left as initialised, as
     transformers leaves it (masked-LM checkpoints have none)."""
-    tensors = read_weights(directory)
-    for google_name, variable in encoder.checkpoint_variables().items():
-        name, transposed = huggingface_name(google_name)
-        # Checkpoints converted by old transformers versions name LayerNorm weights gamma and beta.
-        legacy = name.replace("LayerNorm.weight", "LayerNorm.gamma").replace("LayerNorm.bias", "LayerNorm.beta")
-        tensor = tensors.get(name, tensors.get(legacy))
-        if tensor is None and name.startswith("pooler."):
-            logging.warning("%s has no %s: the pooler starts from random initialisation", directory, name)
-            continue
-        if tensor is None:
-            raise model.CheckpointError(f"{weights_path(directory)} has no tensor {name}")
-        expected = tuple(reversed(variable.shape)) if transposed else tuple(variable.shape)  # as stored
-        if tensor.shape != expected:
-            raise model.CheckpointError(
-                f"{weights_path(directory)} has {name} of shape {list(tensor.shape)}, the config makes "
-                f"it {list(expected)}"
-            )
-        tensor = tensor.T if transposed else tensor
-        variable.assign(tensor)
+    path = weights_path(directory)
+    with open_weights(path, weight_bytes(encoder.config)) as (shapes, array):
+        names = tensor_names(path, shapes, encoder.config)
+        for google_name, variable in encoder.checkpoint_variables().items():
+            name, (expected_name, transposed) = names[google_name], huggingface_name(google_name)
+            if name is None:
+                logging.warning("%s has no %s: the pooler starts from random initialisation", directory, expected_name)
+                continue
+            tensor = array(name)
+            if not np.issubdtype(tensor.dtype, np.floating):
+                raise model.CheckpointError(f"{path} holds {name} as {tensor.dtype}, not as floating point numbers")
+            tensor = tensor.astype(np.float32)
+            variable.assign(tensor.T if transposed else tensor)
     return directory
+
+
+def check_weights(config, weights):
+    """Raises CheckpointError unless the weights at `weights` (a Hugging Face directory or a Google-format
+    checkpoint) hold every tensor `config` makes, in its shape: read from the file's header before a model is built,
+    so a config that does not fit its weights never builds a model of its size."""
+    if is_huggingface_directory(weights):
+        path = weights_path(weights)
+        with open_weights(path, weight_bytes(config)) as (shapes, _):
+            tensor_names(path, shapes, config)
+    else:
+        model.open_checkpoint(weights, config)
 
 
 # === A model's files ===

@@ -32,6 +32,19 @@ ACTIVATIONS = {
     "linear": keras.activations.linear,
 }
 POOLINGS = ("cls", "pooled", "mean")
+# The config keys that count something, each at least 1.
+SIZES = (
+    "vocab_size",
+    "hidden_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "intermediate_size",
+    "max_position_embeddings",
+    "type_vocab_size",
+)
+# A config deeper than this is refused before any layer is built (building 10^6 layers takes minutes): the deepest
+# BERT published, Megatron-BERT's 48 layers, with room.
+MAX_HIDDEN_LAYERS = 256
 INPUT_NAMES = ("input_word_ids", "input_mask", "input_type_ids")
 
 
@@ -77,11 +90,35 @@ class BertConfig:
                 raise ConfigError(f"config key '{field.name}' must be {field.type.__name__}, got {value!r}")
         if self.hidden_act not in ACTIVATIONS:
             raise ConfigError(f"config hidden_act '{self.hidden_act}' is not one of {sorted(ACTIVATIONS)}")
+        for name in SIZES:
+            if getattr(self, name) < 1:
+                raise ConfigError(f"config key '{name}' must be at least 1, got {getattr(self, name)}")
         if self.hidden_size % self.num_attention_heads:
             raise ConfigError(
                 f"config hidden_size {self.hidden_size} is not a multiple of "
                 f"num_attention_heads {self.num_attention_heads}"
             )
+        for name in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
+            if not 0 <= getattr(self, name) < 1:
+                raise ConfigError(f"config key '{name}' must be in [0, 1), got {getattr(self, name)}")
+        for name in ("initializer_range", "layer_norm_eps"):
+            if not 0 < getattr(self, name) < math.inf:
+                raise ConfigError(f"config key '{name}' must be positive and finite, got {getattr(self, name)}")
+        if self.num_hidden_layers > MAX_HIDDEN_LAYERS:
+            raise ConfigError(
+                f"config num_hidden_layers {self.num_hidden_layers} is more than {MAX_HIDDEN_LAYERS}, deeper than any "
+                "BERT published"
+            )
+        parameters, memory = self.parameter_count(), os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        if 4 * parameters > memory:
+            raise ConfigError(
+                f"config makes {parameters:,} parameters: in float32, more than this machine's "
+                f"{memory / 2**30:.1f} GiB of memory"
+            )
+
+    def parameter_count(self):
+        """The encoder's number of weights (`checkpoint_shapes`), computed without building it."""
+        return sum(math.prod(shape) for shape in checkpoint_shapes(self).values())
 
     @classmethod
     def from_dict(cls, values):
@@ -97,12 +134,11 @@ class BertConfig:
     @classmethod
     def from_json_file(cls, path):
         try:
-            with open(path, encoding="utf-8") as f:
-                values = json.load(f)
+            values = errors.read_json(path, errors.MODEL_JSON_BYTES)
         except FileNotFoundError:
             raise ConfigError(f"config file not found: {path}") from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as error:
-            raise ConfigError(f"config file {path} is not valid JSON: {error}") from None
+        except errors.InputError as error:
+            raise ConfigError(str(error)) from None
         try:
             return cls.from_dict(values)
         except ConfigError as error:
@@ -127,6 +163,37 @@ class BertConfig:
         with open(path, "w", encoding="utf-8") as f:
             json.dump(self.to_dict(), f, indent=2)
             f.write("\n")
+
+
+def checkpoint_shapes(config):
+    """{Google checkpoint name: shape} of every weight `BertEncoder(config)` has (its `checkpoint_variables()`),
+    known before anything is built: files are checked against it first."""
+    h, i = config.hidden_size, config.intermediate_size
+    shapes = {
+        "bert/embeddings/word_embeddings": (config.vocab_size, h),
+        "bert/embeddings/token_type_embeddings": (config.type_vocab_size, h),
+        "bert/embeddings/position_embeddings": (config.max_position_embeddings, h),
+        "bert/embeddings/LayerNorm/gamma": (h,),
+        "bert/embeddings/LayerNorm/beta": (h,),
+    }
+    for index in range(config.num_hidden_layers):
+        prefix = f"bert/encoder/layer_{index}"
+        for name, kernel in {
+            "attention/self/query": (h, h),
+            "attention/self/key": (h, h),
+            "attention/self/value": (h, h),
+            "attention/output/dense": (h, h),
+            "intermediate/dense": (h, i),
+            "output/dense": (i, h),
+        }.items():
+            shapes[f"{prefix}/{name}/kernel"] = kernel
+            shapes[f"{prefix}/{name}/bias"] = kernel[1:]
+        for name in ("attention/output/LayerNorm", "output/LayerNorm"):
+            shapes[f"{prefix}/{name}/gamma"] = (h,)
+            shapes[f"{prefix}/{name}/beta"] = (h,)
+    shapes["bert/pooler/dense/kernel"] = (h, h)
+    shapes["bert/pooler/dense/bias"] = (h,)
+    return shapes
 
 
 def _initializer(config):
@@ -621,13 +688,10 @@ def resolve_checkpoint(path):
     return path
 
 
-def load_checkpoint(encoder, path):
-    """Loads a Google-format BERT checkpoint (KR-BERT's release or one of ours) into `encoder`.
-
-    Only the encoder's own variables are read, so optimizer slots (adam_m, adam_v), global_step and the
-    `cls/` pretraining heads are skipped. Raises `CheckpointError` naming the first missing variable or
-    shape mismatch.
-    """
+def open_checkpoint(path, config):
+    """(prefix, reader) of the Google-format checkpoint at `path`, checked to hold every weight `config` makes
+    (`checkpoint_shapes`) in its shape, before a model is built; `CheckpointError` names the first missing variable
+    or shape mismatch."""
     prefix = resolve_checkpoint(path)
     try:
         reader = tf.train.load_checkpoint(prefix)
@@ -635,15 +699,30 @@ def load_checkpoint(encoder, path):
         message = str(error).strip().splitlines()[0]
         raise CheckpointError(f"{prefix} is not a readable TensorFlow checkpoint: {message}") from None
     shapes = reader.get_variable_to_shape_map()
-    for name, variable in encoder.checkpoint_variables().items():
+    for name, shape in checkpoint_shapes(config).items():
         if name not in shapes:
             raise CheckpointError(f"checkpoint {prefix} has no variable {name}")
-        if tuple(shapes[name]) != tuple(variable.shape):
+        if tuple(shapes[name]) != shape:
             raise CheckpointError(
-                f"checkpoint {prefix} has {name} of shape {list(shapes[name])}, "
-                f"the config makes it {list(variable.shape)}"
+                f"checkpoint {prefix} has {name} of shape {list(shapes[name])}, the config makes it {list(shape)}"
             )
-        variable.assign(reader.get_tensor(name))
+    return prefix, reader
+
+
+def load_checkpoint(encoder, path):
+    """Loads a Google-format BERT checkpoint (KR-BERT's release or one of ours) into `encoder`.
+
+    Only the encoder's own variables are read, so optimizer slots (adam_m, adam_v), global_step and the
+    `cls/` pretraining heads are skipped; what is missing or of another shape is named (`open_checkpoint`).
+    """
+    prefix, reader = open_checkpoint(path, encoder.config)
+    for name, variable in encoder.checkpoint_variables().items():
+        try:
+            tensor = reader.get_tensor(name)
+        except (tf.errors.OpError, IndexError, ValueError) as error:  # IndexError: a data file cut short
+            message = str(error).strip().splitlines()[0]
+            raise CheckpointError(f"checkpoint {prefix} cannot be read at {name}: {message}") from None
+        variable.assign(tensor)
     return prefix
 
 

@@ -24,7 +24,9 @@ def define_flags(flag_values=flags.FLAGS, fallback=""):
 
 def model_files(values, weights, max_sequence_length, default_files=(None, None)):
     """huggingface.ModelFiles of the model at `weights` with the flags' overrides, its config checked against
-    `max_sequence_length`: before any data is read or model built."""
+    `max_sequence_length` and its weights against its config: before any data is read or model built."""
     files = huggingface.model_files(weights, values.config, values.vocab_path, values.do_lower_case, default_files)
     files.config.check_sequence_length(max_sequence_length)
+    if files.weights:
+        huggingface.check_weights(files.config, files.weights)
     return files

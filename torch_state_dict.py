@@ -1,184 +1,546 @@
-"""PyTorch state dicts (`pytorch_model.bin`, as `torch.save` writes them) read as numpy arrays, without PyTorch.
+"""PyTorch state dicts (`pytorch_model.bin`, as `torch.save` writes them) read as numpy arrays, without PyTorch,
+from files that may be hostile.
 
 Both of torch.save's formats: the zip archive (PyTorch 1.6 and later: `<root>/data.pkl` and one file per storage
 under `<root>/data/`) and the legacy stream (before 1.6: magic number, protocol, system info, the pickled dict,
-its storage keys, then each storage's raw bytes). Every pickle is read as `torch.load(weights_only=True)` reads
-it: only an (ordered) dict of tensors is accepted, so a file cannot run code; anything else is refused.
-`huggingface.read_weights` reads a directory's pytorch_model.bin with `read(path)` where it has no
-model.safetensors.
+its storage keys, then each storage's raw bytes). No pickle is given to Python's unpickler: `_Interpreter` runs the
+opcodes of protocol 2 that torch.save writes (walked by `pickletools.genops`, pure Python and iterative) on values
+of its own, and refuses any other opcode, any global but the three a state dict names and its storage classes,
+nesting deeper than MAX_DEPTH, more than MAX_OPCODES opcodes and lengths beyond the stream, before anything is
+allocated for them. So a file can neither run code nor change the reader, and ends in `TorchFormatError` saying
+why.
+
+Tensors are read one by one (`StateDict.array`), each checked first to lie within its storage and within the
+caller's byte limit; storages are read only as far as a tensor needs them, zip entries only stored or deflated.
+
+    with StateDict("pytorch_model.bin", byte_limit=2**30) as state_dict:
+        shapes = {name: tensor.shape for name, tensor in state_dict.tensors.items()}
+        word_embeddings = state_dict.array("bert.embeddings.word_embeddings.weight")
 """
 
-import collections
+import contextlib
 import dataclasses
-import pickle
+import io
+import math
+import os
+import pickletools
 import zipfile
+import zlib
 
 import numpy as np
 
-# torch.save's legacy stream starts with this number (torch/serialization.py MAGIC_NUMBER).
+# torch.save's legacy stream starts with this number (torch/serialization.py MAGIC_NUMBER), then this protocol
+# version (PROTOCOL_VERSION).
 LEGACY_MAGIC_NUMBER = 0x1950A86A20F9469CFC6C
-# The element type of each storage class a state dict holds; bfloat16 has no numpy type.
-STORAGE_DTYPES = {
-    "FloatStorage": np.float32,
-    "HalfStorage": np.float16,
-    "DoubleStorage": np.float64,
-    "LongStorage": np.int64,
-    "IntStorage": np.int32,
-    "ShortStorage": np.int16,
-    "CharStorage": np.int8,
-    "ByteStorage": np.uint8,
-    "BoolStorage": np.bool_,
+LEGACY_PROTOCOL_VERSION = 1001
+# The zip format versions torch.save writes in `<root>/version` (caffe2's kProducedFileFormatVersion history).
+ZIP_VERSIONS = ("1", "2", "3")
+# torch.save pickles with protocol 2 (torch.serialization.DEFAULT_PROTOCOL).
+PICKLE_PROTOCOL = 2
+# Each storage class a state dict holds: its numpy element type (None for bfloat16, which numpy has not: refused
+# when read) and bytes an element.
+STORAGE_CLASSES = {
+    "FloatStorage": (np.float32, 4),
+    "HalfStorage": (np.float16, 2),
+    "DoubleStorage": (np.float64, 8),
+    "BFloat16Storage": (None, 2),
+    "LongStorage": (np.int64, 8),
+    "IntStorage": (np.int32, 4),
+    "ShortStorage": (np.int16, 2),
+    "CharStorage": (np.int8, 1),
+    "ByteStorage": (np.uint8, 1),
+    "BoolStorage": (np.bool_, 1),
 }
+# A state dict's pickle is about 200 bytes a tensor (BERT-base: 40 KB); this bounds the bytes read for one.
+PICKLE_BYTES = 16 * 2**20
+# Opcodes of one pickle: a state dict has about 12 a tensor (BERT-large: 5,000). Bounds the memory and time of a
+# pickle of tiny opcodes (each makes at most one value).
+MAX_OPCODES = 500_000
+# Containers within containers: a state dict nests 4 deep (dict, tensor arguments, shape tuple).
+MAX_DEPTH = 16
+# Shapes, strides, offsets and element counts above this are no tensor a machine holds.
+MAX_INTEGER = 2**48
+# What each storage-reading zip method needs: none but the two torch.save and zip tools write.
+ZIP_METHODS = {zipfile.ZIP_STORED: "stored", zipfile.ZIP_DEFLATED: "deflated"}
 
 
 class TorchFormatError(ValueError):
     """A file that is not a PyTorch state dict this module reads."""
 
 
-@dataclasses.dataclass
+# === Values of the pickle ===
+
+
+@dataclasses.dataclass(frozen=True)
+class Global:
+    """A global the pickle names: one of those in GLOBALS, nothing importable."""
+
+    name: str
+
+
+ORDERED_DICT = Global("collections.OrderedDict")
+REBUILD_TENSOR = Global("torch._utils._rebuild_tensor_v2")
+REBUILD_PARAMETER = Global("torch._utils._rebuild_parameter")
+# GLOBAL's argument ("module name") -> its value: all a state dict names.
+GLOBALS = {
+    "collections OrderedDict": ORDERED_DICT,
+    "torch._utils _rebuild_tensor_v2": REBUILD_TENSOR,
+    "torch._utils _rebuild_parameter": REBUILD_PARAMETER,
+    **{f"torch {name}": Global(name) for name in STORAGE_CLASSES},
+}
+
+
+@dataclasses.dataclass(eq=False)
 class Storage:
-    """One storage of the file: its elements, read when the file says where they are."""
+    """One storage of the file: its key, class and number of elements."""
 
-    dtype: np.dtype
-    values: np.ndarray | None = None  # 1-D, filled by the reader
+    key: str
+    storage_class: str
+    size: int
+
+    @property
+    def itemsize(self):
+        return STORAGE_CLASSES[self.storage_class][1]
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(frozen=True)
 class TensorView:
-    """A tensor as the pickle describes it: a strided view of a storage, made an array once storages are read."""
+    """A tensor as the pickle describes it: a strided view of a storage."""
 
     storage: Storage
     offset: int
     shape: tuple
     stride: tuple
 
-    def array(self):
-        values = self.storage.values
+    def elements_needed(self):
+        """How many elements of its storage the view reaches (0 for an empty tensor)."""
         if 0 in self.shape:
-            return np.zeros(self.shape, values.dtype)
-        # The last element the view reaches, checked: as_strided itself would read past the storage.
-        last = self.offset + sum((size - 1) * step for size, step in zip(self.shape, self.stride, strict=True))
-        if self.offset < 0 or min(self.stride, default=0) < 0 or last >= len(values):
-            raise TorchFormatError("a tensor reaches outside its storage")
-        strides = [step * values.dtype.itemsize for step in self.stride]
-        return np.lib.stride_tricks.as_strided(values[self.offset :], self.shape, strides).copy()
+            return 0
+        return self.offset + sum((size - 1) * step for size, step in zip(self.shape, self.stride, strict=True)) + 1
 
 
-def _rebuild_tensor(storage, offset, shape, stride, requires_grad=False, backward_hooks=None, metadata=None):
-    """torch._utils._rebuild_tensor_v2, deferred: the storage's bytes may come after the pickle."""
-    return TensorView(storage, offset, tuple(shape), tuple(stride))
+class _OrderedDict(dict):
+    """A dict the pickle made by calling collections.OrderedDict: the only value BUILD may be applied to."""
 
 
-def _rebuild_parameter(data, requires_grad, backward_hooks, *state):
-    """torch._utils._rebuild_parameter: a Parameter is its tensor here."""
-    return data
+# === The pickle interpreter ===
 
 
-class _StateDictUnpickler(pickle.Unpickler):
-    """Unpickles only what a state dict is made of; `storage(key, storage_class_name)` gives each storage."""
+class _Interpreter:
+    """Runs one pickle of a torch.save file on this module's values (see the module docstring).
 
-    ALLOWED = {
-        ("collections", "OrderedDict"): collections.OrderedDict,
-        ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
-        ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
-    }
+    Containers are tracked by identity: their nesting depth, and whether they are inside another already (then they
+    are final, as every pickle torch writes fills a container before using it), so the recorded depths are exact.
+    """
 
-    def __init__(self, file, storage):
-        super().__init__(file)
-        self.storage = storage
+    def __init__(self, storage):
+        self.storage = storage  # (key, storage class, size) -> Storage
+        self.stack, self.marks, self.memo = [], [], {}
+        self.containers = []  # every container made, kept alive so that ids stay unique
+        self.depths, self.used = {}, set()
 
-    def find_class(self, module, name):
-        if (module, name) in self.ALLOWED:
-            return self.ALLOWED[(module, name)]
-        if module == "torch" and name.endswith("Storage"):
-            return name  # a storage class, named in the persistent ids
-        raise TorchFormatError(f"it holds {module}.{name}, which is not part of a state dict of tensors")
+    def run(self, stream):
+        for self.count, (opcode, argument, _) in enumerate(pickletools.genops(stream), start=1):
+            if self.count > MAX_OPCODES:
+                raise TorchFormatError(f"its pickle has more than {MAX_OPCODES:,} opcodes")
+            if opcode.name == "STOP":
+                if len(self.stack) != 1 or self.marks:
+                    raise TorchFormatError("its pickle does not end in one value")
+                return self.stack[0]
+            step = getattr(self, f"op_{opcode.name}", None)
+            if step is None:
+                raise TorchFormatError(f"its pickle has opcode {opcode.name}, which torch.save does not write")
+            step(argument)
+        raise TorchFormatError("its pickle ends before its STOP")
 
-    def persistent_load(self, pid):
+    # --- the stack ---
+
+    def pop(self, count):
+        if len(self.stack) - (self.marks[-1] if self.marks else 0) < count:
+            raise TorchFormatError("its pickle takes more values than it put on its stack")
+        items = self.stack[len(self.stack) - count :]
+        del self.stack[len(self.stack) - count :]
+        return items
+
+    def pop_mark(self):
+        if not self.marks:
+            raise TorchFormatError("its pickle closes a mark it never opened")
+        start = self.marks.pop()
+        items = self.stack[start:]
+        del self.stack[start:]
+        return items
+
+    def top(self):
+        if len(self.stack) <= (self.marks[-1] if self.marks else 0):
+            raise TorchFormatError("its pickle takes more values than it put on its stack")
+        return self.stack[-1]
+
+    # --- containers ---
+
+    def depth(self, value):
+        return self.depths.get(id(value), 0)
+
+    def new(self, container, items=()):
+        depth = 1 + max((self.depth(item) for item in items), default=0)
+        if depth > MAX_DEPTH:
+            raise TorchFormatError(f"its pickle nests deeper than {MAX_DEPTH}")
+        self.used.update(id(item) for item in items if id(item) in self.depths)
+        self.containers.append(container)
+        self.depths[id(container)] = depth
+        self.stack.append(container)
+
+    def new_tuple(self, items):
+        self.new(tuple(items), items)
+
+    def add_to_top(self, items):
+        """Puts `items` into the container on top of the stack: a dict (key, value, key, value...) or a list."""
+        container = self.top()
+        if id(container) in self.used:
+            raise TorchFormatError("its pickle changes a container after putting it into another")
+        depth = 1 + max((self.depth(item) for item in items), default=0)
+        if depth > MAX_DEPTH:
+            raise TorchFormatError(f"its pickle nests deeper than {MAX_DEPTH}")
+        self.depths[id(container)] = max(self.depths.get(id(container), 1), depth)
+        self.used.update(id(item) for item in items if id(item) in self.depths)
+        if isinstance(container, list):
+            container.extend(items)
+        elif isinstance(container, dict) and len(items) % 2 == 0:
+            for key, value in zip(items[::2], items[1::2], strict=True):
+                if isinstance(key, bool) or not isinstance(key, str | int):
+                    raise TorchFormatError("its pickle has a dict key that is neither a string nor an integer")
+                container[key] = value
+        else:
+            raise TorchFormatError("its pickle puts items into something that is neither a dict nor a list")
+
+    # --- opcodes: what torch.save writes, no other ---
+
+    def op_PROTO(self, protocol):
+        if protocol != PICKLE_PROTOCOL:
+            raise TorchFormatError(f"its pickle is of protocol {protocol}; torch.save writes {PICKLE_PROTOCOL}")
+
+    def op_MARK(self, _):
+        if len(self.marks) >= MAX_DEPTH:
+            raise TorchFormatError(f"its pickle nests deeper than {MAX_DEPTH}")
+        self.marks.append(len(self.stack))
+
+    def push(self, value):
+        self.stack.append(value)
+
+    op_BINUNICODE = op_BININT = op_BININT1 = op_BININT2 = op_LONG1 = push
+
+    def op_NONE(self, _):
+        self.stack.append(None)
+
+    def op_NEWTRUE(self, _):
+        self.stack.append(True)
+
+    def op_NEWFALSE(self, _):
+        self.stack.append(False)
+
+    def op_EMPTY_DICT(self, _):
+        self.new({})
+
+    def op_EMPTY_LIST(self, _):
+        self.new([])
+
+    def op_EMPTY_TUPLE(self, _):
+        self.new(())
+
+    def op_TUPLE1(self, _):
+        self.new_tuple(self.pop(1))
+
+    def op_TUPLE2(self, _):
+        self.new_tuple(self.pop(2))
+
+    def op_TUPLE3(self, _):
+        self.new_tuple(self.pop(3))
+
+    def op_TUPLE(self, _):
+        self.new_tuple(self.pop_mark())
+
+    def op_BINPUT(self, index):
+        # A pickler numbers its memo 0, 1, 2...: an index beyond the opcodes so far is no pickler's.
+        if index >= self.count:
+            raise TorchFormatError(f"its pickle memoizes at index {index}, beyond its {self.count} opcodes so far")
+        self.memo[index] = self.top()
+
+    op_LONG_BINPUT = op_BINPUT
+
+    def op_BINGET(self, index):
+        if index not in self.memo:
+            raise TorchFormatError(f"its pickle reads memo {index}, which it never wrote")
+        self.stack.append(self.memo[index])
+
+    op_LONG_BINGET = op_BINGET
+
+    def op_SETITEM(self, _):
+        self.add_to_top(self.pop(2))
+
+    def op_SETITEMS(self, _):
+        self.add_to_top(self.pop_mark())
+
+    def op_APPEND(self, _):
+        self.add_to_top(self.pop(1))
+
+    def op_APPENDS(self, _):
+        self.add_to_top(self.pop_mark())
+
+    def op_GLOBAL(self, name):
+        if name not in GLOBALS:
+            raise TorchFormatError(f"it holds {name.replace(' ', '.')}, which is not part of a state dict of tensors")
+        self.stack.append(GLOBALS[name])
+
+    def op_BINPERSID(self, _):
+        (pid,) = self.pop(1)
         # ("storage", storage class, key, location, number of elements[, view of another storage (legacy)])
-        if not (isinstance(pid, tuple) and len(pid) >= 5 and pid[0] == "storage"):
-            raise TorchFormatError(f"unknown persistent id {pid!r}")
-        if len(pid) > 5 and pid[5] is not None:
+        if not (isinstance(pid, tuple) and len(pid) in (5, 6) and pid[0] == "storage"):
+            raise TorchFormatError("it has a persistent id that is not a storage")
+        _, storage_class, key, location, size, *view = pid
+        if view not in ([], [None]):
             raise TorchFormatError("it holds storage views (a legacy format this reader does not follow)")
-        return self.storage(str(pid[2]), pid[1])
+        if not (isinstance(storage_class, Global) and storage_class.name in STORAGE_CLASSES):
+            raise TorchFormatError("it has a storage whose class is not a tensor type")
+        if not (isinstance(key, str) and isinstance(location, str) and _is_count(size)):
+            raise TorchFormatError("it has a storage whose key, location or size is malformed")
+        self.stack.append(self.storage(key, storage_class.name, size))
+
+    def op_REDUCE(self, _):
+        function, arguments = self.pop(2)
+        if not isinstance(arguments, tuple):
+            raise TorchFormatError("its pickle calls something with arguments that are no tuple")
+        if function == ORDERED_DICT and arguments == ():
+            self.new(_OrderedDict())
+        elif function == REBUILD_TENSOR:
+            self.stack.append(_tensor_view(*_arguments(arguments, 6, 7)))
+        elif function == REBUILD_PARAMETER:
+            data, requires_grad, _ = _arguments(arguments, 3, 3)
+            if not (isinstance(data, TensorView) and isinstance(requires_grad, bool)):
+                raise TorchFormatError("it has a parameter that is not a tensor")
+            self.stack.append(data)
+        else:
+            raise TorchFormatError("its pickle calls something other than what rebuilds a tensor or a dict")
+
+    def op_BUILD(self, _):
+        (state,) = self.pop(1)
+        # A state dict's attributes (its _metadata of module versions), not needed to read its tensors.
+        if not (isinstance(self.top(), _OrderedDict) and isinstance(state, dict)):
+            raise TorchFormatError("its pickle sets attributes of something other than its dict of tensors")
 
 
-def _storage_dtype(storage_class):
-    if storage_class == "BFloat16Storage":
-        raise TorchFormatError("it holds bfloat16 tensors, which numpy cannot read: save the model in float32")
-    if storage_class not in STORAGE_DTYPES:
-        raise TorchFormatError(f"it holds a {storage_class}, which is not a tensor type of a BERT state dict")
-    return np.dtype(STORAGE_DTYPES[storage_class])
+def _is_count(value):
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_INTEGER
 
 
-def _arrays(state_dict):
-    if not isinstance(state_dict, dict) or not all(isinstance(value, TensorView) for value in state_dict.values()):
-        raise TorchFormatError("it is not a dict of tensors")
-    return {str(name): view.array() for name, view in state_dict.items()}
+def _arguments(arguments, least, most):
+    if not least <= len(arguments) <= most:
+        raise TorchFormatError("it rebuilds a tensor with the wrong number of arguments")
+    return arguments
 
 
-def _read_zip(path):
-    with zipfile.ZipFile(path) as archive:
-        pickle_names = [name for name in archive.namelist() if name.endswith("/data.pkl")]
+def _tensor_view(storage, offset, shape, stride, requires_grad, backward_hooks, metadata=None):
+    """torch._utils._rebuild_tensor_v2's arguments, checked, as a TensorView."""
+    if not isinstance(storage, Storage):
+        raise TorchFormatError("it has a tensor whose storage is not a storage")
+    if not (_is_count(offset) and isinstance(shape, tuple) and isinstance(stride, tuple)):
+        raise TorchFormatError("it has a tensor whose offset, shape or stride is malformed")
+    if len(shape) != len(stride) or len(shape) > MAX_DEPTH or not all(map(_is_count, shape + stride)):
+        raise TorchFormatError("it has a tensor whose shape or stride is malformed")
+    if not (isinstance(requires_grad, bool) and isinstance(backward_hooks, dict)):
+        raise TorchFormatError("it has a tensor whose requires_grad or hooks are malformed")
+    view = TensorView(storage, offset, shape, stride)
+    if view.elements_needed() > storage.size:
+        raise TorchFormatError("a tensor reaches outside its storage")
+    return view
+
+
+def _load(stream, storage=None):
+    """The value of the pickle at `stream`'s position (io.BytesIO), which is left after its STOP."""
+
+    def no_storage(*_):
+        raise TorchFormatError("it has a storage where none belongs")
+
+    return _Interpreter(storage or no_storage).run(stream)
+
+
+# === The two formats ===
+
+
+class StateDict:
+    """A torch.save file opened for reading: `tensors` ({name: TensorView}) from its pickle, checked, and each
+    tensor's array when asked for (`array`). Use it as a context manager; TorchFormatError says why a file is
+    refused.
+
+    Args:
+        path: the file.
+        byte_limit: the most bytes one tensor, and what it reads of its storage, may take: what the model it should
+            hold needs (no tiny file then makes a large array).
+    """
+
+    def __init__(self, path, byte_limit):
+        self.byte_limit = byte_limit
+        self.storages = {}  # key -> Storage
+        self.values = {}  # key -> the storage's elements read so far, as bytes
+        self.file = open(path, "rb")  # noqa: SIM115 (closed by close())
+        try:
+            with _damage_named():
+                is_zip = zipfile.is_zipfile(self.file)
+                self.archive = zipfile.ZipFile(self.file) if is_zip else None
+                state_dict = self._read_zip() if is_zip else self._read_legacy()
+                if not isinstance(state_dict, dict) or not all(
+                    isinstance(name, str) and isinstance(view, TensorView) for name, view in state_dict.items()
+                ):
+                    raise TorchFormatError("it is not a dict of tensors")
+                self.tensors = dict(state_dict)
+        except BaseException:
+            self.close()
+            raise
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *_):
+        self.close()
+
+    def close(self):
+        self.file.close()
+
+    def storage(self, key, storage_class, size):
+        """The Storage a persistent id names: one per key, of one class and size."""
+        storage = self.storages.setdefault(key, Storage(key, storage_class, size))
+        if (storage.storage_class, storage.size) != (storage_class, size):
+            raise TorchFormatError(f"its storage {key} is named with two classes or sizes")
+        return storage
+
+    def array(self, name):
+        """The tensor `name` as a numpy array, read once its view has been checked against the byte limit."""
+        view = self.tensors[name]
+        dtype, itemsize = STORAGE_CLASSES[view.storage.storage_class]
+        if dtype is None:
+            raise TorchFormatError("it holds bfloat16 tensors, which numpy cannot read: save the model in float32")
+        needed = view.elements_needed()
+        if max(math.prod(view.shape), needed) * itemsize > self.byte_limit:
+            raise TorchFormatError(f"its tensor {name} takes more than the {self.byte_limit:,} bytes the model needs")
+        if needed == 0:
+            return np.zeros(view.shape, dtype)
+        with _damage_named():
+            data = self._storage_bytes(view.storage, needed * itemsize)
+        values = np.frombuffer(data, np.dtype(dtype).newbyteorder(self.byte_order), count=needed)
+        strides = [step * itemsize for step in view.stride]
+        return np.lib.stride_tricks.as_strided(values[view.offset :], view.shape, strides).copy()
+
+    def _storage_bytes(self, storage, length):
+        """At least `length` bytes of `storage` from the start, read as far as needed."""
+        if len(self.values.get(storage.key, b"")) < length:
+            data = self._read_storage(storage, length)
+            if len(data) != length:
+                raise TorchFormatError(f"its storage {storage.key} ends before its tensors do")
+            self.values[storage.key] = data
+        return self.values[storage.key]
+
+    # --- zip (PyTorch 1.6 and later) ---
+
+    def _read_zip(self):
+        pickle_names = [name for name in self.archive.namelist() if name.endswith("/data.pkl")]
         if len(pickle_names) != 1:
             raise TorchFormatError("it is a zip archive, but not one torch.save wrote (one data.pkl)")
-        (pickle_name,) = pickle_names
-        root = pickle_name.removesuffix("data.pkl")
-        byte_order = "<"
-        if f"{root}byteorder" in archive.namelist():
-            byte_order = "<" if archive.read(f"{root}byteorder").decode().strip() == "little" else ">"
-        storages = {}
+        self.root = pickle_names[0].removesuffix("data.pkl")
+        version = self._read_entry("version", 16, required=True).strip()
+        if version.decode("ascii", "replace") not in ZIP_VERSIONS:
+            raise TorchFormatError(f"its version is {version[:16]!r}; torch.save writes {', '.join(ZIP_VERSIONS)}")
+        byte_order = self._read_entry("byteorder", 16, required=False)
+        if byte_order not in (None, b"little", b"big"):
+            raise TorchFormatError(f"its byteorder is {byte_order!r}, neither 'little' nor 'big'")
+        self.byte_order = ">" if byte_order == b"big" else "<"
+        data = self._read_entry("data.pkl", PICKLE_BYTES, required=True)
+        state_dict = _load(io.BytesIO(data), self.storage)
+        for storage in self.storages.values():
+            info = self._entry(f"data/{storage.key}")
+            if info.file_size != storage.size * storage.itemsize:
+                raise TorchFormatError(
+                    f"its storage {storage.key} holds {info.file_size:,} bytes, its tensors say "
+                    f"{storage.size * storage.itemsize:,}"
+                )
+        return state_dict
 
-        def storage(key, storage_class):
-            if key not in storages:
-                dtype = _storage_dtype(storage_class).newbyteorder(byte_order)
-                storages[key] = Storage(dtype, np.frombuffer(archive.read(f"{root}data/{key}"), dtype))
-            return storages[key]
-
-        with archive.open(pickle_name) as file:
-            return _arrays(_StateDictUnpickler(file, storage).load())
-
-
-def _read_legacy(path):
-    storages = {}
-
-    def storage(key, storage_class):
-        if key not in storages:
-            storages[key] = Storage(_storage_dtype(storage_class))
-        return storages[key]
-
-    with open(path, "rb") as file:
-
-        def load():
-            return _StateDictUnpickler(file, storage).load()
-
+    def _entry(self, name):
+        """The zip entry `<root>/name`, if it is one this reader may read."""
         try:
-            magic_number = load()
-        except pickle.UnpicklingError as error:
-            raise TorchFormatError("it is neither a zip archive nor a pickle") from error
-        if magic_number != LEGACY_MAGIC_NUMBER:
+            info = self.archive.getinfo(self.root + name)
+        except KeyError:
+            raise TorchFormatError(f"it has no {self.root}{name}") from None
+        if info.flag_bits & 0x1:
+            raise TorchFormatError(f"its {info.filename} is encrypted")
+        if info.compress_type not in ZIP_METHODS:
+            raise TorchFormatError(
+                f"its {info.filename} is compressed by method {info.compress_type}, not "
+                f"{' or '.join(ZIP_METHODS.values())}"
+            )
+        return info
+
+    def _read_entry(self, name, limit, required):
+        if not required and self.root + name not in self.archive.namelist():
+            return None
+        info = self._entry(name)
+        if info.file_size > limit:
+            raise TorchFormatError(f"its {info.filename} is larger than {limit:,} bytes")
+        with self.archive.open(info) as entry:
+            return entry.read(limit)
+
+    # --- legacy (before PyTorch 1.6) ---
+
+    def _read_legacy(self):
+        self.byte_order = "<"
+        size = os.fstat(self.file.fileno()).st_size
+        self.file.seek(0)  # is_zipfile has read its end
+        header = io.BytesIO(self.file.read(min(size, PICKLE_BYTES)))
+        if header.getvalue()[:2] != b"\x80\x02":  # PROTO 2
+            raise TorchFormatError("it is neither a zip archive nor a pickle of protocol 2")
+        if _load(header) != LEGACY_MAGIC_NUMBER:
             raise TorchFormatError("it is a pickle, but not one torch.save wrote")
-        load()  # protocol version
-        system_info = load()
-        if isinstance(system_info, dict) and system_info.get("little_endian") is False:
+        protocol = _load(header)
+        if protocol != LEGACY_PROTOCOL_VERSION:
+            raise TorchFormatError(f"its protocol version is {protocol!r}; torch.save writes {LEGACY_PROTOCOL_VERSION}")
+        system_info = _load(header)
+        if not isinstance(system_info, dict) or system_info.get("protocol_version") != LEGACY_PROTOCOL_VERSION:
+            raise TorchFormatError("its system information is not torch.save's")
+        if system_info.get("little_endian") is not True:
             raise TorchFormatError("it was saved on a big-endian machine")
-        state_dict = load()
-        for key in load():  # the storages' keys, in the order of their bytes
-            # Each storage: its number of elements (int64, little-endian), then its elements.
-            count = int.from_bytes(file.read(8), "little")
-            dtype = storages[str(key)].dtype
-            data = file.read(count * dtype.itemsize)
-            if len(data) != count * dtype.itemsize:
+        state_dict = _load(header, self.storage)
+        keys = _load(header)
+        if not (isinstance(keys, list) and all(isinstance(key, str) for key in keys)) or sorted(keys) != sorted(
+            self.storages
+        ):
+            raise TorchFormatError("its list of storages is not the storages its tensors name")
+        # Each storage: its number of elements (int64, little-endian), then its elements.
+        self.offsets = {}
+        position = header.tell()
+        for key in keys:
+            storage = self.storages[key]
+            self.file.seek(position)
+            count = int.from_bytes(self.file.read(8), "little")
+            if count != storage.size:
+                raise TorchFormatError(f"its storage {key} holds {count:,} elements, its tensors say {storage.size:,}")
+            self.offsets[key] = position + 8
+            position += 8 + count * storage.itemsize
+            if position > size:
                 raise TorchFormatError("it ends before its last tensor")
-            storages[str(key)].values = np.frombuffer(data, dtype)
-        return _arrays(state_dict)
+        return state_dict
+
+    def _read_storage(self, storage, length):
+        if self.archive is not None:
+            with self.archive.open(self._entry(f"data/{storage.key}")) as entry:
+                return entry.read(length)
+        self.file.seek(self.offsets[storage.key])
+        return self.file.read(length)
 
 
-def read(path):
-    """{name: numpy array} of the PyTorch state dict at `path`; TorchFormatError says why a file is refused."""
+@contextlib.contextmanager
+def _damage_named():
+    """Turns what the standard library raises for a damaged file (genops' and zipfile's errors, zlib's) into
+    TorchFormatError."""
     try:
-        return _read_zip(path) if zipfile.is_zipfile(path) else _read_legacy(path)
-    except (pickle.UnpicklingError, EOFError, KeyError, TypeError, zipfile.BadZipFile, ValueError) as error:
-        if isinstance(error, TorchFormatError):
-            raise
+        yield
+    except TorchFormatError:
+        raise
+    except (ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error, OverflowError) as error:
         raise TorchFormatError(f"it is damaged ({type(error).__name__}: {error})") from error

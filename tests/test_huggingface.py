@@ -121,11 +121,19 @@ def test_pretraining_checkpoints_and_old_names_load(tmp_path, caplog):
     assert_same_weights(encoder, loaded)
 
 
-def write_bfloat16_file(path, name, shape):
-    """A safetensors file holding one BF16 tensor (numpy has no bfloat16 to write it with)."""
-    size = 2 * int(np.prod(shape))
-    header = json.dumps({name: {"dtype": "BF16", "shape": list(shape), "data_offsets": [0, size]}}).encode()
-    path.write_bytes(len(header).to_bytes(8, "little") + header + bytes(size))
+def write_bfloat16_file(path, name):
+    """The safetensors file at `path` rewritten with its tensor `name` in BF16 (numpy has no bfloat16 to write it
+    with: its bytes are float32's upper halves)."""
+    tensors = safetensors.numpy.load_file(str(path))
+    header, data = {}, b""
+    for key, tensor in tensors.items():
+        dtype, raw = "F32", tensor.astype("<f4").tobytes()
+        if key == name:
+            dtype, raw = "BF16", (tensor.astype("<f4").view("<u4") >> 16).astype("<u2").tobytes()
+        header[key] = {"dtype": dtype, "shape": list(tensor.shape), "data_offsets": [len(data), len(data) + len(raw)]}
+        data += raw
+    encoded = json.dumps(header).encode()
+    path.write_bytes(len(encoded).to_bytes(8, "little") + encoded + data)
 
 
 def edit_json(path, **values):
@@ -166,7 +174,7 @@ BAD_DIRECTORIES = {
         "no tokenizer_config.json in {d}: it says whether to lower-case",
     ),
     "bfloat16": (
-        lambda d: write_bfloat16_file(d / "model.safetensors", "embeddings.word_embeddings.weight", (16424, 32)),
+        lambda d: write_bfloat16_file(d / "model.safetensors", "embeddings.word_embeddings.weight"),
         "{d}/model.safetensors holds embeddings.word_embeddings.weight as BF16, which numpy cannot read",
     ),
     "not safetensors": (
@@ -473,11 +481,17 @@ def torch_bert_directory(tmp_path, weights_file):
     return directory
 
 
+def read_state_dict(path):
+    """{name: array} of every tensor of a torch.save file."""
+    with torch_state_dict.StateDict(path, byte_limit=2**20) as state_dict:
+        return {name: state_dict.array(name) for name in state_dict.tensors}
+
+
 @pytest.mark.parametrize("weights_file", ["pytorch_model.bin", "pytorch_model_legacy.bin"])
 def test_pytorch_model_bin_reads_as_its_safetensors(tmp_path, hub_cache, monkeypatch, weights_file):
     reference = torch_bert_directory(tmp_path, "model.safetensors")
     directory = torch_bert_directory(tmp_path, weights_file)
-    tensors = torch_state_dict.read(directory / "pytorch_model.bin")
+    tensors = read_state_dict(directory / "pytorch_model.bin")
     for name, tensor in safetensors.numpy.load_file(str(reference / "model.safetensors")).items():
         np.testing.assert_array_equal(tensors[name], tensor, err_msg=name)
         assert tensors[name].dtype == tensor.dtype
@@ -518,15 +532,17 @@ def test_pytorch_model_bin_cannot_run_code(tmp_path):
     legacy.write_bytes(pickle.dumps(RunsCode(marker), protocol=2))
     archive = tmp_path / "archive.bin"
     with zipfile.ZipFile(archive, "w") as zip_file:
+        zip_file.writestr("archive/version", "3\n")
         zip_file.writestr("archive/data.pkl", pickle.dumps({"weight": RunsCode(marker)}, protocol=2))
     for path in (legacy, archive):
         with pytest.raises(torch_state_dict.TorchFormatError, match="it holds io.open, which is not part"):
-            torch_state_dict.read(path)
+            read_state_dict(path)
     assert not marker.exists()
     truncated = tmp_path / "truncated.bin"
-    truncated.write_bytes(pickle.dumps(torch_state_dict.LEGACY_MAGIC_NUMBER) + pickle.dumps(1001))
+    magic_number, protocol = (pickle.dumps(value, protocol=2) for value in (torch_state_dict.LEGACY_MAGIC_NUMBER, 1001))
+    truncated.write_bytes(magic_number + protocol)
     with pytest.raises(torch_state_dict.TorchFormatError, match="it is damaged"):
-        torch_state_dict.read(truncated)
+        read_state_dict(truncated)
 
 
 def test_a_tensor_reaching_outside_its_storage_is_refused(tmp_path, monkeypatch):
@@ -561,13 +577,14 @@ def test_a_tensor_reaching_outside_its_storage_is_refused(tmp_path, monkeypatch)
         StatePickler(payload, protocol=2).dump({"weight": Tensor(shape)})
         path = tmp_path / f"{shape[0]}.bin"
         with zipfile.ZipFile(path, "w") as archive:
+            archive.writestr("archive/version", "3\n")
             archive.writestr("archive/data.pkl", payload.getvalue())
             archive.writestr("archive/data/0", np.arange(4, dtype=np.float32).tobytes())
         if works:
-            np.testing.assert_array_equal(torch_state_dict.read(path)["weight"], np.arange(4, dtype=np.float32))
+            np.testing.assert_array_equal(read_state_dict(path)["weight"], np.arange(4, dtype=np.float32))
         else:
             with pytest.raises(torch_state_dict.TorchFormatError, match="a tensor reaches outside its storage"):
-                torch_state_dict.read(path)
+                read_state_dict(path)
 
 
 @needs_torch
@@ -586,11 +603,11 @@ def test_torch_saves_of_odd_tensors_read_as_torch_reads_them(tmp_path):
     for zip_format in (True, False):
         path = tmp_path / f"{zip_format}.bin"
         torch.save(state_dict, path, _use_new_zipfile_serialization=zip_format)
-        read = torch_state_dict.read(path)
+        read = read_state_dict(path)
         assert set(read) == set(state_dict)
         for name, tensor in state_dict.items():
             np.testing.assert_array_equal(read[name], tensor.numpy(), err_msg=name)
             assert read[name].dtype == tensor.numpy().dtype
     torch.save({"weight": grid.bfloat16()}, tmp_path / "bfloat16.bin")
     with pytest.raises(torch_state_dict.TorchFormatError, match="bfloat16 tensors, which numpy cannot read"):
-        torch_state_dict.read(tmp_path / "bfloat16.bin")
+        read_state_dict(tmp_path / "bfloat16.bin")

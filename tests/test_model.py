@@ -114,6 +114,15 @@ def test_path_that_is_not_a_checkpoint(tmp_path):
             model.load_checkpoint(encoder, str(tmp_path / name))
 
 
+@pytest.mark.parametrize("changes", [{}, {"num_hidden_layers": 3, "intermediate_size": 20, "type_vocab_size": 1}])
+def test_checkpoint_shapes_are_the_built_encoders(changes):
+    """Files are checked against checkpoint_shapes before a model is built: it must say what building makes."""
+    config = model.BertConfig.from_dict({**SMALL, **changes})
+    built = {name: tuple(variable.shape) for name, variable in model.BertEncoder(config).checkpoint_variables().items()}
+    assert model.checkpoint_shapes(config) == built
+    assert config.parameter_count() == sum(int(np.prod(shape)) for shape in built.values())
+
+
 def test_kr_bert_char_config_round_trips(tmp_path):
     config = model.BertConfig.from_json_file(REPO / "configs" / "char_bert_base.json")
     assert (config.vocab_size, config.hidden_size, config.num_hidden_layers) == (16424, 768, 12)
@@ -134,6 +143,14 @@ def test_kr_bert_char_config_round_trips(tmp_path):
         (json.dumps({**SMALL, "hidden_act": "swish"}), "hidden_act 'swish' is not one of"),
         (json.dumps({**SMALL, "num_attention_heads": 5}), "not a multiple of"),
         (json.dumps([1, 2]), "must be a JSON object"),
+        (json.dumps({**SMALL, "num_attention_heads": 0}), "'num_attention_heads' must be at least 1, got 0"),
+        (json.dumps({**SMALL, "hidden_dropout_prob": 1.0}), "'hidden_dropout_prob' must be in \\[0, 1\\), got 1.0"),
+        (json.dumps({**SMALL, "layer_norm_eps": 0}), "'layer_norm_eps' must be positive and finite, got 0"),
+        (json.dumps({**SMALL, "num_hidden_layers": 257}), "num_hidden_layers 257 is more than 256"),
+        (json.dumps({**SMALL, "vocab_size": 2**40}), "parameters: in float32, more than this machine's"),
+        ('{"layer_norm_eps": NaN}', "is not valid JSON: it holds NaN, which is not a JSON number"),
+        ('{"vocab_size": 1e999}', "is not valid JSON: it holds 1e999, beyond the range of a float"),
+        ("[" * 65 + "]" * 65, "is not valid JSON: it nests deeper than 64 levels"),
     ],
 )
 def test_malformed_config(tmp_path, text, message):
