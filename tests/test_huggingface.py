@@ -33,6 +33,7 @@ import data
 import errors
 import huggingface
 import model
+import model_flags
 import sts
 import torch_state_dict
 import training
@@ -406,6 +407,21 @@ def test_a_hub_id_is_downloaded_once_then_read_from_the_cache_offline(tmp_path, 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     assert huggingface.model_files("test/micro-bert").weights == files.weights
     assert not huggingface.model_files("test/no-tokenizer-config", lower_case=False).lower_case
+
+
+def test_a_hostile_hub_model_is_refused_before_a_model_is_built(tmp_path, hub_cache, monkeypatch):
+    """The scripts' way in (model_flags.model_files) for a Hub id whose pytorch_model.bin has a dict key nested
+    300,000 deep (hashing it crashed Python's unpickler): refused, naming the downloaded file."""
+    _, directory = write_micro_directory(tmp_path)
+    (directory / "model.safetensors").unlink()
+    with zipfile.ZipFile(directory / "pytorch_model.bin", "w") as archive:
+        archive.writestr("archive/version", "3\n")
+        archive.writestr("archive/data.pkl", b"\x80\x02}K\x00" + b"\x85" * 300_000 + b"K\x01s.")
+    flags = types.SimpleNamespace(config=None, vocab_path=None, do_lower_case=None)
+    with loopback.FakeHub({"test/hostile": directory}) as hub:
+        use_hub(monkeypatch, hub)
+        with pytest.raises(model.CheckpointError, match=r"pytorch_model.bin is not a PyTorch state dict of tensors: "):
+            model_flags.model_files(flags, "test/hostile", max_sequence_length=8)
 
 
 HUB_FAILURES = {
