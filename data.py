@@ -7,7 +7,7 @@ does: the tfds-korean builders' own URLs, checksums verified by tfds. Or ahead o
 
 Without internet, the same builders run with their downloads served from local copies of the upstream files:
 
-    python data.py prepare --source_dir=../shared/data --data_dir=~/tensorflow_datasets
+    python data.py prepare --source_dir=SOURCE --data_dir=~/tensorflow_datasets
 
 A split whose source file is absent is left out (with a warning naming the file); asking for it later
 fails with an error that says which file to provide.
@@ -563,7 +563,7 @@ if __name__ == "__main__":
     flags.DEFINE_string(
         "source_dir",
         None,
-        "Directory with the upstream files, laid out as ../shared/data is (default: download them with tfds).",
+        "Directory with the upstream files, laid out as docs/data.md shows (default: download them with tfds).",
     )
     flags.DEFINE_string("data_dir", None, "TFDS data directory to prepare into (default: TFDS's).")
     flags.DEFINE_list("datasets", list(BUILDERS), "Datasets to prepare.")

@@ -3,7 +3,7 @@ evaluate-time encoding against sentence-transformers, in one run on this machine
 
     python -m pip install -r benchmarks/requirements.txt
     python benchmarks/train_step.py --data_dir=/tmp/tfds \
-        --vocab_path=../shared/data/vocabs/vocab_char_16424.txt
+        --vocab_path=PATH/TO/vocab_char_16424.txt
 
 Every measurement runs in a fresh process of its own, one after the other, so TensorFlow's and PyTorch's thread
 pools never compete and neither inherits the other's warm caches. A step time is the median of --steps steps after

@@ -1,6 +1,14 @@
-"""Every docstring example runs as written, from the repository root (as the README's commands do)."""
+"""The documentation is true: every docstring example runs as written, from the repository root (as the README's
+commands do); every `python <script>.py --flag ...` command of README.md, CONTRIBUTING.md and docs/ names flags
+that script defines; links between the pages resolve; the README stays a front page."""
 
+import concurrent.futures
 import doctest
+import re
+import shlex
+import subprocess
+import sys
+import xml.etree.ElementTree as ElementTree
 
 import pytest
 from conftest import REPO, needs_shared
@@ -11,6 +19,23 @@ import model
 import sts
 import training
 
+README = REPO / "README.md"
+PAGES = [README, REPO / "CONTRIBUTING.md", *sorted((REPO / "docs").glob("*.md"))]
+# The pages for users (CONTRIBUTING.md may name where the tests find their data).
+USER_PAGES = [README, *sorted((REPO / "docs").glob("*.md"))]
+README_MAX_LINES = 250
+# The pages hold more commands than this; fewer means the parser lost some.
+MIN_COMMANDS = 30
+SCRIPTS = [
+    "train_unsupervised.py",
+    "train_supervised.py",
+    "evaluate.py",
+    "export.py",
+    "search.py",
+    "data.py",
+    "benchmarks/train_step.py",
+]
+
 
 @needs_shared
 @pytest.mark.parametrize("module", [data, errors, model, sts, training])
@@ -19,3 +44,257 @@ def test_docstring_examples_run(monkeypatch, module):
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
     assert result.failed == 0
     assert result.attempted > 0 or module is errors
+
+
+# === Commands in the pages ===
+
+FENCE = re.compile(r"^\s*(`{3,}|~{3,})")
+SCRIPT = re.compile(r"^(?:\./)?((?:[\w.-]+/)*[\w-]+\.py)$")
+SHELL_OPERATORS = {"<", ">", ">>", "|", "||", "&", "&&", ";", "(", ")"}
+
+
+def code_blocks_and_prose(text):
+    """(the lines of each fenced code block, the prose outside them); an unclosed fence is an error."""
+    blocks, prose, block, fence = [], [], None, None
+    for line in text.splitlines():
+        match = FENCE.match(line)
+        if fence is None and match:
+            fence, block = match.group(1), []
+        elif fence is not None and line.strip() == fence:
+            blocks.append(block)
+            fence = None
+        elif fence is not None:
+            block.append(line)
+        else:
+            prose.append(line)
+    assert fence is None, "a code fence is not closed"
+    return blocks, "\n".join(prose)
+
+
+def shell_lines(text):
+    """Every line of shell in a Markdown page: the code blocks' lines, continuations (a trailing backslash) joined,
+    and the inline code spans of the prose."""
+    blocks, prose = code_blocks_and_prose(text)
+    lines = []
+    for block in blocks:
+        joined = ""
+        for line in block:
+            if line.rstrip().endswith("\\"):
+                joined += line.rstrip()[:-1] + " "
+            else:
+                lines.append(joined + line)
+                joined = ""
+        if joined:
+            lines.append(joined)
+    lines += [span.replace("\n", " ") for span in re.findall(r"`([^`]+)`", prose)]
+    return lines
+
+
+def commands(text):
+    """[(script, [flag token, ...], the command's text)] of every `python <script>.py ...` in a Markdown page. Flag
+    tokens are the arguments starting with '-' (optional ones in [brackets] too), up to the end of the command."""
+    found = []
+    for line in shell_lines(text):
+        if not re.search(r"\bpython3?\s+\S+\.py\b", line):
+            continue
+        lexer = shlex.shlex(line, posix=True, punctuation_chars=True)
+        lexer.whitespace_split = True
+        tokens = list(lexer)
+        for start, token in enumerate(tokens):
+            if token not in ("python", "python3") or start + 1 == len(tokens):
+                continue
+            script = SCRIPT.match(tokens[start + 1])
+            if not script:
+                continue
+            arguments = []
+            for argument in tokens[start + 2 :]:
+                if argument in SHELL_OPERATORS or argument in ("python", "python3"):
+                    break
+                argument = argument.strip("[]")
+                if argument.startswith("-") and argument.strip("-"):
+                    arguments.append(argument)
+            found.append((script.group(1), arguments, line.strip()))
+    return found
+
+
+def flag_name(argument):
+    """'--name=value' -> 'name', '-?' -> '?'."""
+    return argument.lstrip("-").split("=", 1)[0]
+
+
+def undefined_flags(arguments, defined):
+    """The arguments that name no flag of `defined` ({"names", "booleans", "short_names"}); --noNAME is a boolean's
+    negation, as absl parses it."""
+    undefined = []
+    for argument in arguments:
+        name = flag_name(argument)
+        if argument.startswith("--"):
+            if name in defined["names"] or (name.startswith("no") and name[2:] in defined["booleans"]):
+                continue
+        elif name in defined["short_names"]:
+            continue
+        undefined.append(argument)
+    return undefined
+
+
+def script_help(script):
+    """absl's --helpxml of `python <script>`, run from the repository root: {"names", "booleans", "short_names",
+    "xml"} of every flag the script defines when it runs (absl's own included). A fresh process per script: several
+    define the same flag names, and data.py defines its flags only when run."""
+    result = subprocess.run(
+        [sys.executable, script, "--helpxml"], cwd=REPO, capture_output=True, text=True, timeout=300, check=False
+    )
+    start = result.stdout.find("<?xml")
+    assert start >= 0, f"{script} --helpxml printed no XML: {result.stderr[-2000:]}"
+    root = ElementTree.fromstring(result.stdout[start:])
+    flags = root.findall("flag")
+    return {
+        "names": {flag.findtext("name") for flag in flags},
+        "booleans": {flag.findtext("name") for flag in flags if flag.findtext("type") == "bool"},
+        "short_names": {flag.findtext("short_name") for flag in flags if flag.findtext("short_name")},
+        "xml": result.stdout[start:],
+    }
+
+
+@pytest.fixture(scope="module")
+def script_flags():
+    """{script: script_help(script)} for every script, two at a time."""
+    with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
+        return dict(zip(SCRIPTS, pool.map(script_help, SCRIPTS), strict=True))
+
+
+def page_commands():
+    return [(page, *command) for page in PAGES for command in commands(page.read_text())]
+
+
+def test_the_parser_finds_the_commands():
+    found = page_commands()
+    assert len(found) >= MIN_COMMANDS, found
+    # Every script is documented by at least one command, in the README or docs/.
+    assert {script for page, script, *_ in found if page in USER_PAGES} == set(SCRIPTS)
+
+
+def test_every_documented_flag_is_defined(script_flags):
+    problems = []
+    for page, script, arguments, line in page_commands():
+        if script not in script_flags:
+            problems.append(f"{page.name}: `{line}`: {script} is not a known script")
+            continue
+        undefined = undefined_flags(arguments, script_flags[script])
+        if undefined:
+            problems.append(f"{page.name}: `{line}`: {', '.join(undefined)} not defined by {script}")
+    assert not problems, "\n".join(problems)
+
+
+def test_the_checker_catches_made_up_flags(script_flags):
+    page = """
+Some prose with `python evaluate.py --checkpoint=x --no_such_flag` inline and
+`python search.py --model=m --corpus=c < queries.txt` with a redirection.
+
+```
+TF_CONFIG='{"task": {"index": 0}}' \\
+    python train_unsupervised.py --mixed_precision --nomixed_precision \\
+    [--made_up=3] --helpfull --verbosity=1 -v 1
+python data.py prepare --source_dir=SOURCE --nosource_dir
+python benchmarks/train_step.py --steps=2 && python export.py --output=o --madeup
+python -m pytest -q
+```
+"""
+    found = commands(page)
+    assert [(script, arguments) for script, arguments, _ in found] == [
+        ("train_unsupervised.py", ["--mixed_precision", "--nomixed_precision", "--made_up=3", "--helpfull",
+                                   "--verbosity=1", "-v"]),
+        ("data.py", ["--source_dir=SOURCE", "--nosource_dir"]),
+        ("benchmarks/train_step.py", ["--steps=2"]),
+        ("export.py", ["--output=o", "--madeup"]),
+        ("evaluate.py", ["--checkpoint=x", "--no_such_flag"]),
+        ("search.py", ["--model=m", "--corpus=c"]),
+    ]  # fmt: skip
+    undefined = {script: undefined_flags(arguments, script_flags[script]) for script, arguments, _ in found}
+    assert undefined == {
+        "train_unsupervised.py": ["--made_up=3"],  # absl's own --helpfull, --verbosity and -v are defined
+        "data.py": ["--nosource_dir"],  # --no is for booleans only
+        "benchmarks/train_step.py": [],
+        "export.py": ["--madeup"],
+        "evaluate.py": ["--no_such_flag"],
+        "search.py": [],
+    }
+
+
+def test_code_fences_are_closed():
+    blocks, prose = code_blocks_and_prose("text\n```\npython x.py\n```\nmore\n")
+    assert blocks == [["python x.py"]] and "more" in prose
+    with pytest.raises(AssertionError, match="not closed"):
+        code_blocks_and_prose("```\npython x.py\n")
+
+
+# === The pages themselves ===
+
+
+def github_anchor(heading):
+    """The anchor GitHub gives a heading: lower case, punctuation dropped, spaces as hyphens."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def anchors(text):
+    _, prose = code_blocks_and_prose(text)
+    return {github_anchor(line.lstrip("#")) for line in prose.splitlines() if re.match(r"^#{1,6} ", line)}
+
+
+def test_links_between_pages_resolve():
+    problems = []
+    for page in PAGES:
+        _, prose = code_blocks_and_prose(page.read_text())
+        for target in re.findall(r"\]\(([^)\s]+)\)", prose):
+            if re.match(r"^[a-z]+:", target):
+                continue
+            path, _, anchor = target.partition("#")
+            linked = (page.parent / path).resolve() if path else page
+            if not linked.exists():
+                problems.append(f"{page.name}: {target}: no such file")
+            elif anchor and linked.suffix == ".md" and anchor not in anchors(linked.read_text()):
+                problems.append(f"{page.name}: {target}: no such heading")
+    assert not problems, "\n".join(problems)
+
+
+def test_the_readme_is_a_front_page():
+    text = README.read_text()
+    assert len(text.splitlines()) <= README_MAX_LINES
+    for page in PAGES[1:]:
+        assert f"({page.relative_to(REPO)})" in text, f"the README does not link to {page.relative_to(REPO)}"
+    for page in PAGES[1:]:
+        title, blank, back = page.read_text().splitlines()[:3]
+        assert title.startswith("# ") and not blank, page
+        assert re.fullmatch(r"\[Back to the README\]\((\.\./)?README\.md\)", back), page
+
+
+def test_the_readmes_test_command_is_what_ci_runs():
+    ci_command = (REPO / ".ci" / "run").read_text().strip().splitlines()[-1]
+    blocks, _ = code_blocks_and_prose(README.read_text())
+    assert [ci_command] == [line for block in blocks for line in block if "pytest" in line]
+
+
+def test_markdown_tables_have_as_many_cells_as_their_header():
+    problems = []
+    for page in PAGES:
+        _, prose = code_blocks_and_prose(page.read_text())
+        table = None
+        for line in prose.splitlines():
+            if not line.startswith("|"):
+                table = None
+                continue
+            cells = len(re.sub(r"`[^`]*`", "", line).strip().strip("|").split("|"))
+            if table is None:
+                table = cells
+            elif cells != table:
+                problems.append(f"{page.name}: {cells} cells, the header has {table}: {line[:80]}")
+    assert not problems, "\n".join(problems)
+
+
+def test_no_sample_data_path_for_users(script_flags):
+    """Where the tests find their data (../shared) is the tests' business: not in the pages for users, nor in the
+    scripts' help."""
+    for page in USER_PAGES:
+        assert "../shared" not in page.read_text(), page
+    for script, defined in script_flags.items():
+        assert "../shared" not in defined["xml"], script
