@@ -204,6 +204,7 @@ def internet(tmp_path, monkeypatch):
         yield mirror
 
 
+@pytest.mark.slow
 @needs_openssl
 def test_datasets_download_and_prepare_themselves_through_tfds(internet, prepared_data_dir, tmp_path):
     def pairs(split, data_dir):
@@ -227,6 +228,7 @@ def test_datasets_download_and_prepare_themselves_through_tfds(internet, prepare
     assert len(internet.requests) == count
 
 
+@pytest.mark.slow
 @needs_openssl
 @pytest.mark.parametrize(
     ("failure", "message"),

@@ -72,6 +72,7 @@ def test_cls_scores_match_an_independent_bert(prepared_data_dir, reference_korst
     assert scores["korsts:dev"]["spearman"] == pytest.approx(reference_korsts_dev_spearman["cls"], abs=1e-3)
 
 
+@pytest.mark.slow
 def test_evaluate_py_mean_pooling_matches_an_independent_bert(
     prepared_data_dir, reference_korsts_dev_spearman, tmp_path
 ):

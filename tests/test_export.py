@@ -85,6 +85,7 @@ def korsts_paraphrases(count):
     return [(row[5], row[6]) for row in rows if float(row[4]) == 5.0][:count]
 
 
+@pytest.mark.slow
 def test_search_finds_the_paraphrase_and_caches_the_corpus(exported, tmp_path):
     pairs = korsts_paraphrases(30)
     corpus = tmp_path / "corpus.txt"

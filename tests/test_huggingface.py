@@ -249,6 +249,7 @@ def tiny_directory(tmp_path_factory):
     return directory / "tiny"
 
 
+@pytest.mark.slow
 def test_export_py_writes_what_sentence_transformers_reads(tiny_directory):
     names = {path.relative_to(tiny_directory).as_posix() for path in tiny_directory.rglob("*") if path.is_file()}
     assert names == {
@@ -304,6 +305,7 @@ def korsts_dev_spearman(first, second):
     return scipy.stats.spearmanr((first * second).sum(axis=1), [float(row[4]) for row in rows]).statistic
 
 
+@pytest.mark.slow
 @needs_torch
 def test_transformers_gives_our_embeddings_for_a_huggingface_directory(tiny_directory, tmp_path):
     """A directory transformers wrote (BertForMaskedLM: `bert.` prefix, a head, no pooler), with the erf GELU and
@@ -337,6 +339,7 @@ def test_transformers_gives_our_embeddings_for_a_huggingface_directory(tiny_dire
     assert korsts_dev_spearman(*ours) == pytest.approx(korsts_dev_spearman(*theirs), abs=1e-3)
 
 
+@pytest.mark.slow
 @needs_torch
 @pytest.mark.parametrize("pooling", ["pooled", "cls", "mean"])
 def test_sentence_transformers_embeds_the_export_as_we_do(tiny_directory, tmp_path, pooling):

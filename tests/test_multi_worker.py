@@ -17,6 +17,8 @@ import data
 import model
 import training
 
+pytestmark = pytest.mark.slow
+
 # The tiny checkpoint with dropout off: both runs then compute the same function of the same batches, from a start
 # where the loss depends on which sentences a batch holds, and the losses must agree.
 NO_DROPOUT = {**json.loads(TINY["config"].read_text()), "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}

@@ -191,6 +191,7 @@ def test_dropout_is_keras_on_one_device_and_independent_on_every_replica(two_rep
     assert np.abs(first - second).max() > 1e-3
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mini_batch_size", [None, 4])
 def test_training_step_compiles_with_xla(mini_batch_size):
     # What Keras does on one GPU (jit_compile="auto"), forced on CPU: train()'s training step on trimmed batches

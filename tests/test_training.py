@@ -241,6 +241,7 @@ def korsts_and_some_klue(data_dir):
 SHORT_CPU_RUN = {"precision": "mixed_bfloat16", "batch_size": 32, "max_sequence_length": 32, "learning_rate": 1e-4}
 
 
+@pytest.mark.slow
 def test_unsupervised_simcse_spreads_embeddings_and_best_scores_as_recorded(
     prepared_data_dir, scores_before_training, tmp_path
 ):
@@ -281,6 +282,7 @@ def optimizer_step(state_prefix):
     return int(saved_optimizer_variable(state_prefix, "iterations"))
 
 
+@pytest.mark.slow
 def test_stopped_run_on_two_replicas_resumes_with_every_evaluation_once(prepared_data_dir, two_replicas, tmp_path):
     data_dir = prepared_data_dir[0]
     sentences = data.corpus_sentences(data_dir)
@@ -349,6 +351,7 @@ def test_steps_skipped_by_the_loss_scaler_leave_one_step_counter(prepared_data_d
     assert first_steps == [0, 4]  # finished: nothing trained again
 
 
+@pytest.mark.slow
 def test_supervised_simcse_raises_korsts(prepared_data_dir, scores_before_training, tmp_path):
     data_dir = prepared_data_dir[0]
     triples, counts = data.nli_triples_of_splits(["xnli_dev"], data_dir)
@@ -512,6 +515,7 @@ def script_options(data_dir, tmp_path, **options):
     }
 
 
+@pytest.mark.slow
 @needs_openssl
 def test_train_unsupervised_py_first_run_in_one_command_on_two_cpu_replicas_and_its_one_line_errors(
     tmp_path, monkeypatch
@@ -585,6 +589,7 @@ def test_train_unsupervised_py_first_run_in_one_command_on_two_cpu_replicas_and_
         assert_failed_cleanly(result, "error: flag --total_steps=0: 0 is not a positive integer")
 
 
+@pytest.mark.slow
 def test_train_supervised_py_end_to_end(prepared_data_dir, tmp_path, monkeypatch):
     """From a Hugging Face Hub id (the erf GELU, another LayerNorm epsilon), its config and vocab its own, downloaded
     from a loopback Hub (HF_ENDPOINT) into a cache of the test's own (HF_HOME)."""
