@@ -162,19 +162,36 @@ def command_line(script, options):
     return args
 
 
-def flag_defaults(script, names):
-    """The default values of a script's flags, read in a fresh interpreter (absl flags are process-global)."""
+@pytest.fixture(scope="session")
+def fork_runners(tmp_path_factory):
+    """fork_runners("export"): the session's tests/fork_runner.py of that script, started at the first call."""
+    import fork_runner
+
+    runners = {}
+
+    def runner(script):
+        if script not in runners:
+            runners[script] = fork_runner.ForkRunner(script, tmp_path_factory.mktemp("fork_runner") / "stderr")
+        return runners[script]
+
+    yield runner
+    for started in runners.values():
+        started.__exit__()
+
+
+@pytest.fixture(scope="session")
+def run_in_fork(fork_runners):
+    """run_in_fork("evaluate.py", *args[, code=...]): the script run with `args` as `run_script` runs it, but in a
+    fork of a process that imported it already (`fork_runners`): a one-line error costs no TensorFlow import.
+    With `code`, that Python code runs instead of the script's main."""
     import subprocess
 
-    code = (
-        "import json, sys\n"
-        "from absl import flags\n"
-        f"import {script}\n"
-        "flags.FLAGS(['x'])\n"
-        f"print(json.dumps({{name: flags.FLAGS[name].value for name in {list(names)!r}}}))\n"
-    )
-    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
-    return json.loads(result.stdout.splitlines()[-1])
+    def run(script, *args, code=None, timeout=120):
+        answer = fork_runners(script.removesuffix(".py")).run([script, *map(str, args)], REPO, timeout, code)
+        status = answer["exit"] if answer["signal"] is None else -answer["signal"]
+        return subprocess.CompletedProcess([script, *args], status, answer["stdout"], answer["stderr"])
+
+    return run
 
 
 @pytest.fixture(scope="session")

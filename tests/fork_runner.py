@@ -1,7 +1,7 @@
-"""Runs a repository script (export.py, or the one named as the first argument) many times, each in a fork of
-one process that imported it: a test corpus pays TensorFlow's import once, not once per case.
+"""Runs a repository script (the module named first: export, evaluate, search...) many times, each in a fork of
+one process that imported it: a test corpus or a one-line error pays TensorFlow's import once, not once per run.
 
-    python tests/fork_runner.py [export|evaluate]
+    python tests/fork_runner.py SCRIPT SCRATCH_DIRECTORY
     with ForkRunner("export", log_path) as runner: runner.run(argv, cwd, timeout[, code])   # from a test
 
 Reads one JSON request a line from stdin, {"argv": [...], "cwd": "...", "timeout": seconds}, and answers each
@@ -24,7 +24,6 @@ import select
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 import traceback
 
@@ -133,7 +132,7 @@ class ForkRunner:
         self.log_path = pathlib.Path(log_path)
         with open(self.log_path, "w") as log:
             self.process = subprocess.Popen(
-                [sys.executable, __file__, script],
+                [sys.executable, __file__, script, str(self.log_path.parent)],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=log,
@@ -157,7 +156,9 @@ class ForkRunner:
         return self
 
     def __exit__(self, *exception):
-        self.process.stdin.close()
+        # Its work is done: killed, as TensorFlow's interpreter shutdown takes seconds (its scratch files are in
+        # log_path's directory).
+        self.process.kill()
         self.process.wait(timeout=60)
 
 
@@ -165,9 +166,8 @@ def main():
     os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
     sys.path.insert(0, str(REPO))
     errors = importlib.import_module("errors")
-    script = importlib.import_module(sys.argv[1] if len(sys.argv) > 1 else "export")
-    with tempfile.TemporaryDirectory(prefix="fork_runner-") as scratch:
-        serve(errors, script, sys.stdin, sys.stdout, scratch)
+    script = importlib.import_module(sys.argv[1])
+    serve(errors, script, sys.stdin, sys.stdout, sys.argv[2])
 
 
 if __name__ == "__main__":

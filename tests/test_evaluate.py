@@ -128,9 +128,9 @@ def test_odd_sentences_are_scored_not_refused(tmp_path):
         ("--batch_size=0", "flag --batch_size=0: 0 is not a positive integer"),
     ],
 )
-def test_bad_input_ends_in_one_line_and_no_results(prepared_data_dir, tmp_path, flag, message):
+def test_bad_input_ends_in_one_line_and_no_results(run_in_fork, prepared_data_dir, tmp_path, flag, message):
     results_json = tmp_path / "results.json"
-    result = run_script(
+    result = run_in_fork(
         "evaluate.py", f"--config={TINY['config']}", f"--checkpoint={TINY['pretrained_weight']}",
         f"--vocab_path={VOCAB}", f"--data_dir={prepared_data_dir[0]}", "--datasets=korsts:dev",
         f"--results_json={results_json}", flag.format(tmp=tmp_path),

@@ -127,20 +127,20 @@ def test_search_finds_the_paraphrase_and_caches_the_corpus(exported, tmp_path):
         ("문장\n".encode() + "문장\n".encode("cp949"), "error: {corpus} line 2 is not UTF-8 text"),
     ],
 )
-def test_search_bad_input(exported, tmp_path, corpus_bytes, message):
+def test_search_bad_input(run_in_fork, exported, tmp_path, corpus_bytes, message):
     corpus = tmp_path / "corpus.txt"
     corpus.write_bytes(corpus_bytes)
-    result = run_script("search.py", f"--model={exported}", f"--corpus={corpus}", "--query=문장")
+    result = run_in_fork("search.py", f"--model={exported}", f"--corpus={corpus}", "--query=문장")
     assert_failed_cleanly(result, message.format(corpus=corpus))
     assert [p.name for p in tmp_path.iterdir()] == ["corpus.txt"]
 
 
-def test_export_to_a_path_below_a_file(tmp_path):
+def test_export_to_a_path_below_a_file(run_in_fork, tmp_path):
     if not SHARED_DATA.is_dir():
         pytest.skip(f"shared data not found at {SHARED_DATA}")
     (tmp_path / "file").write_text("x")
     options = {"config": TINY["config"], "checkpoint": TINY["pretrained_weight"], "vocab_path": VOCAB}
-    result = run_script(*command_line("export.py", {**options, "output": tmp_path / "file" / "model"}))
+    result = run_in_fork(*command_line("export.py", {**options, "output": tmp_path / "file" / "model"}))
     assert_failed_cleanly(result, f"error: cannot make directory {tmp_path / 'file' / 'model'}")
     assert [p.name for p in tmp_path.iterdir()] == ["file"]
 

@@ -22,7 +22,6 @@ import struct
 import zipfile
 import zlib
 
-import fork_runner
 import pytest
 from conftest import REPO, google_bert_weights, write_tf1_checkpoint
 
@@ -778,9 +777,8 @@ def broken_promises(result, replaced, root, baseline_kib):
 
 
 @pytest.fixture(scope="module")
-def runner(tmp_path_factory):
-    with fork_runner.ForkRunner("export", tmp_path_factory.mktemp("fork_runner") / "stderr") as runner:
-        yield runner
+def runner(fork_runners):
+    return fork_runners("export")
 
 
 @pytest.fixture(scope="module")
