@@ -1,19 +1,26 @@
-"""Times our SimCSE training step against the same step in PyTorch + transformers, our input pipeline, and our
-evaluate-time encoding against sentence-transformers, in one run on this machine.
+"""Times our SimCSE training step against the same step in PyTorch + transformers, and our evaluate-time encoding
+against sentence-transformers, in rounds on this machine; with --pipeline, our input pipeline.
 
     python -m pip install -r benchmarks/requirements.txt
     python benchmarks/train_step.py --data_dir=/tmp/tfds \
         --vocab_path=PATH/TO/vocab_char_16424.txt
 
-Every measurement runs in a fresh process of its own, one after the other, so TensorFlow's and PyTorch's thread
-pools never compete and neither inherits the other's warm caches. A step time is the median of --steps steps after
---warmup_steps; it is a full optimizer step (forward, backward, Adam update), as training runs it.
+The comparison runs in --rounds rounds (benchmarks/rounds.py): each round times both sides of every cell (each
+precision and kind of step, and the encoding) back to back, each in a fresh process, ours first in even rounds and
+theirs first in odd ones; a cell's ratio is the median over rounds of theirs / ours (above 1: ours is faster),
+with its min and max. A step time is the median of --steps steps after --warmup_steps; it is a full optimizer step
+(forward, backward, Adam update), as training runs it.
 
 FLOPs are counted analytically, a multiply-add being 2: a sentence of L tokens through N layers of hidden size
 H and intermediate size I costs, forward, N (8 L H^2 + 4 L H I + 4 L^2 H) + 2 H^2 (projections, feed-forward,
 attention scores and context, pooler); a training step is 3x the forward (the backward pass is twice the
 forward) over every sentence it encodes: 2B for unsupervised SimCSE, 3B for supervised (B = --batch_size).
-Embedding look-ups, softmax, LayerNorm and the optimizer are not counted.
+Embedding look-ups, softmax, LayerNorm and the optimizer are not counted. The same products, each timed alone at
+the shapes the step runs them (in a fresh process per precision), give the step's matrix-product limit: the least
+time the step can take on this machine, and the share of each measured step it accounts for.
+
+With --pipeline, instead of the comparison: our step on the tf.data pipeline's batches against synthetic ids, and
+the sentences per second the pipeline alone delivers, each once.
 
 With --profile_dir, nothing is timed: our step of each kind and precision runs under the TensorFlow profiler and
 the share of each op type, and of each place in the model, in its op time is printed.
@@ -38,6 +45,7 @@ import sys
 import tempfile
 import time
 
+import rounds
 from absl import app, flags, logging
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
@@ -58,8 +66,17 @@ flags.register_validator(
     lambda values: values and set(values) <= {"float32", "mixed_bfloat16"},
     message="a comma-separated list of float32, mixed_bfloat16",
 )
-flags.DEFINE_integer("steps", 10, "Timed steps per measurement, after the warm-up steps.")
-flags.DEFINE_integer("warmup_steps", 3, "Untimed steps first (tracing, allocation, caches).")
+flags.DEFINE_integer(
+    "rounds", 5, "Rounds of the comparison: both sides of every cell, order alternating.", lower_bound=1
+)
+flags.DEFINE_integer("steps", 5, "Timed steps per measurement, after the warm-up steps (the rounds repeat them).")
+flags.DEFINE_integer("warmup_steps", 2, "Untimed steps first (tracing, allocation, caches).")
+flags.DEFINE_integer("matmul_repeats", 10, "Timed runs of each matrix product of the step's matrix-product limit.")
+flags.DEFINE_boolean(
+    "pipeline",
+    False,
+    "Instead of the comparison: our step on tf.data pipeline batches against synthetic ids, and the pipeline alone.",
+)
 flags.DEFINE_string("vocab_path", "kr-bert-char/vocab_char_16424.txt", "BERT vocab file of the config's size.")
 flags.DEFINE_string("data_dir", None, "TFDS data directory with korean_wikipedia_corpus and kornli prepared.")
 flags.DEFINE_string("nli_split", "xnli_dev", "KorNLI split of the supervised pipeline measurement.")
@@ -86,15 +103,11 @@ flags.DEFINE_string(
 # The recipe's values; they do not change the cost of a step.
 TEMPERATURE = 0.05
 LEARNING_RATE = 3e-5
+KINDS = ("unsupervised", "supervised")
+# Sentences a step encodes per batch row: two dropout views, or premise, entailment and contradiction.
+VIEWS = {"unsupervised": 2, "supervised": 3}
 # Sentences per evaluate.py batch of pairs (its --batch_size 64, two sentences each): the encoders' batch.
 ENCODE_BATCH_SIZE = 128
-
-
-def step_flops(config, batch_size, length, views):
-    """The analytic FLOPs of one training step (module docstring)."""
-    h, i, n = config.hidden_size, config.intermediate_size, config.num_hidden_layers
-    forward = n * (8 * length * h * h + 4 * length * h * i + 4 * length * length * h) + 2 * h * h
-    return 3 * forward * views * batch_size
 
 
 def median_step_seconds(step_end_times, warmup_steps):
@@ -272,8 +285,8 @@ def ours_pipeline(args):
 
 
 def ours_encode(settings):
-    """Sentences per second of evaluate.py's encoding: in-graph tokenizer, shortest sentences first, padding
-    trimmed, float32 [CLS] (sentence-transformers' `encode` also sorts by length)."""
+    """Seconds of evaluate.py's encoding of the --encode_sentences sentences: in-graph tokenizer, shortest sentences
+    first, padding trimmed, float32 [CLS] (sentence-transformers' `encode` also sorts by length)."""
     import tensorflow as tf
 
     import data
@@ -291,8 +304,9 @@ def ours_encode(settings):
     for features in batches.take(1):
         encode(features)
     start = time.perf_counter()
-    count = sum(len(encode(features).numpy()) for features in batches)
-    return count / (time.perf_counter() - start)
+    for features in batches:
+        encode(features).numpy()
+    return time.perf_counter() - start
 
 
 def encode_sentences(settings):
@@ -361,7 +375,7 @@ def torch_step(args):
 
 
 def sentence_transformers_encode(settings):
-    """Sentences per second of sentence-transformers' `encode`, float32, [CLS] pooling, a model of the same
+    """Seconds of sentence-transformers' `encode` of the same sentences, float32, [CLS] pooling, a model of the same
     size (random weights) with KR-BERT's vocab in a transformers BertTokenizerFast."""
     import sentence_transformers
     import transformers
@@ -381,7 +395,7 @@ def sentence_transformers_encode(settings):
     encoder.encode(sentences[:ENCODE_BATCH_SIZE], batch_size=ENCODE_BATCH_SIZE)
     start = time.perf_counter()
     encoder.encode(sentences, batch_size=ENCODE_BATCH_SIZE)
-    return len(sentences) / (time.perf_counter() - start)
+    return time.perf_counter() - start
 
 
 # === Driver ===
@@ -391,7 +405,7 @@ def measure(function, argument):
     """function(argument) in a fresh process; logged as it comes, so a long run shows its progress."""
     with multiprocessing.get_context("spawn").Pool(1) as pool:
         result = pool.apply(function, (argument,))
-    logging.info("%s%s: %.4f", function.__name__, argument[:-1] if isinstance(argument, tuple) else "", result)
+    logging.info("%s%s: %s", function.__name__, argument[:-1] if isinstance(argument, tuple) else "", result)
     return result
 
 
@@ -417,7 +431,7 @@ def main(argv):
     config = model.BertConfig.from_json_file(FLAGS.config)
     settings = {name: FLAGS[name].value for name in (
         "config", "batch_size", "max_sequence_length", "steps", "warmup_steps", "vocab_path", "data_dir",
-        "nli_split", "encode_sentences",
+        "nli_split", "encode_sentences", "matmul_repeats",
     )}  # fmt: skip
     if FLAGS.memory_batches:
         precision, results = FLAGS.precisions[0], {}
@@ -442,47 +456,83 @@ def main(argv):
                     ops = pool.apply(ours_profile, ((kind, precision, settings, logdir),))
                 print_profile(kind, precision, ops)
         return
-    steps = {}
+    if FLAGS.pipeline:
+        print_pipeline(config, settings)
+        return
+    cells = {}
     for precision in FLAGS.precisions:
-        for kind in ("unsupervised", "supervised"):
-            steps[precision, "ours", kind] = measure(ours_step, (kind, "synthetic", precision, settings))
-            steps[precision, "ours pipeline", kind] = measure(ours_step, (kind, "pipeline", precision, settings))
-            steps[precision, "PyTorch", kind] = measure(torch_step, (kind, precision, settings))
-    pipeline = {kind: measure(ours_pipeline, (kind, settings)) for kind in ("unsupervised", "supervised")}
-    encode = {
-        "ours": measure(ours_encode, settings),
-        "sentence-transformers": measure(sentence_transformers_encode, settings),
-    }
+        for kind in KINDS:
+            ours, theirs = (
+                (ours_step, (kind, "synthetic", precision, settings)),
+                (torch_step, (kind, precision, settings)),
+            )
+            cells[precision, kind] = {"ours": ours, "theirs": theirs}
+    cells["float32", "encoding"] = {"ours": (ours_encode, settings), "theirs": (sentence_transformers_encode, settings)}
+    seconds = rounds.run_rounds(cells, lambda job: measure(*job), FLAGS.rounds)
+    limits = {precision: measure(step_limits, (config, precision, settings)) for precision in FLAGS.precisions}
+    print_comparison(config, {cell: rounds.summary(**times) for cell, times in seconds.items()}, limits)
 
+
+def step_limits(args):
+    """{kind: the matrix-product limit of its step, in seconds}: every product of both kinds' steps timed alone."""
+    config, precision, settings = args
+    batch_size, length = settings["batch_size"], settings["max_sequence_length"]
+    products = {kind: rounds.step_products(config, batch_size, length, VIEWS[kind]) for kind in KINDS}
+    product_seconds = rounds.product_seconds(set().union(*products.values()), precision, settings["matmul_repeats"])
+    return {kind: rounds.limit_seconds(products[kind], product_seconds) for kind in KINDS}
+
+
+def print_comparison(config, results, limits):
+    """The rounds' table, then one JSON line per precision."""
     cpu = cpu_description()
-    print(f"\n{cpu}\n{config.num_hidden_layers} layers, hidden {config.hidden_size}, batch {FLAGS.batch_size}, "
-          f"length {FLAGS.max_sequence_length}, median of {FLAGS.steps} steps")  # fmt: skip
-    print(f"{'training step':52} {'s/step':>8} {'TFLOP/s':>8}")
-    for (precision, who, kind), seconds in steps.items():
-        source = "tf.data pipeline" if who == "ours pipeline" else "synthetic ids"
-        flops = step_flops(config, FLAGS.batch_size, FLAGS.max_sequence_length, 2 if kind == "unsupervised" else 3)
-        name = f"{who.split()[0]} {kind}, {precision}, {source}"
-        print(f"{name:52} {seconds:8.3f} {flops / seconds / 1e12:8.3f}")
+    print(f"\n{cpu}\n{config.num_hidden_layers} layers, hidden {config.hidden_size}, batch {FLAGS.batch_size}, length "
+          f"{FLAGS.max_sequence_length}; {FLAGS.rounds} rounds (order alternating, each side a fresh process), "
+          f"median of {FLAGS.steps} steps")  # fmt: skip
+    print(f"{'cell':34} {'ours s':>8} {'theirs s':>9} {'ratio':>6} {'(min-max)':>12} {'TFLOP/s':>8} "
+          f"{'products s':>11} {'ours in':>8} {'theirs in':>9}")  # fmt: skip
+    for (precision, kind), result in results.items():
+        if kind == "encoding":
+            name, flops, limit = f"encoding {FLAGS.encode_sentences} sentences, {precision}", None, None
+        else:
+            products = rounds.step_products(config, FLAGS.batch_size, FLAGS.max_sequence_length, VIEWS[kind])
+            name, flops, limit = f"{kind} step, {precision}", rounds.step_flops(products), limits[precision][kind]
+        spread = f"({result['ratio_min']:.2f}-{result['ratio_max']:.2f})"
+        line = f"{name:34} {result['ours_s']:8.3f} {result['theirs_s']:9.3f} {result['ratio']:6.2f} {spread:>12}"
+        if limit is not None:
+            line += f" {flops / result['ours_s'] / 1e12:8.3f} {limit:11.3f} {limit / result['ours_s']:8.0%}"
+            line += f" {limit / result['theirs_s']:9.0%}"
+        print(line)
+    print("theirs: PyTorch + transformers for the steps, sentence-transformers for the encoding; ratio theirs / ours")
+    print("products s: the step's matrix products, each timed alone at its shapes; ours in, theirs in: their share")
+    for precision in FLAGS.precisions:
+        line = {"cpu": cpu, "precision": precision, "rounds": FLAGS.rounds}
+        for (cell_precision, kind), result in results.items():
+            if cell_precision == precision or kind == "encoding":
+                line[kind] = {name: round(value, 4) for name, value in result.items()}
+                if kind != "encoding":
+                    line[kind]["matmul_limit_s"] = round(limits[precision][kind], 4)
+        print(json.dumps(line))
+
+
+def print_pipeline(config, settings):
+    """--pipeline: our step on pipeline batches against synthetic ids, and the pipeline alone, each measured once."""
+    print(f"\n{cpu_description()}\n{config.num_hidden_layers} layers, hidden {config.hidden_size}, batch "
+          f"{FLAGS.batch_size}, length {FLAGS.max_sequence_length}, median of {FLAGS.steps} steps")  # fmt: skip
+    print(f"{'our training step':52} {'synthetic s':>12} {'pipeline s':>11}")
+    fastest = {}
+    for precision in FLAGS.precisions:
+        for kind in KINDS:
+            synthetic = measure(ours_step, (kind, "synthetic", precision, settings))
+            pipeline = measure(ours_step, (kind, "pipeline", precision, settings))
+            fastest[kind] = min(fastest.get(kind, synthetic), synthetic)
+            print(f"{f'{kind}, {precision}':52} {synthetic:12.3f} {pipeline:11.3f}")
     print(f"\n{'input pipeline alone':52} {'sentences/s':>12} {'x a step':>8}")
-    for kind, rate in pipeline.items():
+    for kind in KINDS:
+        rate = measure(ours_pipeline, (kind, settings))
         # A step takes batch_size sentences (unsupervised) or batch_size triples (supervised) from the pipeline;
         # compared with the fastest step measured.
-        fastest = min(seconds for (_, who, k), seconds in steps.items() if who == "ours" and k == kind)
-        need = FLAGS.batch_size * (1 if kind == "unsupervised" else 3) / fastest
+        need = FLAGS.batch_size * (1 if kind == "unsupervised" else 3) / fastest[kind]
         print(f"{kind:52} {rate:12.1f} {rate / need:8.1f}")
-    print(f"\n{'encoding, float32, [CLS]':52} {'sentences/s':>12}")
-    for name, rate in encode.items():
-        print(f"{name:52} {rate:12.1f}")
-
-    # One JSON line per precision: our step against PyTorch's, both kinds, and the encoding.
-    for precision in FLAGS.precisions:
-        summary = {"cpu": cpu, "precision": precision}
-        for kind in ("unsupervised", "supervised"):
-            ours, theirs = steps[precision, "ours", kind], steps[precision, "PyTorch", kind]
-            summary[kind] = {"ours_step_s": round(ours, 4), "torch_step_s": round(theirs, 4),
-                             "speedup": round(theirs / ours, 3)}  # fmt: skip
-        summary["encode_speedup"] = round(encode["ours"] / encode["sentence-transformers"], 3)
-        print(json.dumps(summary))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,74 @@
+"""The benchmark's own logic (benchmarks/rounds.py), on tiny shapes: rounds in alternating order, a cell's median
+ratio and spread, and the matrix products of a step with their FLOPs and time limit."""
+
+import sys
+
+import pytest
+from conftest import REPO
+
+import model
+
+sys.path.insert(0, str(REPO / "benchmarks"))
+import rounds  # noqa: E402
+
+TINY_CONFIG = model.BertConfig(
+    vocab_size=40,
+    hidden_size=8,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    intermediate_size=12,
+    hidden_act="gelu",
+    hidden_dropout_prob=0.1,
+    attention_probs_dropout_prob=0.1,
+    max_position_embeddings=16,
+    type_vocab_size=2,
+    initializer_range=0.02,
+)
+
+
+def test_rounds_measure_both_sides_of_each_cell_back_to_back_in_alternating_order():
+    calls = []
+
+    def measure(job):
+        calls.append(job)
+        return len(calls)
+
+    cells = {"a": {"ours": "a-ours", "theirs": "a-theirs"}, "b": {"ours": "b-ours", "theirs": "b-theirs"}}
+    seconds = rounds.run_rounds(cells, measure, rounds=3)
+    assert calls == [
+        *("a-ours", "a-theirs", "b-ours", "b-theirs"),
+        *("a-theirs", "a-ours", "b-theirs", "b-ours"),
+        *("a-ours", "a-theirs", "b-ours", "b-theirs"),
+    ]
+    assert seconds == {"a": {"ours": [1, 6, 9], "theirs": [2, 5, 10]}, "b": {"ours": [3, 8, 11], "theirs": [4, 7, 12]}}
+
+
+def test_a_cells_answer_is_the_median_ratio_of_its_rounds_with_their_range():
+    result = rounds.summary(ours=[2.0, 1.0, 4.0, 2.0], theirs=[3.0, 2.0, 4.0, 1.0])  # ratios 1.5, 2, 1, 0.5
+    assert result == {"ratio": 1.25, "ratio_min": 0.5, "ratio_max": 2.0, "ours_s": 2.0, "theirs_s": 2.5}
+
+
+@pytest.mark.parametrize("views", [2, 3])
+def test_a_steps_products_are_its_analytic_flops(views):
+    """N (8 L H^2 + 4 L H I + 4 L^2 H) + 2 H^2 a sentence forward, the backward twice that, over every view."""
+    batch_size, length = 3, 5
+    h, i, n = TINY_CONFIG.hidden_size, TINY_CONFIG.intermediate_size, TINY_CONFIG.num_hidden_layers
+    forward = n * (8 * length * h * h + 4 * length * h * i + 4 * length * length * h) + 2 * h * h
+    products = rounds.step_products(TINY_CONFIG, batch_size, length, views)
+    assert rounds.step_flops(products) == 3 * forward * views * batch_size
+    # Batched over sentences and heads: the scores' product, of the shape of one of the context's gradients too.
+    assert products[rounds.Product(batch_size * 2, length, h // 2, length)] == 2 * n * views
+
+
+def test_the_limit_is_each_products_seconds_times_its_count():
+    products = rounds.step_products(TINY_CONFIG, 2, 4, 2)
+    per_flop = {product: product.flops() * 1e-12 for product in products}
+    assert rounds.limit_seconds(products, per_flop) == pytest.approx(rounds.step_flops(products) * 1e-12)
+
+
+@pytest.mark.parametrize("precision", ["float32", "mixed_bfloat16"])
+def test_products_are_timed_alone_at_their_shapes(precision):
+    products = list(rounds.step_products(TINY_CONFIG, 2, 4, 2))
+    seconds = rounds.product_seconds(products, precision, repeats=2)
+    assert set(seconds) == set(products)
+    assert all(0 <= value < 1 for value in seconds.values())
