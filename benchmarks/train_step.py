@@ -69,8 +69,8 @@ flags.register_validator(
 flags.DEFINE_integer(
     "rounds", 5, "Rounds of the comparison: both sides of every cell, order alternating.", lower_bound=1
 )
-flags.DEFINE_integer("steps", 5, "Timed steps per measurement, after the warm-up steps (the rounds repeat them).")
-flags.DEFINE_integer("warmup_steps", 2, "Untimed steps first (tracing, allocation, caches).")
+flags.DEFINE_integer("steps", 3, "Timed steps per measurement, after the warm-up steps (the rounds repeat them).")
+flags.DEFINE_integer("warmup_steps", 1, "Untimed steps first (tracing, allocation, caches).")
 flags.DEFINE_integer("matmul_repeats", 10, "Timed runs of each matrix product of the step's matrix-product limit.")
 flags.DEFINE_boolean(
     "pipeline",
@@ -80,7 +80,7 @@ flags.DEFINE_boolean(
 flags.DEFINE_string("vocab_path", "kr-bert-char/vocab_char_16424.txt", "BERT vocab file of the config's size.")
 flags.DEFINE_string("data_dir", None, "TFDS data directory with korean_wikipedia_corpus and kornli prepared.")
 flags.DEFINE_string("nli_split", "xnli_dev", "KorNLI split of the supervised pipeline measurement.")
-flags.DEFINE_integer("encode_sentences", 2048, "Corpus sentences encoded by each encoder.")
+flags.DEFINE_integer("encode_sentences", 1024, "Corpus sentences encoded by each encoder.")
 flags.DEFINE_list(
     "memory_batches",
     None,
