@@ -4,26 +4,14 @@ ratio and spread, and the matrix products of a step with their FLOPs and time li
 import sys
 
 import pytest
-from conftest import REPO
+from helpers import BENCHMARK_TINY, REPO
 
 import model
 
 sys.path.insert(0, str(REPO / "benchmarks"))
 import rounds  # noqa: E402
 
-TINY_CONFIG = model.BertConfig(
-    vocab_size=40,
-    hidden_size=8,
-    num_hidden_layers=2,
-    num_attention_heads=2,
-    intermediate_size=12,
-    hidden_act="gelu",
-    hidden_dropout_prob=0.1,
-    attention_probs_dropout_prob=0.1,
-    max_position_embeddings=16,
-    type_vocab_size=2,
-    initializer_range=0.02,
-)
+TINY_CONFIG = model.BertConfig.from_dict(BENCHMARK_TINY)
 
 
 def test_rounds_measure_both_sides_of_each_cell_back_to_back_in_alternating_order():

@@ -12,12 +12,13 @@ import numpy as np
 import pytest
 import stand_in_checksums
 import tensorflow as tf
-from conftest import (
+from helpers import (
     SHARED_DATA,
     VOCAB,
     assert_failed_cleanly,
     needs_openssl,
     needs_shared,
+    require_shared,
     run_script,
     tfds_korean_downloads,
 )
@@ -85,6 +86,41 @@ CASED_TEXT = [
     "KR-BERT와 KoSimCSE, SNU·KLUE의 ＡＢＣ",
     "Ｆｕｌｌ-width 𝐁𝐨𝐥𝐝 ﬁ ligature",
 ]
+
+
+# Sentences in the test itself, for the tokenizer tests a clone runs without the shared data.
+KOREAN_SENTENCES = [
+    "한국어 문장 임베딩을 학습한다.",
+    "문장을 벡터로 바꾸면 의미가 가까운 문장끼리 가까워진다.",
+    "오늘 서울의 날씨는 맑고, 기온은 영상 5도입니다!",
+    "KorSTS와 KLUE STS로 평가했다 (스피어만 상관계수).",
+    "그는 2021년에 SimCSE 논문을 읽었다…",
+]
+
+
+@pytest.mark.parametrize("lower_case", [False, True])
+def test_tokenizer_matches_reference_on_a_vocab_of_its_own(tmp_path, lower_case):
+    """Without the shared data: a vocab of whole words, characters and ##-pieces of the test's own sentences,
+    so WordPiece finds words, pieces and [UNK]s, cased and lower-cased."""
+    sentences = KOREAN_SENTENCES + EDGE_CASES + CASED_TEXT
+    words = [token for sentence in KOREAN_SENTENCES for token in basic_tokens(sentence, lower_case)]
+    characters = sorted(
+        {char for sentence in sentences for token in basic_tokens(sentence, lower_case) for char in token}
+    )
+    tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words[::2], "##니다", "##한다"]
+    tokens += [piece for char in characters[::3] for piece in (char, f"##{char}")]
+    vocab_path = tmp_path / "vocab.txt"
+    vocab_path.write_text("\n".join(dict.fromkeys(tokens)) + "\n", encoding="utf-8")
+    vocab = load_vocab(vocab_path)
+    tokenizer = data.KrBertTokenizer(str(vocab_path), max_sequence_length=32, lower_case=lower_case)
+    features = tokenizer(tf.constant(sentences))
+    for sentence, ids, mask in zip(
+        sentences, *(features[name].numpy() for name in ("input_word_ids", "input_mask")), strict=True
+    ):
+        expected_ids, expected_mask = encode(sentence, vocab, 32, do_lower_case=lower_case)
+        assert (ids.tolist(), mask.tolist()) == (expected_ids, expected_mask), sentence
+    tokens = features["input_word_ids"].numpy()[features["input_mask"].numpy() == 1]
+    assert (tokens == vocab["[UNK]"]).any() and (tokens > vocab["[MASK]"]).mean() > 0.1  # pieces found, and unknowns
 
 
 @needs_shared
@@ -192,8 +228,7 @@ KORSTS_URL = (
 def internet(tmp_path, monkeypatch):
     """A loopback HTTPS mirror serving the tfds-korean builders' URLs (`tfds_korean_downloads`), the stand-ins'
     checksums registered: tfds' own downloader, checksum verification and extraction run as on a connected machine."""
-    if not SHARED_DATA.is_dir():
-        pytest.skip(f"shared data not found at {SHARED_DATA}")
+    require_shared()
     (tmp_path / "checksums").mkdir()
     files = tfds_korean_downloads(tmp_path / "checksums")
     for name, infos in stand_in_checksums.url_infos(tmp_path / "checksums").items():

@@ -11,7 +11,7 @@ import sys
 import xml.etree.ElementTree as ElementTree
 
 import pytest
-from conftest import REPO, needs_shared
+from helpers import REPO, needs_shared
 
 import data
 import errors

@@ -7,11 +7,12 @@ import numpy as np
 import pytest
 import scipy.stats
 import tensorflow as tf
-from conftest import (
+from helpers import (
     SHARED_DATA,
     TINY,
     VOCAB,
     assert_failed_cleanly,
+    require_shared,
     run_script,
     sts_scores,
     tiny_embedder,
@@ -29,8 +30,7 @@ MAX_SEQUENCE_LENGTH = 64
 @pytest.fixture(scope="module")
 def reference_korsts_dev_spearman():
     """{pooling: KorSTS dev Spearman} of the tiny checkpoint by the numpy BERT and the reference tokenizer."""
-    if not SHARED_DATA.is_dir():
-        pytest.skip(f"shared data not found at {SHARED_DATA}")
+    require_shared()
     config = json.loads(TINY["config"].read_text())
     reader = tf.train.load_checkpoint(str(TINY["pretrained_weight"]))
     names = [name for name in reader.get_variable_to_shape_map() if name.startswith("bert/") and "adam" not in name]
@@ -101,8 +101,7 @@ ODD_SENTENCES = ["", "   ", "😀🎉👍🏽", "가" * 10_000, "\u200b\u3000"]
 
 
 def test_odd_sentences_are_scored_not_refused(tmp_path):
-    if not SHARED_DATA.is_dir():
-        pytest.skip(f"shared data not found at {SHARED_DATA}")
+    require_shared()
     rows = [
         f"main-captions\tMSRvid\t2012test\t{i:04d}\t{i % 5}.0\t{sentence}\t남자가 춤을 추고 있다."
         for i, sentence in enumerate(["한 남자가 춤을 춘다.", *ODD_SENTENCES], start=1)

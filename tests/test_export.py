@@ -5,7 +5,7 @@ import shutil
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import SHARED_DATA, TINY, VOCAB, assert_failed_cleanly, command_line, run_script
+from helpers import SHARED_DATA, TINY, VOCAB, assert_failed_cleanly, command_line, require_shared, run_script
 
 import data
 import model
@@ -17,8 +17,7 @@ SENTENCES = ["안전모를 가진 한 남자가 춤을 추고 있다.", "KR-BERT
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     """export.py's SavedModel of the tiny checkpoint, pooler output, made with a vocab deleted afterwards."""
-    if not SHARED_DATA.is_dir():
-        pytest.skip(f"shared data not found at {SHARED_DATA}")
+    require_shared()
     directory = tmp_path_factory.mktemp("export")
     vocab = directory / "vocab.txt"
     shutil.copy(VOCAB, vocab)
@@ -136,8 +135,7 @@ def test_search_bad_input(run_in_fork, exported, tmp_path, corpus_bytes, message
 
 
 def test_export_to_a_path_below_a_file(run_in_fork, tmp_path):
-    if not SHARED_DATA.is_dir():
-        pytest.skip(f"shared data not found at {SHARED_DATA}")
+    require_shared()
     (tmp_path / "file").write_text("x")
     options = {"config": TINY["config"], "checkpoint": TINY["pretrained_weight"], "vocab_path": VOCAB}
     result = run_in_fork(*command_line("export.py", {**options, "output": tmp_path / "file" / "model"}))

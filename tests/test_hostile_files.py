@@ -23,7 +23,7 @@ import zipfile
 import zlib
 
 import pytest
-from conftest import REPO, google_bert_weights, write_tf1_checkpoint
+from helpers import REPO, google_bert_weights, write_tf1_checkpoint
 
 TORCH_BERT = REPO / "tests" / "fixtures" / "torch_bert"
 SAFETENSORS = "model.safetensors"

@@ -19,13 +19,14 @@ import pytest
 import safetensors.numpy
 import scipy.stats
 import tensorflow as tf
-from conftest import (
+from helpers import (
     MICRO,
     REPO,
     SHARED_DATA,
     TINY,
     VOCAB,
     command_line,
+    require_shared,
     run_script,
 )
 
@@ -230,8 +231,7 @@ def test_a_run_checkpoint_brings_its_own_files(tmp_path):
 @pytest.fixture(scope="module")
 def tiny_directory(tmp_path_factory):
     """export.py --format=huggingface of the tiny checkpoint, pooler output, with evaluate.py's results in its card."""
-    if not SHARED_DATA.is_dir():
-        pytest.skip(f"shared data not found at {SHARED_DATA}")
+    require_shared()
     directory = tmp_path_factory.mktemp("huggingface")
     results = directory / "results.json"
     results.write_text(json.dumps({"korsts:dev": {"n": 1500, "pearson": 0.5, "spearman": 0.25}}))

@@ -5,25 +5,11 @@ import json
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import REPO, google_bert_weights, write_tf1_checkpoint
+from helpers import REPO, SMALL, google_bert_weights, write_tf1_checkpoint
 from reference_bert import bert
 
 import data
 import model
-
-SMALL = {
-    "vocab_size": 60,
-    "hidden_size": 32,
-    "num_hidden_layers": 2,
-    "num_attention_heads": 4,
-    "intermediate_size": 48,
-    "hidden_act": "gelu",
-    "hidden_dropout_prob": 0.1,
-    "attention_probs_dropout_prob": 0.1,
-    "max_position_embeddings": 16,
-    "type_vocab_size": 2,
-    "initializer_range": 0.02,
-}
 
 
 def small_inputs():

@@ -10,15 +10,15 @@ import loopback
 import pytest
 import tensorflow as tf
 from absl import flags
-from conftest import (
+from helpers import (
     MICRO,
-    SHARED_DATA,
     TINY,
     VOCAB,
     assert_failed_cleanly,
     command_line,
     eval_history,
     needs_openssl,
+    require_shared,
     run_script,
     sts_scores,
     tfds_korean_downloads,
@@ -523,8 +523,7 @@ def test_train_unsupervised_py_first_run_in_one_command_on_two_cpu_replicas_and_
     internet is two loopback servers: an HTTPS mirror of the tfds-korean builders' URLs, through which tfds
     downloads, verifies and prepares what the script reads (the stand-ins' checksums registered by
     tests/stand_in_checksums.py), and a Hub (HF_ENDPOINT) with the model, downloaded into a cache of the test's own."""
-    if not SHARED_DATA.is_dir():
-        pytest.skip(f"shared data not found at {SHARED_DATA}")
+    require_shared()
     huggingface.write_directory(
         model.BertEncoder(model.BertConfig.from_dict(MICRO), dtype="float32"),
         str(VOCAB),
