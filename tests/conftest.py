@@ -21,7 +21,18 @@ sys.path.insert(0, str(REPO))
 (_cpu,) = tf.config.list_physical_devices("CPU")
 tf.config.set_logical_device_configuration(_cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 
-from helpers import SHARED_DATA, require_shared, run_script, sts_scores, tiny_embedder  # noqa: E402
+from helpers import (  # noqa: E402
+    SHARED_DATA,
+    TINY,
+    float32_embedder,
+    require_shared,
+    run_script,
+    sts_scores,
+    write_random_bert,
+    write_upstream_files,
+)
+
+import data  # noqa: E402
 
 # Every https request of the suite to another host than 127.0.0.1, in-process or in a script's subprocess, goes
 # through a proxy on 127.0.0.1: a test's loopback.HttpsMirror, else this socket, bound but not listening, which
@@ -37,12 +48,33 @@ os.environ["NO_PROXY"] = os.environ["no_proxy"] = "127.0.0.1,localhost"
 
 @pytest.fixture(scope="session")
 def prepared_data_dir(tmp_path_factory):
-    """Every tfds-korean dataset prepared offline from ../shared/data with `python data.py prepare`."""
+    """Every tfds-korean dataset prepared offline from the shared data with `python data.py prepare`."""
     require_shared()
     data_dir = tmp_path_factory.mktemp("tensorflow_datasets")
     result = run_script("data.py", "prepare", f"--source_dir={SHARED_DATA}", f"--data_dir={data_dir}")
     assert result.returncode == 0, result.stderr[-3000:]
     return data_dir, result.stderr
+
+
+@pytest.fixture(scope="session")
+def self_made_source_dir(tmp_path_factory):
+    """helpers.write_upstream_files: tiny upstream files of Korean sentences, laid out as the shared data is."""
+    return write_upstream_files(tmp_path_factory.mktemp("upstream_files"))
+
+
+@pytest.fixture(scope="session")
+def self_made_data_dir(self_made_source_dir, tmp_path_factory):
+    """Every tfds-korean dataset prepared in-process from `self_made_source_dir`: no shared data needed."""
+    data_dir = tmp_path_factory.mktemp("tensorflow_datasets")
+    data.prepare(list(data.BUILDERS), str(self_made_source_dir), str(data_dir))
+    return data_dir
+
+
+@pytest.fixture(scope="session")
+def random_bert(tmp_path_factory):
+    """helpers.write_random_bert: a random BERT as a Google-format checkpoint with its config and vocab beside it,
+    {config, pretrained_weight, vocab_path} as helpers.TINY is, for the tests that need no shared data."""
+    return write_random_bert(tmp_path_factory.mktemp("random_bert"))
 
 
 @pytest.fixture(scope="session")
@@ -87,4 +119,4 @@ def two_replicas():
 @pytest.fixture(scope="session")
 def scores_before_training(prepared_data_dir):
     """The tiny checkpoint's KorSTS dev scores at length 32, [CLS] pooling."""
-    return sts_scores(prepared_data_dir[0], tiny_embedder(), max_sequence_length=32, sets=["korsts:dev"])
+    return sts_scores(prepared_data_dir[0], float32_embedder(TINY), max_sequence_length=32, sets=["korsts:dev"])

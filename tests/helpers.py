@@ -1,13 +1,16 @@
 """Test helpers and constants, imported by the test modules (conftest.py keeps the fixtures and the process-wide
 set-up): where the shared sample data is, the test model configs, a writer of Google-format (TF1) BERT
-checkpoints, script runners and what their failures look like, the datasets' stand-in downloads."""
+checkpoints, script runners and what their failures look like, the datasets' stand-in downloads, and the data the
+tests make themselves where the shared data is not needed: Korean sentences, their vocab, upstream files of them."""
 
 import hashlib
+import itertools
 import json
 import os
 import pathlib
 import shutil
 import sys
+import zipfile
 
 import numpy as np
 import pytest
@@ -144,33 +147,17 @@ def command_line(script, options):
     return args
 
 
-# The tiny checkpoint's vocab and positions with one narrow layer, trained from random initialisation: for tests
-# of the machinery (command line, resuming, failures), where tracing and running the model should cost little.
-MICRO = {
-    "vocab_size": 16424,
-    "hidden_size": 32,
-    "num_hidden_layers": 1,
-    "num_attention_heads": 2,
-    "intermediate_size": 64,
-    "hidden_act": "gelu",
-    "hidden_dropout_prob": 0.1,
-    "attention_probs_dropout_prob": 0.1,
-    "max_position_embeddings": 512,
-    "type_vocab_size": 2,
-    "initializer_range": 0.02,
-}
-
-
-def tiny_embedder(pooling="cls", checkpoint=None):
-    """A float32 embedder of the tiny checkpoint (or of `checkpoint`, of the same config)."""
-    encoder = model.BertEncoder(model.BertConfig.from_json_file(TINY["config"]), dtype="float32")
-    model.load_checkpoint(encoder, str(checkpoint or TINY["pretrained_weight"]))
+def float32_embedder(files, pooling="cls", checkpoint=None):
+    """A float32 embedder of a model's `files` (TINY or the `random_bert` fixture's), or of `checkpoint` of the
+    same config."""
+    encoder = model.BertEncoder(model.BertConfig.from_json_file(files["config"]), dtype="float32")
+    model.load_checkpoint(encoder, str(checkpoint or files["pretrained_weight"]))
     return model.sentence_embedder(encoder, pooling)
 
 
-def sts_scores(data_dir, embedder, max_sequence_length, sets=("korsts:dev", "klue_sts:dev")):
+def sts_scores(data_dir, embedder, max_sequence_length, sets=("korsts:dev", "klue_sts:dev"), vocab_path=VOCAB):
     """What evaluate.py computes for `embedder`: {set: {n, pearson, spearman, alignment, uniformity}}."""
-    tokenizer = data.KrBertTokenizer(str(VOCAB), max_sequence_length)
+    tokenizer = data.KrBertTokenizer(str(vocab_path), max_sequence_length)
     pairs = {key: data.sts_pairs(*key.split(":"), data_dir) for key in sets}
     return sts.StsEvaluator(pairs, tokenizer.trimmed, embedder, batch_size=64)()
 
@@ -178,24 +165,28 @@ def sts_scores(data_dir, embedder, max_sequence_length, sets=("korsts:dev", "klu
 # KorSTS test, KLUE STS train and KorNLI's train and test files are not in the shared data: rows of the dev files
 # stand in for them, this many, a window of their own for each (tfds names a download by its checksum).
 STAND_IN_ROWS = 200
+# The self-made dev files (write_upstream_files) hold 16 to 48 rows: windows of this many.
+SELF_MADE_STAND_IN_ROWS = 8
 
 
-def stand_in(relative, window):
-    """Rows `window * STAND_IN_ROWS` on of the shared file `relative`, in its format."""
-    rows = slice(window * STAND_IN_ROWS, (window + 1) * STAND_IN_ROWS)
-    content = (SHARED_DATA / relative).read_bytes()
-    if relative.endswith(".json"):
+def stand_in(path, window, rows):
+    """Rows `window * rows` on of the upstream file at `path`, in its format."""
+    rows = slice(window * rows, (window + 1) * rows)
+    content = path.read_bytes()
+    if path.suffix == ".json":
         return json.dumps(json.loads(content)[rows], ensure_ascii=False).encode("utf-8")
     header, *lines = content.splitlines(keepends=True)
     return header + b"".join(lines[rows])
 
 
-def tfds_korean_downloads(directory):
-    """What the tfds-korean builders download, made from ../shared/data: {url: bytes}; and in `directory`, for each
-    dataset, `<dataset>.tsv` in tfds' checksums format, to register in place of the builder's own.
+def tfds_korean_downloads(directory, source_dir=SHARED_DATA, stand_in_rows=STAND_IN_ROWS):
+    """What the tfds-korean builders download, made from the files in `source_dir` (the shared data, or
+    write_upstream_files'): {url: bytes}; and in `directory`, for each dataset, `<dataset>.tsv` in tfds' checksums
+    format, to register in place of the builder's own.
 
     Upstream files the shared data holds are served as they are: their checksums are the registered ones. Absent
-    files get stand-ins, and corpus.zip is the shared sample, not the release: those have checksums of their own.
+    files get stand-ins of `stand_in_rows` rows, and corpus.zip is the shared sample, not the release: those, and
+    every self-made file, have checksums of their own.
     """
     stand_ins = {
         "korsts/sts-test.tsv": ("korsts/sts-dev.tsv", 0),
@@ -210,7 +201,10 @@ def tfds_korean_downloads(directory):
         for url in data.upstream_urls(name):
             (relative,) = [path for path in sources.values() if url.endswith("/" + path.rsplit("/", 1)[-1])]
             window = stand_ins.get(relative)
-            content = stand_in(*window) if window else (SHARED_DATA / relative).read_bytes()
+            if window:
+                content = stand_in(source_dir / window[0], window[1], stand_in_rows)
+            else:
+                content = (source_dir / relative).read_bytes()
             files[url] = content
             checksums.append(f"{url}\t{len(content)}\t{hashlib.sha256(content).hexdigest()}\t{url.rsplit('/', 1)[-1]}")
         (directory / f"{name}.tsv").write_text("\n".join(checksums) + "\n")
@@ -233,5 +227,161 @@ SMALL = {
     "type_vocab_size": 2,
     "initializer_range": 0.02,
 }
+# The tiny checkpoint's vocab and positions with one narrow layer, trained from random initialisation: for tests
+# of the machinery (command line, resuming, failures), where tracing and running the model should cost little.
+MICRO = {
+    "vocab_size": 16424,
+    "hidden_size": 32,
+    "num_hidden_layers": 1,
+    "num_attention_heads": 2,
+    "intermediate_size": 64,
+    "hidden_act": "gelu",
+    "hidden_dropout_prob": 0.1,
+    "attention_probs_dropout_prob": 0.1,
+    "max_position_embeddings": 512,
+    "type_vocab_size": 2,
+    "initializer_range": 0.02,
+}
+
+
+# Dropout off: the same function on every call, so gradients and losses can be compared exactly.
+SMALL_NO_DROPOUT = {**SMALL, "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}
 # Hidden size 8: the benchmark's arithmetic on shapes small enough to time in milliseconds.
 BENCHMARK_TINY = {**SMALL, "vocab_size": 40, "hidden_size": 8, "num_attention_heads": 2, "intermediate_size": 12}
+# Not Google's numerics: the erf GELU (Hugging Face's "gelu") and another LayerNorm epsilon.
+HUGGINGFACE_NUMERICS = {"hidden_act": "gelu_exact", "layer_norm_eps": 1e-7}
+
+
+def small_inputs():
+    """A batch of SMALL's ids: three rows, two of them padded as the tokenizer pads, one with a second segment."""
+    rng = np.random.default_rng(1)
+    ids = rng.integers(5, SMALL["vocab_size"], size=(3, 9)).astype(np.int32)
+    mask = np.ones_like(ids)
+    mask[1, 6:] = 0  # padded rows, as the tokenizer produces them
+    mask[2, 3:] = 0
+    ids = ids * mask
+    type_ids = np.zeros_like(ids)
+    type_ids[0, 5:] = 1
+    return {"input_word_ids": ids, "input_mask": mask, "input_type_ids": type_ids}
+
+
+# === Data the tests make themselves ===
+
+# Sentences of the tokenizer, evaluation and export tests: Hangul, Latin, digits, punctuation, an emoji.
+KOREAN_SENTENCES = [
+    "한국어 문장 임베딩을 학습한다.",
+    "문장을 벡터로 바꾸면 의미가 가까운 문장끼리 가까워진다.",
+    "오늘 서울의 날씨는 맑고, 기온은 영상 5도입니다!",
+    "KorSTS와 KLUE STS로 평가했다 (스피어만 상관계수).",
+    "그는 2021년에 SimCSE 논문을 읽었다…",
+    "안전모를 가진 한 남자가 춤을 추고 있다.",
+    "안녕하세요. KR-BERT 문장 임베딩 😀",
+    "아주 긴 문장은 잘리고 짧은 문장은 채워진다.",
+]
+
+# The sentences of the self-made datasets: who, where and what, every combination (4 x 3 x 4 = 48).
+WHO = ("한 남자가", "여자가", "아이가", "고양이가")
+WHERE = ("공원에서", "집에서", "바닷가에서")
+WHAT = ("춤을 춘다.", "노래를 부른다.", "책을 읽는다.", "잠을 잔다.")
+
+
+def scene(who, where, what):
+    """The sentence of WHO[who], WHERE[where] and WHAT[what]."""
+    return f"{WHO[who]} {WHERE[where]} {WHAT[what]}"
+
+
+SCENES = list(itertools.product(range(len(WHO)), range(len(WHERE)), range(len(WHAT))))
+
+SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+
+
+def character_vocab(sentences):
+    """BERT's special tokens, then every character of `sentences` alone and as a ##-piece, as KR-BERT character's
+    vocab is made: WordPiece splits every word of `sentences` into known characters."""
+    characters = sorted({char for sentence in sentences for char in sentence if not char.isspace()})
+    return [*SPECIAL_TOKENS, *(piece for char in characters for piece in (char, f"##{char}"))]
+
+
+CHARACTER_VOCAB = character_vocab([*KOREAN_SENTENCES, *WHO, *WHERE, *WHAT])
+
+# MICRO over CHARACTER_VOCAB: the random BERT (the `random_bert` fixture) of the tests that need no shared data.
+MICRO_CHARACTER = {**MICRO, "vocab_size": len(CHARACTER_VOCAB)}
+
+
+def write_vocab(path, tokens=CHARACTER_VOCAB):
+    path.write_text("\n".join(tokens) + "\n", encoding="utf-8")
+    return path
+
+
+def write_random_bert(directory, seed=0):
+    """MICRO_CHARACTER of random weights as google-research/bert leaves a checkpoint, its bert_config.json and
+    vocab.txt beside it: {config, pretrained_weight, vocab_path}, as TINY."""
+    (directory / "bert_config.json").write_text(json.dumps(MICRO_CHARACTER))
+    return {
+        "config": directory / "bert_config.json",
+        "pretrained_weight": write_tf1_checkpoint(directory / "model.ckpt", google_bert_weights(MICRO_CHARACTER, seed)),
+        "vocab_path": write_vocab(directory / "vocab.txt"),
+    }
+
+
+def scene_pairs():
+    """(sentence1, sentence2, score) of every scene against the scene with some of its parts changed: 5 for none
+    changed, 0 for all three."""
+    pairs = []
+    for index, parts in enumerate(SCENES):
+        changed = (index % 2, index // 2 % 2, index // 4 % 2)  # of who, where, what
+        other = [
+            (part + change) % len(names) for part, change, names in zip(parts, changed, (WHO, WHERE, WHAT), strict=True)
+        ]
+        pairs.append((scene(*parts), scene(*other), round(5.0 - 5.0 * sum(changed) / 3, 3)))
+    return pairs
+
+
+KORSTS_HEADER = "genre\tfilename\tyear\tid\tscore\tsentence1\tsentence2"
+
+
+def write_upstream_files(source_dir):
+    """Upstream files of the scenes, in the upstream formats and laid out as the shared data is (the same files
+    absent): KorSTS train and dev (24 pairs each), KLUE STS dev (16 pairs), KorNLI XNLI dev (16 premises, each with
+    an entailment, a contradiction and a neutral hypothesis), and a corpus.zip of the scenes and KOREAN_SENTENCES."""
+    pairs = scene_pairs()
+    for split, rows in (("train", pairs[24:]), ("dev", pairs[:24])):
+        lines = [
+            f"main-captions\tMSRvid\t2012test\t{i:04d}\t{score:.3f}\t{a}\t{b}" for i, (a, b, score) in enumerate(rows)
+        ]
+        write_text(source_dir / "korsts" / f"sts-{split}.tsv", [KORSTS_HEADER, *lines])
+    klue = [
+        {
+            "guid": f"klue-sts-v1_dev_{i:05d}",
+            "source": "airbnb-rtt",
+            "sentence1": a,
+            "sentence2": b,
+            "labels": {"label": score, "real-label": score, "binary-label": int(score >= 3.0)},
+        }
+        for i, (a, b, score) in enumerate(pairs[::3])
+    ]
+    (source_dir / "klue_sts").mkdir(parents=True)
+    (source_dir / "klue_sts" / "klue-sts-v1.1_dev.json").write_text(json.dumps(klue, ensure_ascii=False), "utf-8")
+    nli = ["sentence1\tsentence2\tgold_label"]
+    for who, where, what in SCENES[::3]:
+        premise = scene(who, where, what)
+        nli += [
+            f"{premise}\t{WHO[who]} {WHAT[what]}\tentailment",
+            f"{premise}\t{scene(who, where, (what + 1) % len(WHAT))}\tcontradiction",
+            f"{premise}\t{scene((who + 1) % len(WHO), where, what)}\tneutral",
+        ]
+    write_text(source_dir / "kornli" / "xnli.dev.ko.tsv", nli)
+    documents = [
+        [WHO[who], *(scene(who, *rest) for rest in itertools.product(range(len(WHERE)), range(len(WHAT))))]
+        for who in range(len(WHO))
+    ]
+    documents.append(["문장들", *KOREAN_SENTENCES])
+    (source_dir / "korean_wikipedia_corpus").mkdir(parents=True)
+    with zipfile.ZipFile(source_dir / "korean_wikipedia_corpus" / "corpus.zip", "w") as corpus:
+        corpus.writestr("text-preprocessed/AA/wiki_00", "".join("\n".join(lines) + "\n\n" for lines in documents))
+    return source_dir
+
+
+def write_text(path, lines):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")

@@ -2,6 +2,7 @@
 source rows it refuses) and from the network (a loopback HTTPS mirror); KorNLI triples against an independent
 grouping."""
 
+import contextlib
 import json
 import pathlib
 import re
@@ -13,6 +14,8 @@ import pytest
 import stand_in_checksums
 import tensorflow as tf
 from helpers import (
+    KOREAN_SENTENCES,
+    SELF_MADE_STAND_IN_ROWS,
     SHARED_DATA,
     VOCAB,
     assert_failed_cleanly,
@@ -21,6 +24,7 @@ from helpers import (
     require_shared,
     run_script,
     tfds_korean_downloads,
+    write_vocab,
 )
 from reference_tokenizer import basic_tokens, encode, load_vocab
 
@@ -88,16 +92,6 @@ CASED_TEXT = [
 ]
 
 
-# Sentences in the test itself, for the tokenizer tests a clone runs without the shared data.
-KOREAN_SENTENCES = [
-    "한국어 문장 임베딩을 학습한다.",
-    "문장을 벡터로 바꾸면 의미가 가까운 문장끼리 가까워진다.",
-    "오늘 서울의 날씨는 맑고, 기온은 영상 5도입니다!",
-    "KorSTS와 KLUE STS로 평가했다 (스피어만 상관계수).",
-    "그는 2021년에 SimCSE 논문을 읽었다…",
-]
-
-
 @pytest.mark.parametrize("lower_case", [False, True])
 def test_tokenizer_matches_reference_on_a_vocab_of_its_own(tmp_path, lower_case):
     """Without the shared data: a vocab of whole words, characters and ##-pieces of the test's own sentences,
@@ -142,9 +136,8 @@ def test_lower_casing_tokenizer_matches_reference(tmp_path):
     assert (ids == vocab["[UNK]"]).mean() < 0.01
 
 
-@needs_shared
-def test_long_input_keeps_sep_and_short_input_is_padded():
-    tokenizer = data.KrBertTokenizer(str(VOCAB), max_sequence_length=16)
+def test_long_input_keeps_sep_and_short_input_is_padded(tmp_path):
+    tokenizer = data.KrBertTokenizer(str(write_vocab(tmp_path / "vocab.txt")), max_sequence_length=16)
     features = tokenizer(tf.constant(["아주 긴 문장 " * 50, "짧다", ""]))
     ids, mask = features["input_word_ids"].numpy(), features["input_mask"].numpy()
     assert ids.shape == (3, 16) and ids.dtype == np.int32
@@ -153,10 +146,9 @@ def test_long_input_keeps_sep_and_short_input_is_padded():
     assert ids[2, :2].tolist() == [tokenizer.cls_id, tokenizer.sep_id] and mask[2].sum() == 2
 
 
-@needs_shared
-def test_tokenizer_runs_inside_tf_data():
+def test_tokenizer_runs_inside_tf_data(tmp_path):
     sentences = ["안녕하세요.", "KR-BERT 문장 임베딩", "😀"]
-    tokenizer = data.KrBertTokenizer(str(VOCAB), max_sequence_length=12)
+    tokenizer = data.KrBertTokenizer(str(write_vocab(tmp_path / "vocab.txt")), max_sequence_length=12)
     mapped = next(iter(tf.data.Dataset.from_tensor_slices(sentences).batch(3).map(tokenizer)))
     np.testing.assert_array_equal(mapped["input_word_ids"], tokenizer(tf.constant(sentences))["input_word_ids"])
 
@@ -195,9 +187,9 @@ def test_prepared_datasets_match_the_source_files(prepared_data_dir):
         assert missing in log
 
 
-def test_absent_split_says_which_file_to_provide(prepared_data_dir):
+def test_absent_split_says_which_file_to_provide(self_made_data_dir):
     with pytest.raises(data.DataError, match=r"korsts:test was not prepared .* put korsts/sts-test.tsv under"):
-        data.sts_pairs("korsts", "test", prepared_data_dir[0])
+        data.sts_pairs("korsts", "test", self_made_data_dir)
 
 
 def test_unknown_or_unprepared_dataset(tmp_path):
@@ -224,18 +216,34 @@ KORSTS_URL = (
 )
 
 
-@pytest.fixture
-def internet(tmp_path, monkeypatch):
-    """A loopback HTTPS mirror serving the tfds-korean builders' URLs (`tfds_korean_downloads`), the stand-ins'
-    checksums registered: tfds' own downloader, checksum verification and extraction run as on a connected machine."""
-    require_shared()
+@contextlib.contextmanager
+def tfds_korean_mirror(tmp_path, monkeypatch, **downloads):
+    """A loopback HTTPS mirror serving the tfds-korean builders' URLs (`tfds_korean_downloads(**downloads)`), the
+    stand-ins' checksums registered: tfds' own downloader, checksum verification and extraction run as on a
+    connected machine."""
     (tmp_path / "checksums").mkdir()
-    files = tfds_korean_downloads(tmp_path / "checksums")
+    files = tfds_korean_downloads(tmp_path / "checksums", **downloads)
     for name, infos in stand_in_checksums.url_infos(tmp_path / "checksums").items():
         monkeypatch.setattr(data.BUILDERS[name], "url_infos", infos)
     with loopback.HttpsMirror(files, tmp_path) as mirror:
         for variable, value in mirror.environment.items():
             monkeypatch.setenv(variable, value)
+        yield mirror
+
+
+@pytest.fixture
+def internet(tmp_path, monkeypatch):
+    """The mirror of the shared data's files."""
+    require_shared()
+    with tfds_korean_mirror(tmp_path, monkeypatch) as mirror:
+        yield mirror
+
+
+@pytest.fixture
+def internet_of_self_made_files(self_made_source_dir, tmp_path, monkeypatch):
+    """The mirror of the self-made upstream files (`self_made_source_dir`): no shared data needed."""
+    downloads = {"source_dir": self_made_source_dir, "stand_in_rows": SELF_MADE_STAND_IN_ROWS}
+    with tfds_korean_mirror(tmp_path, monkeypatch, **downloads) as mirror:
         yield mirror
 
 
@@ -276,16 +284,20 @@ def test_datasets_download_and_prepare_themselves_through_tfds(internet, prepare
         ("dropped", "downloading korsts failed, nothing was kept: ('Connection broken: IncompleteRead"),
     ],
 )
-def test_a_failed_download_is_one_line_and_leaves_nothing_behind(internet, tmp_path, failure, message):
+def test_a_failed_download_is_one_line_and_leaves_nothing_behind(
+    internet_of_self_made_files, tmp_path, failure, message
+):
     data_dir = tmp_path / "tfds"
     (data_dir / "downloads").mkdir(parents=True)
     (data_dir / "downloads" / "earlier.zip").write_text("a download of another dataset")
     if failure == "checksum":
-        internet.files[f"{KORSTS_URL}/sts-train.tsv"] += b"\n"  # the builder's registered checksum is the upstream's
+        internet_of_self_made_files.files[f"{KORSTS_URL}/sts-train.tsv"] += (
+            b"\n"  # not the file whose checksum is registered
+        )
     elif failure == "404":
-        del internet.files[f"{KORSTS_URL}/sts-test.tsv"]
+        del internet_of_self_made_files.files[f"{KORSTS_URL}/sts-test.tsv"]
     else:
-        internet.drop.add(f"{KORSTS_URL}/sts-train.tsv")
+        internet_of_self_made_files.drop.add(f"{KORSTS_URL}/sts-train.tsv")
     with pytest.raises(data.DataError) as raised:
         data.load("korsts", "dev", data_dir)
     assert str(raised.value).startswith(message) and "\n" not in str(raised.value)

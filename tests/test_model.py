@@ -5,23 +5,11 @@ import json
 import numpy as np
 import pytest
 import tensorflow as tf
-from helpers import REPO, SMALL, google_bert_weights, write_tf1_checkpoint
+from helpers import REPO, SMALL, google_bert_weights, small_inputs, write_tf1_checkpoint
 from reference_bert import bert
 
 import data
 import model
-
-
-def small_inputs():
-    rng = np.random.default_rng(1)
-    ids = rng.integers(5, SMALL["vocab_size"], size=(3, 9)).astype(np.int32)
-    mask = np.ones_like(ids)
-    mask[1, 6:] = 0  # padded rows, as the tokenizer produces them
-    mask[2, 3:] = 0
-    ids = ids * mask
-    type_ids = np.zeros_like(ids)
-    type_ids[0, 5:] = 1
-    return {"input_word_ids": ids, "input_mask": mask, "input_type_ids": type_ids}
 
 
 @pytest.fixture

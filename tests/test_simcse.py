@@ -7,7 +7,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from test_model import SMALL, small_inputs
+from helpers import SMALL, SMALL_NO_DROPOUT, small_inputs
 
 import model
 import training
@@ -117,9 +117,6 @@ def test_precision_policies_and_what_is_logged(caplog):
         assert "mixed_float16 without a GPU" in caplog.text
 
 
-NO_DROPOUT = {**SMALL, "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}
-
-
 def random_views(batch):
     rng = np.random.default_rng(3)
     views = []
@@ -131,7 +128,7 @@ def random_views(batch):
 
 
 def compiled_simcse(weights=None, mini_batch_size=None):
-    encoder = model.BertEncoder(model.BertConfig.from_dict(NO_DROPOUT))
+    encoder = model.BertEncoder(model.BertConfig.from_dict(SMALL_NO_DROPOUT))
     simcse = model.SimCSE(encoder, temperature=0.05, mini_batch_size=mini_batch_size)
     simcse.compile(optimizer=keras.optimizers.AdamW(1e-3, weight_decay=0.0))
     if weights is not None:
@@ -286,7 +283,7 @@ def test_gradient_caching_in_one_chunk_or_without_dropout_is_the_plain_step():
     _, expected = plain.loss_and_gradients(inputs)
     assert_same_gradients(gradients, expected)
 
-    cached = compiled_cached_simcse(NO_DROPOUT, mini_batch_size=2)
+    cached = compiled_cached_simcse(SMALL_NO_DROPOUT, mini_batch_size=2)
     plain = model.SimCSE(cached.encoder, 0.05)
     plain.compile(optimizer=keras.optimizers.Adam(1e-3))
     assert cached.encoder.dropout_seed_states() == []
@@ -297,7 +294,7 @@ def test_gradient_caching_under_mixed_float16_carries_the_loss_scale():
     keras.mixed_precision.set_global_policy("mixed_float16")
     try:
         optimizer = keras.optimizers.LossScaleOptimizer(keras.optimizers.Adam(1e-3), initial_scale=2.0**10)
-        one_layer = {**NO_DROPOUT, "num_hidden_layers": 1}  # float16 is slow on CPU
+        one_layer = {**SMALL_NO_DROPOUT, "num_hidden_layers": 1}  # float16 is slow on CPU
         cached = compiled_cached_simcse(one_layer, mini_batch_size=2, optimizer=optimizer)
         plain = model.SimCSE(cached.encoder, 0.05)
         plain.compile(optimizer=keras.optimizers.LossScaleOptimizer(keras.optimizers.Adam(1e-3), initial_scale=2.0**10))
