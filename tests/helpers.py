@@ -325,11 +325,12 @@ def write_random_bert(directory, seed=0):
 
 
 def scene_pairs():
-    """(sentence1, sentence2, score) of every scene against the scene with some of its parts changed: 5 for none
-    changed, 0 for all three."""
+    """(sentence1, sentence2, score) of every scene against the scene with one, two or all three of its parts
+    changed, scored 3.333, 1.667 and 0."""
     pairs = []
     for index, parts in enumerate(SCENES):
-        changed = (index % 2, index // 2 % 2, index // 4 % 2)  # of who, where, what
+        changes = index % 7 + 1
+        changed = (changes % 2, changes // 2 % 2, changes // 4)  # of who, where, what
         other = [
             (part + change) % len(names) for part, change, names in zip(parts, changed, (WHO, WHERE, WHAT), strict=True)
         ]

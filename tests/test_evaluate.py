@@ -1,5 +1,6 @@
-"""STS scores of the tiny checkpoint against an independent numpy BERT and tokenizer, in-process and through
-evaluate.py end to end; odd sentences; evaluate.py's one-line errors."""
+"""STS scores of the tiny checkpoint (and of a random BERT, on data of the test's own) against an independent
+numpy BERT and tokenizer, in-process and through evaluate.py end to end; odd sentences; evaluate.py's one-line
+errors."""
 
 import json
 
@@ -12,10 +13,10 @@ from helpers import (
     TINY,
     VOCAB,
     assert_failed_cleanly,
+    float32_embedder,
     require_shared,
     run_script,
     sts_scores,
-    tiny_embedder,
 )
 from reference_bert import bert
 from reference_tokenizer import encode, load_vocab
@@ -31,12 +32,17 @@ MAX_SEQUENCE_LENGTH = 64
 def reference_korsts_dev_spearman():
     """{pooling: KorSTS dev Spearman} of the tiny checkpoint by the numpy BERT and the reference tokenizer."""
     require_shared()
-    config = json.loads(TINY["config"].read_text())
-    reader = tf.train.load_checkpoint(str(TINY["pretrained_weight"]))
+    return reference_spearman(TINY, SHARED_DATA / "korsts" / "sts-dev.tsv")
+
+
+def reference_spearman(files, korsts_file):
+    """{pooling: Spearman of the KorSTS file} of a model's `files` by the numpy BERT and the reference tokenizer."""
+    config = json.loads(files["config"].read_text())
+    reader = tf.train.load_checkpoint(str(files["pretrained_weight"]))
     names = [name for name in reader.get_variable_to_shape_map() if name.startswith("bert/") and "adam" not in name]
     weights = {name: reader.get_tensor(name) for name in names}
-    vocab = load_vocab(VOCAB)
-    rows = [line.split("\t") for line in (SHARED_DATA / "korsts" / "sts-dev.tsv").read_text().splitlines()[1:]]
+    vocab = load_vocab(files["vocab_path"])
+    rows = [line.split("\t") for line in korsts_file.read_text().splitlines()[1:]]
 
     def embed(sentences):
         """{pooling: [sentences, hidden]}."""
@@ -67,9 +73,21 @@ def reference_korsts_dev_spearman():
 
 
 def test_cls_scores_match_an_independent_bert(prepared_data_dir, reference_korsts_dev_spearman):
-    scores = sts_scores(prepared_data_dir[0], tiny_embedder("cls"), MAX_SEQUENCE_LENGTH, sets=["korsts:dev"])
+    scores = sts_scores(prepared_data_dir[0], float32_embedder(TINY, "cls"), MAX_SEQUENCE_LENGTH, sets=["korsts:dev"])
     assert scores["korsts:dev"]["n"] == 1500
     assert scores["korsts:dev"]["spearman"] == pytest.approx(reference_korsts_dev_spearman["cls"], abs=1e-3)
+
+
+@pytest.mark.parametrize("pooling", ["cls", "mean"])
+def test_scores_of_a_random_bert_match_an_independent_bert(
+    random_bert, self_made_source_dir, self_made_data_dir, pooling
+):
+    reference = reference_spearman(random_bert, self_made_source_dir / "korsts" / "sts-dev.tsv")
+    embedder = float32_embedder(random_bert, pooling)
+    vocab_path = random_bert["vocab_path"]
+    scores = sts_scores(self_made_data_dir, embedder, MAX_SEQUENCE_LENGTH, ["korsts:dev"], vocab_path)["korsts:dev"]
+    assert scores["n"] == 24 and abs(scores["spearman"]) > 0.1  # a random BERT's scores, but not nothing
+    assert scores["spearman"] == pytest.approx(reference[pooling], abs=1e-3)
 
 
 @pytest.mark.slow
@@ -100,8 +118,7 @@ KORSTS_HEADER = "genre\tfilename\tyear\tid\tscore\tsentence1\tsentence2"
 ODD_SENTENCES = ["", "   ", "😀🎉👍🏽", "가" * 10_000, "\u200b\u3000"]
 
 
-def test_odd_sentences_are_scored_not_refused(tmp_path):
-    require_shared()
+def test_odd_sentences_are_scored_not_refused(random_bert, tmp_path):
     rows = [
         f"main-captions\tMSRvid\t2012test\t{i:04d}\t{i % 5}.0\t{sentence}\t남자가 춤을 추고 있다."
         for i, sentence in enumerate(["한 남자가 춤을 춘다.", *ODD_SENTENCES], start=1)
@@ -111,7 +128,8 @@ def test_odd_sentences_are_scored_not_refused(tmp_path):
     # Empty sentences would break the builder's own row split (strip() drops trailing tabs): odd text leads.
     (source / "sts-dev.tsv").write_text("\n".join([KORSTS_HEADER, *rows]) + "\n", encoding="utf-8")
     data.prepare(["korsts"], str(tmp_path / "source"), str(tmp_path / "tfds"))
-    scores = sts_scores(tmp_path / "tfds", tiny_embedder(), MAX_SEQUENCE_LENGTH, sets=["korsts:dev"])["korsts:dev"]
+    embedder, vocab_path = float32_embedder(random_bert), random_bert["vocab_path"]
+    scores = sts_scores(tmp_path / "tfds", embedder, MAX_SEQUENCE_LENGTH, ["korsts:dev"], vocab_path)["korsts:dev"]
     assert scores["n"] == 1 + len(ODD_SENTENCES)
     assert all(np.isfinite(scores[name]) for name in ("pearson", "spearman", "alignment", "uniformity"))
 
@@ -127,11 +145,13 @@ def test_odd_sentences_are_scored_not_refused(tmp_path):
         ("--batch_size=0", "flag --batch_size=0: 0 is not a positive integer"),
     ],
 )
-def test_bad_input_ends_in_one_line_and_no_results(run_in_fork, prepared_data_dir, tmp_path, flag, message):
+def test_bad_input_ends_in_one_line_and_no_results(
+    run_in_fork, random_bert, self_made_data_dir, tmp_path, flag, message
+):
     results_json = tmp_path / "results.json"
     result = run_in_fork(
-        "evaluate.py", f"--config={TINY['config']}", f"--checkpoint={TINY['pretrained_weight']}",
-        f"--vocab_path={VOCAB}", f"--data_dir={prepared_data_dir[0]}", "--datasets=korsts:dev",
+        "evaluate.py", f"--config={random_bert['config']}", f"--checkpoint={random_bert['pretrained_weight']}",
+        f"--vocab_path={random_bert['vocab_path']}", f"--data_dir={self_made_data_dir}", "--datasets=korsts:dev",
         f"--results_json={results_json}", flag.format(tmp=tmp_path),
     )  # fmt: skip
     assert_failed_cleanly(result, "error: " + message.format(tmp=tmp_path))

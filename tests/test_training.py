@@ -1,5 +1,6 @@
 """training.py with plain arguments: the recipe, the run directory's bookkeeping through kills and resumes, and
-train() in-process from the tiny MLM checkpoint: learning, resuming on two replicas, failing early and cleanly."""
+train() in-process: learning from the tiny MLM checkpoint; resuming on two replicas, failing early and cleanly from
+a random BERT on data of the tests' own."""
 
 import json
 import pathlib
@@ -11,20 +12,21 @@ import pytest
 import tensorflow as tf
 from absl import flags
 from helpers import (
+    HUGGINGFACE_NUMERICS,
     MICRO,
+    SELF_MADE_STAND_IN_ROWS,
+    SMALL,
     TINY,
     VOCAB,
     assert_failed_cleanly,
     command_line,
     eval_history,
+    float32_embedder,
     needs_openssl,
-    require_shared,
     run_script,
     sts_scores,
     tfds_korean_downloads,
-    tiny_embedder,
 )
-from test_model import SMALL
 
 import data
 import errors
@@ -203,12 +205,14 @@ def test_corrupt_history_and_run_config_are_named(tmp_path):
         run.run.check_recipe({"kind": "test"})
 
 
-# === train(), in-process from the tiny checkpoint ===
+# === train(), in-process ===
 
 
-def train(data_dir, tmp_path, recipe, make_batches=None, strategy=None, sets=None, micro=False, **options):
-    """training.train of the tiny checkpoint (or of the MICRO config from random initialisation) into
-    tmp_path/runs/run, on the sample corpus by default."""
+def train(
+    data_dir, tmp_path, recipe, make_batches=None, strategy=None, sets=None, files=TINY, pretrained=True, **options
+):
+    """training.train of a model's `files` (the tiny checkpoint by default; pretrained=False: its config from random
+    initialisation) into tmp_path/runs/run, on the data directory's corpus by default."""
     if make_batches is None:
         sentences = data.corpus_sentences(data_dir)
 
@@ -217,13 +221,13 @@ def train(data_dir, tmp_path, recipe, make_batches=None, strategy=None, sets=Non
 
     return training.train(
         recipe,
-        model.BertConfig.from_dict(MICRO) if micro else model.BertConfig.from_json_file(TINY["config"]),
-        str(VOCAB),
+        model.BertConfig.from_json_file(files["config"]),
+        str(files["vocab_path"]),
         make_batches,
         sets or training.load_evaluation_sets(data_dir),
         run_dir=str(tmp_path / "runs" / "run"),
         tensorboard_dir=str(tmp_path / "logs" / "run"),
-        pretrained_weight=None if micro else str(TINY["pretrained_weight"]),
+        pretrained_weight=str(files["pretrained_weight"]) if pretrained else None,
         strategy=strategy,
         **options,
     )
@@ -264,7 +268,9 @@ def test_unsupervised_simcse_spreads_embeddings_and_best_scores_as_recorded(
     assert history[-1]["korsts_uniformity"] < before["uniformity"] - 0.6
     assert history[-1]["korsts_alignment"] < 0.5
     # The saved best checkpoint scores, evaluated as evaluate.py does in float32, what training recorded.
-    best = sts_scores(data_dir, tiny_embedder(checkpoint=run_dir / "best"), 32, sets=["korsts:dev"])["korsts:dev"]
+    best = sts_scores(data_dir, float32_embedder(TINY, checkpoint=run_dir / "best"), 32, sets=["korsts:dev"])[
+        "korsts:dev"
+    ]
     assert best["spearman"] == pytest.approx(max(r["korsts_spearman"] for r in history), abs=1e-4)
 
 
@@ -282,8 +288,11 @@ def optimizer_step(state_prefix):
 
 
 @pytest.mark.slow
-def test_stopped_run_on_two_replicas_resumes_with_every_evaluation_once(prepared_data_dir, two_replicas, tmp_path):
-    data_dir = prepared_data_dir[0]
+def test_stopped_run_on_two_replicas_resumes_with_every_evaluation_once(
+    self_made_data_dir, random_bert, two_replicas, tmp_path
+):
+    data_dir = self_made_data_dir
+    untrained = {"files": random_bert, "pretrained": False}
     sentences = data.corpus_sentences(data_dir)
     recipe = make_recipe(learning_rate=1e-3)
     sets = training.load_evaluation_sets(data_dir)
@@ -295,10 +304,10 @@ def test_stopped_run_on_two_replicas_resumes_with_every_evaluation_once(prepared
         return data.unsupervised_batches(sentences, tokenizer, recipe.batch_size, seed).take(15)
 
     run_dir = tmp_path / "runs" / "run"
-    train(data_dir, tmp_path, recipe, stopping_at_15, strategy, sets, micro=True)
+    train(data_dir, tmp_path, recipe, stopping_at_15, strategy, sets, **untrained)
     assert [record["step"] for record in eval_history(run_dir)] == [10]
 
-    train(data_dir, tmp_path, recipe, None, strategy, sets, micro=True)
+    train(data_dir, tmp_path, recipe, None, strategy, sets, **untrained)
     history = eval_history(run_dir)
     assert [record["step"] for record in history] == [10, 20, 30]
     # The optimizer came back: its step counter went on from 10 (a fresh one would end at 20), the schedule
@@ -311,16 +320,19 @@ def test_stopped_run_on_two_replicas_resumes_with_every_evaluation_once(prepared
     def no_batches(tokenizer, seed):
         raise AssertionError("a finished run made its batches")
 
-    train(data_dir, tmp_path, recipe, no_batches, strategy, sets, micro=True)
+    train(data_dir, tmp_path, recipe, no_batches, strategy, sets, **untrained)
     assert eval_history(run_dir) == history
 
 
-def test_steps_skipped_by_the_loss_scaler_leave_one_step_counter(prepared_data_dir, tmp_path, monkeypatch):
+def test_steps_skipped_by_the_loss_scaler_leave_one_step_counter(
+    self_made_data_dir, random_bert, tmp_path, monkeypatch
+):
     # mixed_float16 (on CPU, emulated) from a loss scale that overflows: the scaler skips steps (halving the
     # scale) and the optimizer counts fewer steps than were taken. Checkpoints, history and resuming count the
     # steps taken, through a stop after step 6 and a resume.
     monkeypatch.setattr(training, "INITIAL_LOSS_SCALE", 2.0**20)
-    data_dir = prepared_data_dir[0]
+    data_dir = self_made_data_dir
+    untrained = {"files": random_bert, "pretrained": False}
     sentences = data.corpus_sentences(data_dir)
     recipe = make_recipe(precision="mixed_float16", total_steps=8, evaluation_frequency=4, learning_rate=1e-3)
     sets = training.load_evaluation_sets(data_dir)
@@ -334,19 +346,19 @@ def test_steps_skipped_by_the_loss_scaler_leave_one_step_counter(prepared_data_d
         return make_batches
 
     run_dir = tmp_path / "runs" / "run"
-    train(data_dir, tmp_path, recipe, stopping_after(6), None, sets, micro=True)
+    train(data_dir, tmp_path, recipe, stopping_after(6), None, sets, **untrained)
     assert [record["step"] for record in eval_history(run_dir)] == [4]
     state = tf.train.latest_checkpoint(run_dir / "state")
     assert state.endswith("ckpt-4") and optimizer_step(state) < 4  # steps were skipped
     assert saved_optimizer_variable(state, "dynamic_scale") < 2.0**20
 
-    train(data_dir, tmp_path, recipe, stopping_after(100), None, sets, micro=True)
+    train(data_dir, tmp_path, recipe, stopping_after(100), None, sets, **untrained)
     assert first_steps == [0, 4]  # resumed after the 4 steps taken, whatever the optimizer counted
     assert [record["step"] for record in eval_history(run_dir)] == [4, 8]
     state = tf.train.latest_checkpoint(run_dir / "state")
     assert state.endswith("ckpt-8") and optimizer_step(state) < 8
     assert sorted(int(path.name[5:-6]) for path in run_dir.glob("step-*.index")) == [4, 8]
-    train(data_dir, tmp_path, recipe, stopping_after(100), None, sets, micro=True)
+    train(data_dir, tmp_path, recipe, stopping_after(100), None, sets, **untrained)
     assert first_steps == [0, 4]  # finished: nothing trained again
 
 
@@ -378,10 +390,10 @@ def test_supervised_simcse_raises_korsts(prepared_data_dir, scores_before_traini
     assert history[-1]["korsts_spearman"] > scores_before_training["korsts:dev"]["spearman"] + 0.025
 
 
-def test_diverging_loss_stops_training_and_leaves_nothing_half_made(prepared_data_dir, tmp_path):
+def test_diverging_loss_stops_training_and_leaves_nothing_half_made(self_made_data_dir, random_bert, tmp_path):
     # A learning rate no model survives: the loss turns NaN or infinite within the first steps.
     with pytest.raises(training.TrainingError, match="the loss became .* training stopped; last good state: none"):
-        train(prepared_data_dir[0], tmp_path, make_recipe(learning_rate=1e30), micro=True)
+        train(self_made_data_dir, tmp_path, make_recipe(learning_rate=1e30), files=random_bert, pretrained=False)
     # It stopped before its first evaluation: there is nothing to resume, and nothing is left behind.
     assert not (tmp_path / "runs" / "run").exists() and not (tmp_path / "logs" / "run").exists()
 
@@ -408,7 +420,9 @@ def test_diverging_loss_stops_training_and_leaves_nothing_half_made(prepared_dat
         ({"runs_below_a_file": True}, errors.InputError, "cannot make directory"),
     ],
 )
-def test_bad_input_fails_before_any_model_is_built(prepared_data_dir, two_replicas, tmp_path, change, error, message):
+def test_bad_input_fails_before_any_model_is_built(
+    self_made_data_dir, random_bert, two_replicas, tmp_path, change, error, message
+):
     recipe = make_recipe(
         **{key: change[key] for key in ("max_sequence_length", "batch_size", "mini_batch_size") if key in change}
     )
@@ -426,13 +440,13 @@ def test_bad_input_fails_before_any_model_is_built(prepared_data_dir, two_replic
     with pytest.raises(error, match=re.escape(message)):
         training.train(
             recipe,
-            model.BertConfig.from_json_file(TINY["config"]),
-            change.get("vocab", str(VOCAB)),
+            model.BertConfig.from_json_file(random_bert["config"]),
+            change.get("vocab", str(random_bert["vocab_path"])),
             no_batches,
-            training.load_evaluation_sets(prepared_data_dir[0]),
+            training.load_evaluation_sets(self_made_data_dir),
             run_dir=str(run_dir),
             tensorboard_dir=str(tmp_path / "logs" / "run"),
-            pretrained_weight=change.get("pretrained_weight", str(TINY["pretrained_weight"])),
+            pretrained_weight=change.get("pretrained_weight", str(random_bert["pretrained_weight"])),
             strategy=two_replicas if change.get("replicas") else None,
         )
     assert not (tmp_path / "logs").exists()
@@ -517,16 +531,16 @@ def script_options(data_dir, tmp_path, **options):
 @pytest.mark.slow
 @needs_openssl
 def test_train_unsupervised_py_first_run_in_one_command_on_two_cpu_replicas_and_its_one_line_errors(
-    tmp_path, monkeypatch
+    self_made_source_dir, random_bert, tmp_path, monkeypatch
 ):
     """A first run on a connected machine: no dataset prepared, a Hub id for the weights, nothing else given. The
     internet is two loopback servers: an HTTPS mirror of the tfds-korean builders' URLs, through which tfds
     downloads, verifies and prepares what the script reads (the stand-ins' checksums registered by
-    tests/stand_in_checksums.py), and a Hub (HF_ENDPOINT) with the model, downloaded into a cache of the test's own."""
-    require_shared()
+    tests/stand_in_checksums.py), and a Hub (HF_ENDPOINT) with the model, downloaded into a cache of the test's own.
+    The data and the model are the tests' own: the self-made upstream files, the random BERT's config and vocab."""
     huggingface.write_directory(
-        model.BertEncoder(model.BertConfig.from_dict(MICRO), dtype="float32"),
-        str(VOCAB),
+        model.BertEncoder(model.BertConfig.from_json_file(random_bert["config"]), dtype="float32"),
+        str(random_bert["vocab_path"]),
         False,
         16,
         "cls",
@@ -534,7 +548,7 @@ def test_train_unsupervised_py_first_run_in_one_command_on_two_cpu_replicas_and_
         "card\n",
     )
     (tmp_path / "checksums").mkdir()
-    downloads = tfds_korean_downloads(tmp_path / "checksums")
+    downloads = tfds_korean_downloads(tmp_path / "checksums", self_made_source_dir, SELF_MADE_STAND_IN_ROWS)
     options = script_options(
         tmp_path / "tfds",
         tmp_path,
@@ -591,7 +605,7 @@ def test_train_unsupervised_py_first_run_in_one_command_on_two_cpu_replicas_and_
 def test_train_supervised_py_end_to_end(prepared_data_dir, tmp_path, monkeypatch):
     """From a Hugging Face Hub id (the erf GELU, another LayerNorm epsilon), its config and vocab its own, downloaded
     from a loopback Hub (HF_ENDPOINT) into a cache of the test's own (HF_HOME)."""
-    config = model.BertConfig.from_dict({**MICRO, "hidden_act": "gelu_exact", "layer_norm_eps": 1e-7})
+    config = model.BertConfig.from_dict({**MICRO, **HUGGINGFACE_NUMERICS})
     huggingface.write_directory(
         model.BertEncoder(config, dtype="float32"), str(VOCAB), False, 16, "cls", str(tmp_path / "hf"), "card\n"
     )
