@@ -1,11 +1,20 @@
-"""SavedModels against the checkpoint they came from, for every pooling; export.py and search.py end to end."""
+"""SavedModels against the checkpoint they came from (a random BERT), for every pooling; export.py and search.py
+end to end (search.py's ranking with the tiny checkpoint)."""
 
 import shutil
 
 import numpy as np
 import pytest
 import tensorflow as tf
-from helpers import SHARED_DATA, TINY, VOCAB, assert_failed_cleanly, command_line, require_shared, run_script
+from helpers import (
+    MICRO_CHARACTER,
+    SHARED_DATA,
+    TINY,
+    assert_failed_cleanly,
+    command_line,
+    require_shared,
+    run_script,
+)
 
 import data
 import model
@@ -14,44 +23,55 @@ import sts
 SENTENCES = ["안전모를 가진 한 남자가 춤을 추고 있다.", "KR-BERT 문장 임베딩", "😀", "", "가" * 500]
 
 
-@pytest.fixture(scope="module")
-def exported(tmp_path_factory):
-    """export.py's SavedModel of the tiny checkpoint, pooler output, made with a vocab deleted afterwards."""
-    require_shared()
-    directory = tmp_path_factory.mktemp("export")
+def export(run, files, directory):
+    """export.py's SavedModel of a model's `files`, pooler output, made with a vocab deleted afterwards: `run` is
+    run_script, or the run_in_fork fixture."""
     vocab = directory / "vocab.txt"
-    shutil.copy(VOCAB, vocab)
-    options = {"config": TINY["config"], "checkpoint": TINY["pretrained_weight"], "vocab_path": vocab}
-    result = run_script(*command_line("export.py", {**options, "output": directory / "model", "pooling": "pooled"}))
+    shutil.copy(files["vocab_path"], vocab)
+    options = {"config": files["config"], "checkpoint": files["pretrained_weight"], "vocab_path": vocab}
+    result = run(*command_line("export.py", {**options, "output": directory / "model", "pooling": "pooled"}))
     assert result.returncode == 0, result.stderr[-3000:]
     vocab.unlink()
     return directory / "model"
 
 
-def checkpoint_embeddings(pooling, sentences):
-    """The tiny checkpoint's L2-normalised embeddings of `sentences`, float32, without any SavedModel."""
-    encoder = model.BertEncoder(model.BertConfig.from_json_file(TINY["config"]), dtype="float32")
-    model.load_checkpoint(encoder, str(TINY["pretrained_weight"]))
-    features = data.KrBertTokenizer(str(VOCAB), 64)(tf.constant(sentences))
+@pytest.fixture(scope="module")
+def exported(run_in_fork, random_bert, tmp_path_factory):
+    """The random BERT's SavedModel."""
+    return export(run_in_fork, random_bert, tmp_path_factory.mktemp("export"))
+
+
+@pytest.fixture(scope="module")
+def exported_tiny(tmp_path_factory):
+    """The tiny checkpoint's SavedModel, by export.py as a user runs it."""
+    require_shared()
+    return export(run_script, TINY, tmp_path_factory.mktemp("export_tiny"))
+
+
+def checkpoint_embeddings(files, pooling, sentences):
+    """A model's L2-normalised embeddings of `sentences`, float32, without any SavedModel."""
+    encoder = model.BertEncoder(model.BertConfig.from_json_file(files["config"]), dtype="float32")
+    model.load_checkpoint(encoder, str(files["pretrained_weight"]))
+    features = data.KrBertTokenizer(str(files["vocab_path"]), 64)(tf.constant(sentences))
     embeddings = model.sentence_embedder(encoder, pooling)(features).numpy()
     return embeddings / np.linalg.norm(embeddings, axis=1, keepdims=True)
 
 
-def test_exported_model_embeds_as_the_checkpoint_without_its_vocab_file(exported):
+def test_exported_model_embeds_as_the_checkpoint_without_its_vocab_file(exported, random_bert):
     assert list((exported / "assets").iterdir())  # the vocab travels with the model
     embeddings = model.load_saved_embedder(str(exported))(tf.constant(SENTENCES)).numpy()
-    assert embeddings.shape == (len(SENTENCES), 256) and embeddings.dtype == np.float32
-    np.testing.assert_allclose(embeddings, checkpoint_embeddings("pooled", SENTENCES), atol=1e-5)
+    assert embeddings.shape == (len(SENTENCES), MICRO_CHARACTER["hidden_size"]) and embeddings.dtype == np.float32
+    np.testing.assert_allclose(embeddings, checkpoint_embeddings(random_bert, "pooled", SENTENCES), atol=1e-5)
 
 
 @pytest.mark.parametrize("pooling", ["cls", "mean"])
-def test_saved_embedder_of_every_pooling_embeds_as_the_checkpoint(exported, tmp_path, pooling):
-    encoder = model.BertEncoder(model.BertConfig.from_json_file(TINY["config"]), dtype="float32")
-    model.load_checkpoint(encoder, str(TINY["pretrained_weight"]))
-    tokenizer = data.KrBertTokenizer(str(VOCAB), 64)
+def test_saved_embedder_of_every_pooling_embeds_as_the_checkpoint(exported, random_bert, tmp_path, pooling):
+    encoder = model.BertEncoder(model.BertConfig.from_json_file(random_bert["config"]), dtype="float32")
+    model.load_checkpoint(encoder, str(random_bert["pretrained_weight"]))
+    tokenizer = data.KrBertTokenizer(str(random_bert["vocab_path"]), 64)
     model.save_embedder(model.sentence_embedder(encoder, pooling), tokenizer, str(tmp_path / "model"))
     embeddings = model.load_saved_embedder(str(tmp_path / "model"))(tf.constant(SENTENCES)).numpy()
-    np.testing.assert_allclose(embeddings, checkpoint_embeddings(pooling, SENTENCES), atol=1e-5)
+    np.testing.assert_allclose(embeddings, checkpoint_embeddings(random_bert, pooling, SENTENCES), atol=1e-5)
     # Another model, another fingerprint (search.py's cache key); the same model, the same one.
     fingerprint = model.saved_model_fingerprint(str(tmp_path / "model"))
     assert fingerprint != model.saved_model_fingerprint(str(exported))
@@ -67,13 +87,13 @@ def test_saved_embedder_of_every_pooling_embeds_as_the_checkpoint(exported, tmp_
     assert model.saved_model_fingerprint(str(tmp_path / "changed")) != fingerprint
 
 
-def test_exported_model_evaluates_as_the_checkpoint(exported, prepared_data_dir):
-    pairs = {"korsts:dev": data.sts_pairs("korsts", "dev", prepared_data_dir[0]).take(256)}
+def test_exported_model_evaluates_as_the_checkpoint(exported, random_bert, self_made_data_dir):
+    pairs = {"korsts:dev": data.sts_pairs("korsts", "dev", self_made_data_dir).take(256)}
     # What `evaluate.py --saved_model` runs: the SavedModel tokenizes inside, so the sentences go in as they are.
     exported_scores = sts.StsEvaluator(pairs, tf.identity, model.load_saved_embedder(str(exported)), 64)()
-    encoder = model.BertEncoder(model.BertConfig.from_json_file(TINY["config"]), dtype="float32")
-    model.load_checkpoint(encoder, str(TINY["pretrained_weight"]))
-    tokenizer = data.KrBertTokenizer(str(VOCAB), 64)
+    encoder = model.BertEncoder(model.BertConfig.from_json_file(random_bert["config"]), dtype="float32")
+    model.load_checkpoint(encoder, str(random_bert["pretrained_weight"]))
+    tokenizer = data.KrBertTokenizer(str(random_bert["vocab_path"]), 64)
     checkpoint_scores = sts.StsEvaluator(pairs, tokenizer.trimmed, model.sentence_embedder(encoder, "pooled"), 64)()
     for key in ("spearman", "pearson", "alignment", "uniformity"):
         assert exported_scores["korsts:dev"][key] == pytest.approx(checkpoint_scores["korsts:dev"][key], abs=1e-5)
@@ -85,14 +105,14 @@ def korsts_paraphrases(count):
 
 
 @pytest.mark.slow
-def test_search_finds_the_paraphrase_and_caches_the_corpus(exported, tmp_path):
+def test_search_finds_the_paraphrase_and_caches_the_corpus(exported_tiny, tmp_path):
     pairs = korsts_paraphrases(30)
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("\n".join(second for _, second in pairs) + "\n", encoding="utf-8")
     queries = "\n".join(first for first, _ in pairs) + "\n"
 
     def search():
-        result = run_script("search.py", f"--model={exported}", f"--corpus={corpus}", "--top_k=3", stdin=queries)
+        result = run_script("search.py", f"--model={exported_tiny}", f"--corpus={corpus}", "--top_k=3", stdin=queries)
         assert result.returncode == 0, result.stderr[-3000:]
         blocks = [block.strip().splitlines()[1:] for block in result.stdout.split("query: ")[1:]]
         assert len(blocks) == len(pairs) and all(len(lines) == 3 for lines in blocks)
@@ -108,7 +128,8 @@ def test_search_finds_the_paraphrase_and_caches_the_corpus(exported, tmp_path):
     (cache,) = tmp_path.glob("corpus.txt.*.npy")
     embeddings = np.load(cache)
     # Embedded shortest first, stored in corpus order.
-    np.testing.assert_allclose(embeddings, checkpoint_embeddings("pooled", [second for _, second in pairs]), atol=1e-5)
+    expected = checkpoint_embeddings(TINY, "pooled", [second for _, second in pairs])
+    np.testing.assert_allclose(embeddings, expected, atol=1e-5)
     # The same corpus again: its cache is read, not written.
     modified = cache.stat().st_mtime_ns
     assert search() == top and cache.stat().st_mtime_ns == modified
@@ -134,10 +155,13 @@ def test_search_bad_input(run_in_fork, exported, tmp_path, corpus_bytes, message
     assert [p.name for p in tmp_path.iterdir()] == ["corpus.txt"]
 
 
-def test_export_to_a_path_below_a_file(run_in_fork, tmp_path):
-    require_shared()
+def test_export_to_a_path_below_a_file(run_in_fork, random_bert, tmp_path):
     (tmp_path / "file").write_text("x")
-    options = {"config": TINY["config"], "checkpoint": TINY["pretrained_weight"], "vocab_path": VOCAB}
+    options = {
+        "config": random_bert["config"],
+        "checkpoint": random_bert["pretrained_weight"],
+        "vocab_path": random_bert["vocab_path"],
+    }
     result = run_in_fork(*command_line("export.py", {**options, "output": tmp_path / "file" / "model"}))
     assert_failed_cleanly(result, f"error: cannot make directory {tmp_path / 'file' / 'model'}")
     assert [p.name for p in tmp_path.iterdir()] == ["file"]
