@@ -20,11 +20,11 @@ import safetensors.numpy
 import scipy.stats
 import tensorflow as tf
 from helpers import (
+    HUGGINGFACE_NUMERICS,
     MICRO,
     REPO,
     SHARED_DATA,
     TINY,
-    VOCAB,
     command_line,
     require_shared,
     run_script,
@@ -39,8 +39,6 @@ import sts
 import torch_state_dict
 import training
 
-# Not Google's numerics: the erf GELU (Hugging Face's "gelu") and another LayerNorm epsilon.
-HUGGINGFACE_NUMERICS = {"hidden_act": "gelu_exact", "layer_norm_eps": 1e-7}
 needs_torch = pytest.mark.skipif(
     not all(importlib.util.find_spec(name) for name in ("transformers", "sentence_transformers")),
     reason="transformers and sentence-transformers not installed (pip install -r benchmarks/requirements.txt)",
@@ -228,38 +226,47 @@ def test_a_run_checkpoint_brings_its_own_files(tmp_path):
         huggingface.model_files(str(tmp_path / "elsewhere" / "model.ckpt"))
 
 
-@pytest.fixture(scope="module")
-def tiny_directory(tmp_path_factory):
-    """export.py --format=huggingface of the tiny checkpoint, pooler output, with evaluate.py's results in its card."""
-    require_shared()
+@pytest.fixture(scope="module", params=["tiny checkpoint", "random BERT"])
+def exported(request, tmp_path_factory):
+    """export.py --format=huggingface, pooler output, with evaluate.py's results in its card, and the KorSTS dev file
+    to embed with it: the tiny checkpoint's and the shared data's, or the random BERT's and the self-made one."""
+    if request.param == "tiny checkpoint":
+        require_shared()
+        files, korsts_dev = TINY, SHARED_DATA / "korsts" / "sts-dev.tsv"
+    else:
+        files = request.getfixturevalue("random_bert")
+        korsts_dev = request.getfixturevalue("self_made_source_dir") / "korsts" / "sts-dev.tsv"
     directory = tmp_path_factory.mktemp("huggingface")
     results = directory / "results.json"
     results.write_text(json.dumps({"korsts:dev": {"n": 1500, "pearson": 0.5, "spearman": 0.25}}))
     options = {
-        "config": TINY["config"],
-        "checkpoint": TINY["pretrained_weight"],
-        "vocab_path": VOCAB,
-        "output": directory / "tiny",
+        "config": files["config"],
+        "checkpoint": files["pretrained_weight"],
+        "vocab_path": files["vocab_path"],
+        "output": directory / "model",
         "format": "huggingface",
         "pooling": "pooled",
         "results_json": results,
     }
     result = run_script(*command_line("export.py", options))
     assert result.returncode == 0, result.stderr[-3000:]
-    return directory / "tiny"
+    return directory / "model", korsts_dev
 
 
 @pytest.mark.slow
-def test_export_py_writes_what_sentence_transformers_reads(tiny_directory):
-    names = {path.relative_to(tiny_directory).as_posix() for path in tiny_directory.rglob("*") if path.is_file()}
+def test_export_py_writes_what_sentence_transformers_reads(exported):
+    exported_directory, _ = exported
+    names = {
+        path.relative_to(exported_directory).as_posix() for path in exported_directory.rglob("*") if path.is_file()
+    }
     assert names == {
         "config.json", "model.safetensors", "vocab.txt", "tokenizer_config.json", "README.md", "modules.json",
         "sentence_bert_config.json", "config_sentence_transformers.json", "1_Pooling/config.json",
         "2_Dense/config.json", "2_Dense/model.safetensors",
     }  # fmt: skip
-    assert json.loads((tiny_directory / "1_Pooling" / "config.json").read_text())["pooling_mode_cls_token"]
-    assert json.loads((tiny_directory / "config.json").read_text())["hidden_act"] == "gelu_new"  # Google's tanh
-    card = (tiny_directory / "README.md").read_text()
+    assert json.loads((exported_directory / "1_Pooling" / "config.json").read_text())["pooling_mode_cls_token"]
+    assert json.loads((exported_directory / "config.json").read_text())["hidden_act"] == "gelu_new"  # Google's tanh
+    card = (exported_directory / "README.md").read_text()
     assert "| korsts:dev (1500 pairs) | Spearman | 25.00 | evaluate.py |" in card
 
 
@@ -278,8 +285,8 @@ def test_model_card_of_a_run_checkpoint_has_its_recipe_and_scores(tmp_path):
     assert "| korsts:dev | Spearman | 36.00 | training, step 6 |" in card and "klue_sts" not in card  # None: left out
 
 
-def korsts_dev_rows():
-    rows = [line.split("\t") for line in (SHARED_DATA / "korsts" / "sts-dev.tsv").read_text().splitlines()[1:]]
+def korsts_dev_rows(korsts_dev):
+    rows = [line.split("\t") for line in korsts_dev.read_text().splitlines()[1:]]
     return [row[5] for row in rows], [row[6] for row in rows]
 
 
@@ -298,32 +305,33 @@ def our_embeddings(directory, pooling, sentences):
     )
 
 
-def korsts_dev_spearman(first, second):
+def korsts_dev_spearman(korsts_dev, first, second):
     """KorSTS dev Spearman of the cosine similarities of two [pairs, hidden] embeddings, as sts.StsEvaluator scores."""
-    rows = [line.split("\t") for line in (SHARED_DATA / "korsts" / "sts-dev.tsv").read_text().splitlines()[1:]]
+    rows = [line.split("\t") for line in korsts_dev.read_text().splitlines()[1:]]
     first, second = sts.l2_normalize(first), sts.l2_normalize(second)
     return scipy.stats.spearmanr((first * second).sum(axis=1), [float(row[4]) for row in rows]).statistic
 
 
 @pytest.mark.slow
 @needs_torch
-def test_transformers_gives_our_embeddings_for_a_huggingface_directory(tiny_directory, tmp_path):
+def test_transformers_gives_our_embeddings_for_a_huggingface_directory(exported, tmp_path):
     """A directory transformers wrote (BertForMaskedLM: `bert.` prefix, a head, no pooler), with the erf GELU and
     another LayerNorm epsilon: our [CLS] embeddings and KorSTS dev Spearman are transformers' BertModel's."""
     import torch
     import transformers
 
-    config = transformers.BertConfig.from_pretrained(str(tiny_directory), hidden_act="gelu", layer_norm_eps=1e-7)
+    exported_directory, korsts_dev = exported
+    config = transformers.BertConfig.from_pretrained(str(exported_directory), hidden_act="gelu", layer_norm_eps=1e-7)
     masked_lm = transformers.BertForMaskedLM(config)
-    source = transformers.BertModel.from_pretrained(str(tiny_directory))
+    source = transformers.BertModel.from_pretrained(str(exported_directory))
     masked_lm.bert.load_state_dict(source.state_dict(), strict=False)  # all but the pooler, which it has not
     masked_lm.save_pretrained(str(tmp_path / "mlm"))
     for name in ("vocab.txt", "tokenizer_config.json"):
-        shutil.copy(tiny_directory / name, tmp_path / "mlm" / name)
+        shutil.copy(exported_directory / name, tmp_path / "mlm" / name)
 
     bert = transformers.BertModel.from_pretrained(str(tmp_path / "mlm")).eval()
     tokenizer = transformers.AutoTokenizer.from_pretrained(str(tmp_path / "mlm"))
-    first, second = korsts_dev_rows()
+    first, second = korsts_dev_rows(korsts_dev)
 
     def their_embeddings(sentences):
         with torch.no_grad():
@@ -336,29 +344,30 @@ def test_transformers_gives_our_embeddings_for_a_huggingface_directory(tiny_dire
     ours = [our_embeddings(tmp_path / "mlm", "cls", sentences) for sentences in (first, second)]
     for a, b in zip(ours, theirs, strict=True):
         np.testing.assert_allclose(a, b, atol=1e-5)
-    assert korsts_dev_spearman(*ours) == pytest.approx(korsts_dev_spearman(*theirs), abs=1e-3)
+    assert korsts_dev_spearman(korsts_dev, *ours) == pytest.approx(korsts_dev_spearman(korsts_dev, *theirs), abs=1e-3)
 
 
 @pytest.mark.slow
 @needs_torch
 @pytest.mark.parametrize("pooling", ["pooled", "cls", "mean"])
-def test_sentence_transformers_embeds_the_export_as_we_do(tiny_directory, tmp_path, pooling):
+def test_sentence_transformers_embeds_the_export_as_we_do(exported, tmp_path, pooling):
     import sentence_transformers
 
-    directory = tiny_directory
+    exported_directory, korsts_dev = exported
+    directory = exported_directory
     if pooling != "pooled":
-        files = huggingface.model_files(str(tiny_directory))
+        files = huggingface.model_files(str(exported_directory))
         encoder = model.BertEncoder(files.config, dtype="float32")
-        huggingface.load_encoder_weights(encoder, str(tiny_directory))
+        huggingface.load_encoder_weights(encoder, str(exported_directory))
         directory = tmp_path / pooling
         huggingface.write_directory(encoder, files.vocab_path, False, 64, pooling, str(directory), "card\n")
-    first, second = korsts_dev_rows()
+    first, second = korsts_dev_rows(korsts_dev)
     encoder = sentence_transformers.SentenceTransformer(str(directory), device="cpu")
     theirs = [encoder.encode(sentences, batch_size=256) for sentences in (first, second)]
     ours = [our_embeddings(directory, pooling, sentences) for sentences in (first, second)]
     for a, b in zip(ours, theirs, strict=True):
         np.testing.assert_allclose(a, b, atol=1e-5)
-    assert korsts_dev_spearman(*ours) == pytest.approx(korsts_dev_spearman(*theirs), abs=1e-4)
+    assert korsts_dev_spearman(korsts_dev, *ours) == pytest.approx(korsts_dev_spearman(korsts_dev, *theirs), abs=1e-4)
 
 
 # === The Hub (a loopback stand-in: HF_ENDPOINT) ===
