@@ -211,61 +211,7 @@ def tfds_korean_downloads(directory, source_dir=SHARED_DATA, stand_in_rows=STAND
     return files
 
 
-# === Test model configs ===
-
-# Two narrow layers of a 60-token vocab: the encoder against the numpy reference, checkpoints, pooling.
-SMALL = {
-    "vocab_size": 60,
-    "hidden_size": 32,
-    "num_hidden_layers": 2,
-    "num_attention_heads": 4,
-    "intermediate_size": 48,
-    "hidden_act": "gelu",
-    "hidden_dropout_prob": 0.1,
-    "attention_probs_dropout_prob": 0.1,
-    "max_position_embeddings": 16,
-    "type_vocab_size": 2,
-    "initializer_range": 0.02,
-}
-# The tiny checkpoint's vocab and positions with one narrow layer, trained from random initialisation: for tests
-# of the machinery (command line, resuming, failures), where tracing and running the model should cost little.
-MICRO = {
-    "vocab_size": 16424,
-    "hidden_size": 32,
-    "num_hidden_layers": 1,
-    "num_attention_heads": 2,
-    "intermediate_size": 64,
-    "hidden_act": "gelu",
-    "hidden_dropout_prob": 0.1,
-    "attention_probs_dropout_prob": 0.1,
-    "max_position_embeddings": 512,
-    "type_vocab_size": 2,
-    "initializer_range": 0.02,
-}
-
-
-# Dropout off: the same function on every call, so gradients and losses can be compared exactly.
-SMALL_NO_DROPOUT = {**SMALL, "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}
-# Hidden size 8: the benchmark's arithmetic on shapes small enough to time in milliseconds.
-BENCHMARK_TINY = {**SMALL, "vocab_size": 40, "hidden_size": 8, "num_attention_heads": 2, "intermediate_size": 12}
-# Not Google's numerics: the erf GELU (Hugging Face's "gelu") and another LayerNorm epsilon.
-HUGGINGFACE_NUMERICS = {"hidden_act": "gelu_exact", "layer_norm_eps": 1e-7}
-
-
-def small_inputs():
-    """A batch of SMALL's ids: three rows, two of them padded as the tokenizer pads, one with a second segment."""
-    rng = np.random.default_rng(1)
-    ids = rng.integers(5, SMALL["vocab_size"], size=(3, 9)).astype(np.int32)
-    mask = np.ones_like(ids)
-    mask[1, 6:] = 0  # padded rows, as the tokenizer produces them
-    mask[2, 3:] = 0
-    ids = ids * mask
-    type_ids = np.zeros_like(ids)
-    type_ids[0, 5:] = 1
-    return {"input_word_ids": ids, "input_mask": mask, "input_type_ids": type_ids}
-
-
-# === Data the tests make themselves ===
+# === Text the tests make their data of ===
 
 # Sentences of the tokenizer, evaluation and export tests: Hangul, Latin, digits, punctuation, an emoji.
 KOREAN_SENTENCES = [
@@ -304,8 +250,70 @@ def character_vocab(sentences):
 
 CHARACTER_VOCAB = character_vocab([*KOREAN_SENTENCES, *WHO, *WHERE, *WHAT])
 
+
+# === Test model configs ===
+
+# Two narrow layers of a 60-token vocab: the encoder against the numpy reference, checkpoints, pooling.
+SMALL = {
+    "vocab_size": 60,
+    "hidden_size": 32,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "intermediate_size": 48,
+    "hidden_act": "gelu",
+    "hidden_dropout_prob": 0.1,
+    "attention_probs_dropout_prob": 0.1,
+    "max_position_embeddings": 16,
+    "type_vocab_size": 2,
+    "initializer_range": 0.02,
+}
+# The tiny checkpoint's vocab and positions with one narrow layer, trained from random initialisation: for tests
+# of the machinery (command line, resuming, failures), where tracing and running the model should cost little.
+MICRO = {
+    "vocab_size": 16424,
+    "hidden_size": 32,
+    "num_hidden_layers": 1,
+    "num_attention_heads": 2,
+    "intermediate_size": 64,
+    "hidden_act": "gelu",
+    "hidden_dropout_prob": 0.1,
+    "attention_probs_dropout_prob": 0.1,
+    "max_position_embeddings": 512,
+    "type_vocab_size": 2,
+    "initializer_range": 0.02,
+}
+
 # MICRO over CHARACTER_VOCAB: the random BERT (the `random_bert` fixture) of the tests that need no shared data.
 MICRO_CHARACTER = {**MICRO, "vocab_size": len(CHARACTER_VOCAB)}
+# Dropout off: the same function on every call, so gradients and losses can be compared exactly.
+SMALL_NO_DROPOUT = {**SMALL, "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}
+# Hidden size 8: the benchmark's arithmetic on shapes small enough to time in milliseconds.
+BENCHMARK_TINY = {**SMALL, "vocab_size": 40, "hidden_size": 8, "num_attention_heads": 2, "intermediate_size": 12}
+# Not Google's numerics: the erf GELU (Hugging Face's "gelu") and another LayerNorm epsilon.
+HUGGINGFACE_NUMERICS = {"hidden_act": "gelu_exact", "layer_norm_eps": 1e-7}
+
+
+def tiny_config_without_dropout():
+    """The tiny checkpoint's config with dropout off, read when called (the shared data may be absent): both of
+    test_multi_worker's runs then compute the same function of the same batches, from a start where the loss
+    depends on which sentences a batch holds, and their losses must agree."""
+    return {**json.loads(TINY["config"].read_text()), "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}
+
+
+def small_inputs():
+    """A batch of SMALL's ids: three rows, two of them padded as the tokenizer pads, one with a second segment."""
+    rng = np.random.default_rng(1)
+    ids = rng.integers(5, SMALL["vocab_size"], size=(3, 9)).astype(np.int32)
+    mask = np.ones_like(ids)
+    mask[1, 6:] = 0  # padded rows, as the tokenizer produces them
+    mask[2, 3:] = 0
+    ids = ids * mask
+    type_ids = np.zeros_like(ids)
+    type_ids[0, 5:] = 1
+    return {"input_word_ids": ids, "input_mask": mask, "input_type_ids": type_ids}
+
+
+# === Data the tests make themselves: a random BERT, upstream files ===
 
 
 def write_vocab(path, tokens=CHARACTER_VOCAB):

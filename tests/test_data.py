@@ -15,6 +15,8 @@ import stand_in_checksums
 import tensorflow as tf
 from helpers import (
     KOREAN_SENTENCES,
+    KORSTS_HEADER,
+    SCENES,
     SELF_MADE_STAND_IN_ROWS,
     SHARED_DATA,
     VOCAB,
@@ -23,6 +25,7 @@ from helpers import (
     needs_shared,
     require_shared,
     run_script,
+    scene,
     tfds_korean_downloads,
     write_vocab,
 )
@@ -187,6 +190,25 @@ def test_prepared_datasets_match_the_source_files(prepared_data_dir):
         assert missing in log
 
 
+def test_self_made_datasets_match_their_source_files(self_made_source_dir, self_made_data_dir):
+    """What the tests without the shared data read: every row of the self-made files, as written."""
+
+    def read_back(pairs, score):
+        return sorted((p["sentence1"].decode(), p["sentence2"].decode(), round(float(p[score]), 3)) for p in pairs)
+
+    for split in ("train", "dev"):
+        lines = (self_made_source_dir / "korsts" / f"sts-{split}.tsv").read_text(encoding="utf-8").splitlines()[1:]
+        rows = sorted((row[5], row[6], float(row[4])) for row in (line.split("\t") for line in lines))
+        assert read_back(data.sts_pairs("korsts", split, self_made_data_dir).as_numpy_iterator(), "score") == rows
+    klue = json.loads((self_made_source_dir / "klue_sts" / "klue-sts-v1.1_dev.json").read_text(encoding="utf-8"))
+    pairs = data.load("klue_sts", "dev", self_made_data_dir).as_numpy_iterator()
+    assert read_back(pairs, "label") == sorted((p["sentence1"], p["sentence2"], p["labels"]["label"]) for p in klue)
+    nli_lines = (self_made_source_dir / "kornli" / "xnli.dev.ko.tsv").read_text(encoding="utf-8").splitlines()[1:]
+    assert len(list(data.load("kornli", "xnli_dev", self_made_data_dir))) == len(nli_lines) == 48
+    sentences = {sentence.decode() for sentence in data.corpus_sentences(self_made_data_dir).as_numpy_iterator()}
+    assert sentences == {*(scene(*parts) for parts in SCENES), *KOREAN_SENTENCES}
+
+
 def test_absent_split_says_which_file_to_provide(self_made_data_dir):
     with pytest.raises(data.DataError, match=r"korsts:test was not prepared .* put korsts/sts-test.tsv under"):
         data.sts_pairs("korsts", "test", self_made_data_dir)
@@ -321,7 +343,6 @@ def write_sources(source_dir, files):
         (source_dir / relative).write_text(text, encoding="utf-8")
 
 
-KORSTS_HEADER = "genre\tfilename\tyear\tid\tscore\tsentence1\tsentence2"
 GOOD_STS_ROW = "main-captions\tMSRvid\t2012test\t0001\t4.5\t한 남자가 춤을 춘다.\t남자가 춤을 추고 있다."
 
 

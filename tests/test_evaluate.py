@@ -9,6 +9,7 @@ import pytest
 import scipy.stats
 import tensorflow as tf
 from helpers import (
+    KORSTS_HEADER,
     SHARED_DATA,
     TINY,
     VOCAB,
@@ -114,7 +115,6 @@ def test_evaluate_py_mean_pooling_matches_an_independent_bert(
     assert results["korsts:dev"]["spearman"] == pytest.approx(reference_korsts_dev_spearman["mean"], abs=1e-3)
 
 
-KORSTS_HEADER = "genre\tfilename\tyear\tid\tscore\tsentence1\tsentence2"
 ODD_SENTENCES = ["", "   ", "😀🎉👍🏽", "가" * 10_000, "\u200b\u3000"]
 
 

@@ -11,19 +11,13 @@ import sys
 import time
 
 import pytest
-from helpers import REPO, TINY, VOCAB, assert_failed_cleanly, command_line, eval_history
+from helpers import REPO, TINY, VOCAB, assert_failed_cleanly, command_line, eval_history, tiny_config_without_dropout
 
 import data
 import model
 import training
 
 pytestmark = pytest.mark.slow
-
-
-# The tiny checkpoint with dropout off: both runs then compute the same function of the same batches, from a start
-# where the loss depends on which sentences a batch holds, and the losses must agree.
-def no_dropout_config():
-    return {**json.loads(TINY["config"].read_text()), "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}
 
 
 STEPS, EVALUATION_FREQUENCY, BATCH_SIZE, MAX_SEQUENCE_LENGTH, LEARNING_RATE = 6, 3, 16, 16, 1e-4
@@ -71,7 +65,7 @@ def finish(workers, timeout=300):
 def test_two_workers_write_once_survive_a_killed_worker_and_match_one_process(prepared_data_dir, tmp_path):
     data_dir = prepared_data_dir[0]
     (tmp_path / "tmp").mkdir()
-    (tmp_path / "config.json").write_text(json.dumps(no_dropout_config()))
+    (tmp_path / "config.json").write_text(json.dumps(tiny_config_without_dropout()))
     options = {
         "config": tmp_path / "config.json",
         "pretrained_weight": TINY["pretrained_weight"],
@@ -140,7 +134,7 @@ def test_two_workers_write_once_survive_a_killed_worker_and_match_one_process(pr
     for take in (EVALUATION_FREQUENCY, STEPS):
         training.train(
             recipe,
-            model.BertConfig.from_dict(no_dropout_config()),
+            model.BertConfig.from_dict(tiny_config_without_dropout()),
             str(VOCAB),
             batches(take),
             sets,
