@@ -268,7 +268,8 @@ SMALL = {
     "initializer_range": 0.02,
 }
 # The tiny checkpoint's vocab and positions with one narrow layer, trained from random initialisation: for tests
-# of the machinery (command line, resuming, failures), where tracing and running the model should cost little.
+# of the machinery (Hugging Face directories, the scripts' command lines), where tracing and running the model
+# should cost little.
 MICRO = {
     "vocab_size": 16424,
     "hidden_size": 32,
@@ -283,7 +284,8 @@ MICRO = {
     "initializer_range": 0.02,
 }
 
-# MICRO over CHARACTER_VOCAB: the random BERT (the `random_bert` fixture) of the tests that need no shared data.
+# MICRO over CHARACTER_VOCAB: the random BERT (the `random_bert` fixture) of the tests that need no shared data:
+# resuming, failures, evaluation and export.
 MICRO_CHARACTER = {**MICRO, "vocab_size": len(CHARACTER_VOCAB)}
 # Dropout off: the same function on every call, so gradients and losses can be compared exactly.
 SMALL_NO_DROPOUT = {**SMALL, "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}
