@@ -55,9 +55,7 @@ def one_line(error):
 
 def _printable(char):
     """`char`, or its escape if it is a control, format, surrogate or unassigned character."""
-    if unicodedata.category(char)[0] != "C":
-        return char
-    return char.encode("unicode_escape").decode("ascii") if ord(char) < 0x10000 else f"\\U{ord(char):08x}"
+    return char if unicodedata.category(char)[0] != "C" else char.encode("unicode_escape").decode("ascii")
 
 
 def run(main):
