@@ -1,4 +1,5 @@
-"""Data: KR-BERT tokenization in-graph, and the tfds-korean datasets, prepared with tfds and read with tfds.
+"""The tfds-korean datasets: prepared with tfds (from the network or from local copies), read with tfds, and made
+into training batches with tf.data.
 
 A dataset that is not prepared in the data directory is downloaded and prepared on first use, as `tfds.load`
 does: the tfds-korean builders' own URLs, checksums verified by tfds. Or ahead of time:
@@ -24,7 +25,6 @@ import zipfile
 import requests
 import tensorflow as tf
 import tensorflow_datasets as tfds
-import tensorflow_text as tf_text
 import tfds_korean.klue_sts
 import tfds_korean.korean_wikipedia_corpus
 import tfds_korean.kornli
@@ -32,6 +32,7 @@ import tfds_korean.korsts
 from absl import flags, logging
 
 import errors
+import files
 
 # Upstream file of every split, relative to --source_dir, laid out as ../shared/data is.
 SOURCE_FILES = {
@@ -60,118 +61,6 @@ BUILDERS = {
 }
 # The gold similarity feature of each STS dataset (both on a 0-5 scale).
 STS_SCORE_FEATURES = {"korsts": "score", "klue_sts": "label"}
-
-
-class DataError(errors.InputError):
-    """Data that is missing, not prepared, or unknown."""
-
-
-# === Tokenization ===
-
-# google-research/bert tokenization.py WordpieceTokenizer: words longer than this many characters are [UNK].
-MAX_CHARS_PER_WORD = 100
-
-
-# tokenization.py BasicTokenizer: words split at whitespace, around every punctuation character (ASCII
-# symbols and Unicode P*) and around every CJK ideograph. Hangul is neither, so it stays in words.
-_PUNCTUATION = r"[!-/:-@\[-`{-~\p{P}]"
-_CJK_IDEOGRAPH = (
-    r"[\x{4E00}-\x{9FFF}\x{3400}-\x{4DBF}\x{20000}-\x{2A6DF}\x{2A700}-\x{2B73F}"
-    r"\x{2B740}-\x{2B81F}\x{2B820}-\x{2CEAF}\x{F900}-\x{FAFF}\x{2F800}-\x{2FA1F}]"
-)
-_WORD_DELIMITERS = rf" +|{_PUNCTUATION}|{_CJK_IDEOGRAPH}"
-_KEPT_DELIMITERS = rf"{_PUNCTUATION}|{_CJK_IDEOGRAPH}"
-
-
-class KrBertTokenizer(tf.Module):
-    """BERT's FullTokenizer as TensorFlow ops: KR-BERT's (do_lower_case=False), or with lower-casing.
-
-    The two halves of `tensorflow_text.BertTokenizer`, with no Unicode normalisation unless `lower_case` (NFD
-    decomposes Hangul, which only sub-character vocabs want): BERT's basic tokenization as
-    `tensorflow_text.regex_split`, then `tensorflow_text.WordpieceTokenizer`. Two of the reference's rules are
-    applied as it states them, where tf-text's BertTokenizer differs: text cleaning (control characters dropped,
-    not made spaces; Unicode spaces made spaces) and the word length limit (100 characters, not 100 bytes: a
-    34-syllable Hangul word is a word, not [UNK]).
-
-    Args:
-        vocab_path: a BERT vocab file, one token per line.
-        max_sequence_length: length of every output row, [CLS] and [SEP] included.
-        model_vocab_size: the model's vocab_size, if any: a vocab of another size is refused.
-        lower_case: BERT's do_lower_case: text lower-cased and its accents stripped (Unicode NFD, then the
-            combining marks dropped), so Hangul syllables become jamo, as sub-character vocabs need.
-
-    Example:
-        >>> tokenizer = KrBertTokenizer("../shared/data/vocabs/vocab_char_16424.txt", max_sequence_length=8)
-        >>> tokenizer(tf.constant(["안녕하세요"]))["input_word_ids"].numpy()
-        array([[   2,  128, 5660,  160, 4270,    3,    0,    0]], dtype=int32)
-    """
-
-    def __init__(self, vocab_path, max_sequence_length, model_vocab_size=None, lower_case=False):
-        super().__init__()
-        self.lower_case = lower_case
-        if not tf.io.gfile.exists(vocab_path):
-            raise DataError(f"vocab file not found: {vocab_path}")
-        if max_sequence_length < 2:
-            raise DataError(f"max_sequence_length must leave room for [CLS] and [SEP], got {max_sequence_length}")
-        tokens = [line.rstrip("\n") for line in errors.read_lines(vocab_path)]
-        self.vocab_size = len(tokens)
-        if model_vocab_size is not None and self.vocab_size != model_vocab_size:
-            raise DataError(f"vocab {vocab_path} has {self.vocab_size} tokens, config vocab_size is {model_vocab_size}")
-        missing = [token for token in ("[PAD]", "[UNK]", "[CLS]", "[SEP]") if token not in tokens]
-        if missing:
-            raise DataError(f"vocab file {vocab_path} has no {', '.join(missing)} token")
-        self.max_sequence_length = max_sequence_length
-        self.pad_id = tokens.index("[PAD]")
-        self.cls_id = tokens.index("[CLS]")
-        self.sep_id = tokens.index("[SEP]")
-        vocab_table = tf.lookup.StaticVocabularyTable(
-            tf.lookup.TextFileInitializer(
-                vocab_path, tf.string, tf.lookup.TextFileIndex.WHOLE_LINE, tf.int64, tf.lookup.TextFileIndex.LINE_NUMBER
-            ),
-            num_oov_buckets=1,
-        )
-        self.wordpiece_tokenizer = tf_text.WordpieceTokenizer(
-            vocab_table,
-            # Enough bytes for any word of MAX_CHARS_PER_WORD characters; longer words are [UNK] already.
-            max_bytes_per_word=4 * MAX_CHARS_PER_WORD,
-            token_out_type=tf.int32,
-            unknown_token="[UNK]",
-        )
-
-    def __call__(self, sentences):
-        """sentences: string [batch] -> int32 `input_word_ids`, `input_mask`, `input_type_ids`, [batch, max_len]."""
-        # tokenization.py _clean_text and whitespace_tokenize: Unicode spaces split words, control
-        # characters (every category C, but tab/newline/CR) and U+FFFD are dropped.
-        text = tf.strings.regex_replace(sentences, r"[\t\n\r\p{Zs}\x{2028}\x{2029}]", " ")
-        text = tf.strings.regex_replace(text, r"[\p{C}\x{FFFD}]", "")
-        if self.lower_case:
-            # tokenization.py BasicTokenizer, do_lower_case: `token.lower()`, then `_run_strip_accents`.
-            text = tf_text.normalize_utf8(tf.strings.lower(text, encoding="utf-8"), "NFD")
-            text = tf.strings.regex_replace(text, r"\p{Mn}", "")
-        words = tf_text.regex_split(text, _WORD_DELIMITERS, _KEPT_DELIMITERS)  # string [batch, (words)]
-        words = tf.ragged.map_flat_values(
-            lambda flat: tf.where(tf.strings.length(flat, unit="UTF8_CHAR") > MAX_CHARS_PER_WORD, "[UNK]", flat),
-            words,
-        )
-        pieces = self.wordpiece_tokenizer.tokenize(words).merge_dims(1, 2)  # int32 [batch, (pieces)]
-        pieces = pieces[:, : self.max_sequence_length - 2]  # room for [CLS] and [SEP]
-        batch_size = tf.shape(sentences)[0]
-        cls = tf.fill([batch_size, 1], self.cls_id)  # [batch, 1]
-        sep = tf.fill([batch_size, 1], self.sep_id)  # [batch, 1]
-        ids = tf.concat([cls, pieces, sep], axis=1)  # int32 [batch, (tokens)]
-        shape = [None, self.max_sequence_length]
-        input_word_ids = ids.to_tensor(default_value=self.pad_id, shape=shape)  # [batch, max_len]
-        input_mask = tf.ones_like(ids).to_tensor(default_value=0, shape=shape)  # [batch, max_len]
-        return {
-            "input_word_ids": input_word_ids,
-            "input_mask": input_mask,
-            "input_type_ids": tf.zeros_like(input_word_ids),
-        }
-
-    def trimmed(self, sentences):
-        """`self(sentences)` without the padding columns no sentence of the batch needs (`trim_padding`): for
-        encoding, where the batch's shape is free."""
-        return trim_padding(self(sentences))
 
 
 # === Preparation ===
@@ -203,22 +92,24 @@ _NLI_LABELS = ("entailment", "neutral", "contradiction")
 
 
 def check_source_file(name, path):
-    """Raises DataError naming the file and line of the first row the tfds-korean builder would fail on."""
+    """Raises errors.DataError naming the file and line of the first row the tfds-korean builder would fail on."""
     if name in _TSV_COLUMNS:
         columns = _TSV_COLUMNS[name]
-        for number, line in enumerate(errors.read_lines(path)[1:], start=2):  # after the header
+        for number, line in enumerate(files.read_lines(path)[1:], start=2):  # after the header
             row = dict(zip(columns, line.strip().split("\t"), strict=False))
             if len(row) < len(columns):
-                raise DataError(
+                raise errors.DataError(
                     f"{path} line {number}: {len(row)} tab-separated columns, expected {len(columns)} "
                     f"({', '.join(columns)})"
                 )
             if name == "korsts" and not _is_number(row["score"]):
-                raise DataError(f"{path} line {number}: score {row['score']!r} is not a number")
+                raise errors.DataError(f"{path} line {number}: score {row['score']!r} is not a number")
             if name == "kornli" and row["gold_label"] not in _NLI_LABELS:
-                raise DataError(f"{path} line {number}: gold_label {row['gold_label']!r} is not one of {_NLI_LABELS}")
+                raise errors.DataError(
+                    f"{path} line {number}: gold_label {row['gold_label']!r} is not one of {_NLI_LABELS}"
+                )
     elif name == "klue_sts":
-        pairs = errors.read_json(path)
+        pairs = files.read_json(path)
         for index, pair in enumerate(pairs if isinstance(pairs, list) else [None]):
             labels = pair.get("labels") if isinstance(pair, dict) else None
             if not (
@@ -226,12 +117,12 @@ def check_source_file(name, path):
                 and isinstance(labels, dict)
                 and all(_is_number(labels.get(key)) for key in ("label", "real-label", "binary-label"))
             ):
-                raise DataError(
+                raise errors.DataError(
                     f"{path} item {index}: expected guid, sentence1, sentence2 and numeric labels "
                     "(label, real-label, binary-label)"
                 )
     elif not zipfile.is_zipfile(path):
-        raise DataError(f"{path} is not a zip archive")
+        raise errors.DataError(f"{path} is not a zip archive")
 
 
 def _is_number(value):
@@ -252,7 +143,7 @@ def _offline_builder(name, source_dir):
         else:
             logging.warning("%s: %s is absent from %s, so split '%s' is left out", name, relative, source_dir, split)
     if not available:
-        raise DataError(f"{name}: none of {', '.join(SOURCE_FILES[name].values())} is in {source_dir}")
+        raise errors.DataError(f"{name}: none of {', '.join(SOURCE_FILES[name].values())} is in {source_dir}")
 
     class OfflineBuilder(registered, skip_registration=True):
         def _split_generators(self, dl_manager):
@@ -268,11 +159,11 @@ def prepare(names, source_dir, data_dir):
     `source_dir` is None, downloaded by tfds (`download_and_prepare`)."""
     for name in names:
         if name not in BUILDERS:
-            raise DataError(f"unknown dataset '{name}' (choose from {', '.join(BUILDERS)})")
+            raise errors.DataError(f"unknown dataset '{name}' (choose from {', '.join(BUILDERS)})")
     if source_dir is not None and not os.path.isdir(source_dir):
-        raise DataError(f"--source_dir {source_dir} is not a directory")
+        raise errors.DataError(f"--source_dir {source_dir} is not a directory")
     if data_dir:
-        errors.check_can_make_directory(data_dir)
+        files.check_can_make_directory(data_dir)
     for name in names:
         if source_dir is None:
             builder = download_and_prepare(name, data_dir)
@@ -299,28 +190,28 @@ def upstream_urls(name):
 
 
 def offline_instructions(name, data_dir_root):
-    files = ", ".join(SOURCE_FILES[name].values())
+    upstream = ", ".join(SOURCE_FILES[name].values())
     return (
         f"`python data.py prepare --source_dir=DIR --data_dir={data_dir_root} --datasets={name}` "
-        f"with the upstream files in DIR ({files})"
+        f"with the upstream files in DIR ({upstream})"
     )
 
 
 def check_reachable(name, data_dir_root):
-    """Raises DataError at once when a URL of `name` cannot be fetched: one HEAD request each, no retries. A
+    """Raises errors.DataError at once when a URL of `name` cannot be fetched: one HEAD request each, no retries. A
     redirect is not followed (GitHub sends release downloads to URLs signed for GET alone): an answer is enough."""
     for url in upstream_urls(name):
         try:
             response = requests.head(url, allow_redirects=False, timeout=REACHABILITY_TIMEOUT)
         except requests.RequestException as error:
             host = urllib.parse.urlsplit(url).hostname
-            raise DataError(
+            raise errors.DataError(
                 f"{name} is not prepared in {data_dir_root} and cannot be downloaded: {host} is unreachable "
                 f"({type(error).__name__}). Connect to the internet, or prepare it offline: "
                 f"{offline_instructions(name, data_dir_root)}"
             ) from error
         if response.status_code in (404, 410):
-            raise DataError(
+            raise errors.DataError(
                 f"{name} cannot be downloaded: {url} answers HTTP {response.status_code}. Prepare it offline: "
                 f"{offline_instructions(name, data_dir_root)}"
             )
@@ -351,9 +242,8 @@ def download_and_prepare(name, data_dir=None):
                     tf.io.gfile.remove(path)
         if isinstance(error, DOWNLOAD_ERRORS):
             # A checksum mismatch is several lines naming the file it was downloaded to, which is gone now.
-            first_line = (str(error) or type(error).__name__).splitlines()[0]
-            message = re.sub(r", downloaded to .*?, has", " has", first_line).rstrip(":")
-            raise DataError(
+            message = re.sub(r", downloaded to .*?, has", " has", errors.first_line(error)).rstrip(":")
+            raise errors.DataError(
                 f"downloading {name} failed, nothing was kept: {message}. Rerun, or prepare it offline: "
                 f"{offline_instructions(name, root)}"
             ) from error
@@ -381,15 +271,15 @@ def load(name, split, data_dir=None):
     """`tfds.load` of a tfds-korean split, the dataset downloaded and prepared first if it is not yet, with errors
     that say how to fix them."""
     if name not in SOURCE_FILES:
-        raise DataError(f"unknown dataset '{name}' (choose from {', '.join(SOURCE_FILES)})")
+        raise errors.DataError(f"unknown dataset '{name}' (choose from {', '.join(SOURCE_FILES)})")
     if split not in SOURCE_FILES[name]:
-        raise DataError(f"unknown split '{split}' of {name} (choose from {', '.join(SOURCE_FILES[name])})")
+        raise errors.DataError(f"unknown split '{split}' of {name} (choose from {', '.join(SOURCE_FILES[name])})")
     builder = tfds.builder(name, data_dir=data_dir)
     if not builder.is_prepared():
         logging.info("%s is not prepared in %s: downloading and preparing it", name, builder.data_dir_root)
         builder = download_and_prepare(name, data_dir)
     if split not in builder.info.splits:
-        raise DataError(
+        raise errors.DataError(
             f"{name}:{split} was not prepared in {builder.data_dir_root} because its source file was absent: "
             f"put {SOURCE_FILES[name][split]} under --source_dir and rerun `python data.py prepare --datasets={name}`"
         )
@@ -399,7 +289,7 @@ def load(name, split, data_dir=None):
 def sts_pairs(name, split, data_dir=None):
     """An STS split as a dataset of {"sentence1", "sentence2", "score"} (gold score on a 0-5 scale)."""
     if name not in STS_SCORE_FEATURES:
-        raise DataError(f"unknown STS dataset '{name}' (choose from {', '.join(STS_SCORE_FEATURES)})")
+        raise errors.DataError(f"unknown STS dataset '{name}' (choose from {', '.join(STS_SCORE_FEATURES)})")
     score = STS_SCORE_FEATURES[name]
     return load(name, split, data_dir).map(
         lambda example: {
@@ -427,22 +317,8 @@ def corpus_sentences(data_dir=None):
     documents = load("korean_wikipedia_corpus", "train", data_dir)
     sentences = documents.flat_map(lambda document: tf.data.Dataset.from_tensor_slices(document["content"]))
     if not list(sentences.take(1)):
-        raise DataError("korean_wikipedia_corpus:train has no sentences to train on")
+        raise errors.DataError("korean_wikipedia_corpus:train has no sentences to train on")
     return sentences
-
-
-# Trimmed batches keep a multiple of this many columns: few distinct shapes, so XLA (which Keras turns on for
-# GPUs) compiles a handful of programs, not one per sentence length.
-TRIMMED_LENGTH_MULTIPLE = 8
-
-
-def trim_padding(features):
-    """Features [batch, max_len] -> [batch, length]: the batch's longest sentence rounded up to a multiple of
-    TRIMMED_LENGTH_MULTIPLE (at most max_len). Padding columns only cost compute: padded positions are masked
-    out of attention and pooling, so the embeddings are unchanged."""
-    longest = tf.reduce_max(tf.reduce_sum(features["input_mask"], axis=1))
-    length = -(-longest // TRIMMED_LENGTH_MULTIPLE) * TRIMMED_LENGTH_MULTIPLE  # slicing stops at max_len
-    return {name: values[:, :length] for name, values in features.items()}  # each [batch, length]
 
 
 def unsupervised_batches(sentences, tokenizer, batch_size, seed):
@@ -515,7 +391,7 @@ def nli_triples_of_splits(splits, data_dir=None):
     Counting makes one pass over each split, which fills the cache that the training epochs read.
     """
     if not splits:
-        raise DataError("no KorNLI split given (e.g. mnli_train)")
+        raise errors.DataError("no KorNLI split given (e.g. mnli_train)")
     triples = None
     counts = {}
     for split in splits:
@@ -551,11 +427,7 @@ def supervised_batches(triples, tokenizer, batch_size, seed):
 FLAGS = flags.FLAGS
 
 
-def main(argv):
-    if len(argv) != 2 or argv[1] != "prepare":
-        raise errors.InputError(
-            "usage: python data.py prepare [--source_dir=DIR] [--data_dir=TFDS_DIR] [--datasets=...]"
-        )
+def main():
     prepare(FLAGS.datasets, FLAGS.source_dir, FLAGS.data_dir)
 
 
@@ -567,4 +439,4 @@ if __name__ == "__main__":
     )
     flags.DEFINE_string("data_dir", None, "TFDS data directory to prepare into (default: TFDS's).")
     flags.DEFINE_list("datasets", list(BUILDERS), "Datasets to prepare.")
-    errors.run(main)
+    errors.run(main, command="prepare")

@@ -12,31 +12,28 @@ SavedModel, so the directory loads with `tf.saved_model.load` (or serves with TF
 Hugging Face: `transformers.BertModel.from_pretrained(DIR)` loads the encoder and
 `sentence_transformers.SentenceTransformer(DIR)` the sentence encoder with its pooling; README.md is a model
 card with the run's recipe and scores (its eval_history.jsonl record, and evaluate.py's --results_json if given).
-"""
 
-import os
+From Python: `export("models/RUN/best", "exported/krbert-simcse")`.
+"""
 
 from absl import flags, logging
 
-import data
 import errors
+import files
 import huggingface
 import model
+import model_files
 import model_flags
-import training
+import run_directory
+import saved_model
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string(
-    "checkpoint",
-    None,
-    "A Google-format checkpoint prefix (one saved by training, KR-BERT's release) or its directory, or a Hugging "
-    "Face BERT directory, or a Hugging Face Hub id (owner/name[@revision]).",
-)
-model_flags.define_flags()
+model_flags.define_checkpoint("one saved by training, KR-BERT's release")
+model_flags.define_model_flags()
 flags.DEFINE_string("output", None, "Directory to write to; it must not exist yet.")
 flags.DEFINE_enum("format", "savedmodel", ["savedmodel", "huggingface"], "What to write.")
-flags.DEFINE_integer("max_sequence_length", 64, "Tokens per sentence, [CLS] and [SEP] included.", lower_bound=2)
-flags.DEFINE_enum("pooling", "cls", model.POOLINGS, "Sentence embedding: [CLS] output, pooler output or mean.")
+model_flags.define_max_sequence_length(64)
+model_flags.define_pooling()
 flags.DEFINE_string(
     "results_json", None, "evaluate.py's --results_json of this checkpoint, for the model card (Hugging Face)."
 )
@@ -44,39 +41,56 @@ for name in ("checkpoint", "output"):
     flags.mark_flag_as_required(name)
 
 
-def export():
-    if os.path.exists(FLAGS.output):
-        raise errors.InputError(f"--output {FLAGS.output} exists already: choose a new directory")
-    errors.check_can_make_directory(FLAGS.output)
-    results = errors.read_json(FLAGS.results_json) if FLAGS.results_json else None
-    files = model_flags.model_files(FLAGS, FLAGS.checkpoint, FLAGS.max_sequence_length)
-    tokenizer = data.KrBertTokenizer(
-        files.vocab_path, FLAGS.max_sequence_length, files.config.vocab_size, files.lower_case
-    )
-    encoder = model.BertEncoder(files.config, dtype="float32")
-    loaded = huggingface.load_encoder_weights(encoder, files.weights)
-    if FLAGS.format == "savedmodel":
-        model.save_embedder(model.sentence_embedder(encoder, FLAGS.pooling), tokenizer, FLAGS.output)
+def export(
+    checkpoint,
+    output,
+    output_format="savedmodel",
+    config_path=None,
+    vocab_path=None,
+    lower_case=None,
+    max_sequence_length=64,
+    pooling="cls",
+    results_json=None,
+):
+    """Writes the model at `checkpoint` to the new directory `output` as a SavedModel (`output_format`
+    "savedmodel") or a Hugging Face directory ("huggingface", its model card with the scores of `results_json`,
+    evaluate.py's); returns what was read. `checkpoint`, `config_path`, `vocab_path` and `lower_case` are as for
+    evaluate.py's `evaluate`."""
+    files.check_new_directory(output)
+    results = files.read_json(results_json) if results_json else None
+    found = model_files.find_checked(checkpoint, max_sequence_length, config_path, vocab_path, lower_case)
+    tokenizer, encoder, loaded = model_files.load_encoder(found, max_sequence_length)
+    if output_format == "savedmodel":
+        saved_model.save_embedder(model.sentence_embedder(encoder, pooling), tokenizer, output)
     else:
-        run_config, record = training.checkpoint_run(loaded)
-        card = huggingface.model_card(loaded, FLAGS.pooling, FLAGS.max_sequence_length, run_config, record, results)
+        run_config, record = run_directory.checkpoint_run(loaded)
+        card = huggingface.model_card(loaded, pooling, max_sequence_length, run_config, record, results)
         huggingface.write_directory(
-            encoder, files.vocab_path, files.lower_case, FLAGS.max_sequence_length, FLAGS.pooling, FLAGS.output, card
+            encoder, found.vocab_path, found.lower_case, max_sequence_length, pooling, output, card
         )
     logging.info(
         "exported %s (%s pooling, max length %d) to %s as %s",
         loaded,
-        FLAGS.pooling,
-        FLAGS.max_sequence_length,
+        pooling,
+        max_sequence_length,
+        output,
+        output_format,
+    )
+    return loaded
+
+
+def main():
+    export(
+        FLAGS.checkpoint,
         FLAGS.output,
         FLAGS.format,
+        FLAGS.config,
+        FLAGS.vocab_path,
+        FLAGS.do_lower_case,
+        FLAGS.max_sequence_length,
+        FLAGS.pooling,
+        FLAGS.results_json,
     )
-
-
-def main(argv):
-    if len(argv) > 1:
-        raise errors.InputError(f"unexpected arguments: {' '.join(argv[1:])}")
-    export()
 
 
 if __name__ == "__main__":

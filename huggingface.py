@@ -12,15 +12,11 @@ weight's Hugging Face name follows from its Google name (`huggingface_name`); ke
 """
 
 import contextlib
-import dataclasses
 import json
 import os
 import re
-import shutil
 
-import httpx2
 import huggingface_hub
-import huggingface_hub.errors
 import numpy as np
 import safetensors
 import safetensors.numpy
@@ -28,6 +24,8 @@ import tensorflow as tf
 from absl import logging
 
 import errors
+import files
+import google_checkpoint
 import model
 import torch_state_dict
 
@@ -37,21 +35,6 @@ WEIGHTS_FILE = "model.safetensors"
 PYTORCH_WEIGHTS_FILE = "pytorch_model.bin"
 VOCAB_FILE = "vocab.txt"
 TOKENIZER_CONFIG_FILE = "tokenizer_config.json"
-# What training writes into a run directory besides the checkpoints, so a checkpoint there needs nothing else.
-GOOGLE_CONFIG_FILE = "bert_config.json"
-# KR-BERT character on the Hugging Face Hub: the training scripts' default weights.
-KR_BERT_HUB_ID = "snunlp/KR-BERT-char16424"
-# A Hugging Face Hub model, optionally at a revision (branch, tag or commit): "klue/bert-base", "klue/bert-base@main".
-HUB_ID = re.compile(r"[\w.-]+/[\w.-]+(@[\w./-]+)?")
-# What a BERT directory needs from the Hub, each file or its alternative; without a tokenizer config,
-# do_lower_case must be given.
-HUB_FILES = ((CONFIG_FILE,), (WEIGHTS_FILE, PYTORCH_WEIGHTS_FILE), (VOCAB_FILE,), (TOKENIZER_CONFIG_FILE,))
-# The do_lower_case of Hub models whose authors state it in their README, used when it is not given, whatever the
-# repository's tokenizer_config.json says or whether it has one (without one, transformers' BertTokenizer
-# lower-cases): KR-BERT character loads its vocab with do_lower_case=False, as lower-casing's NFD would split every
-# Hangul syllable into jamo.
-HUB_LOWER_CASE = {KR_BERT_HUB_ID: False}
-
 # Our hidden_act (google-research/bert's names, whose "gelu" is the tanh form) -> Hugging Face's ("gelu" there
 # is the erf form).
 HIDDEN_ACTS = {"gelu": "gelu_new", "gelu_exact": "gelu", "relu": "relu", "tanh": "tanh", "linear": "linear"}
@@ -97,57 +80,6 @@ def is_huggingface_directory(path):
     return bool(path) and os.path.isdir(path) and os.path.exists(os.path.join(path, CONFIG_FILE))
 
 
-def is_hub_id(weights):
-    """Whether `weights` names a Hub model: an `owner/name[@revision]` that is no local path or checkpoint prefix."""
-    if not weights or HUB_ID.fullmatch(weights) is None:
-        return False
-    return not (os.path.exists(weights) or tf.io.gfile.exists(f"{weights}.index"))
-
-
-# === The Hub ===
-
-
-def download_from_hub(hub_id):
-    """The local directory of a Hub model's BERT files (`HUB_FILES`), downloaded into huggingface_hub's cache or
-    found there: with HF_HUB_OFFLINE=1 only the cache is read, as huggingface_hub does. HF_ENDPOINT names another
-    Hub; HF_HOME or HF_HUB_CACHE another cache."""
-    repo_id, _, revision = hub_id.partition("@")
-    # A download cut off leaves nothing in the cache: huggingface_hub writes each file under a temporary name.
-    paths = [download_hub_file(hub_id, repo_id, revision or None, names) for names in HUB_FILES]
-    directory = os.path.dirname(paths[0])  # config.json's: it is never absent (download_hub_file)
-    logging.info("%s: %s", hub_id, directory)
-    return directory
-
-
-def download_hub_file(hub_id, repo_id, revision, names):
-    """The cached path of one file of a Hub model, the first of `names` (alternatives) it has; None for a
-    tokenizer config the model has not."""
-    offline = False
-    for name in names:
-        try:
-            return huggingface_hub.hf_hub_download(repo_id, name, revision=revision)
-        except huggingface_hub.errors.RemoteEntryNotFoundError:
-            continue
-        except huggingface_hub.errors.LocalEntryNotFoundError:
-            offline = True  # the Hub not reached (HF_HUB_OFFLINE or no network), and the file not in the cache
-        except huggingface_hub.errors.RevisionNotFoundError:
-            raise errors.InputError(f"the Hugging Face Hub has no revision {revision} of {repo_id}") from None
-        except huggingface_hub.errors.RepositoryNotFoundError:
-            raise errors.InputError(f"{hub_id} is neither a local path nor a model on the Hugging Face Hub") from None
-        except (OSError, huggingface_hub.errors.HfHubHTTPError, httpx2.HTTPError) as error:
-            # httpx2 (huggingface_hub's HTTP client): a connection refused, cut off or timed out.
-            raise errors.InputError(f"could not download {name} of {hub_id}: {errors.one_line(error)}") from None
-    if names == (TOKENIZER_CONFIG_FILE,):
-        return None  # offline too: the files are fetched together, so a cached model without one has none
-    wanted = " or ".join(names)
-    if offline:
-        raise errors.InputError(
-            f"{hub_id} is no local path, and as a Hub model its {wanted} is not in the Hugging Face cache while the "
-            "Hub cannot be reached (HF_HUB_OFFLINE or no network): connect this machine once, or give a local directory"
-        )
-    raise errors.InputError(f"{hub_id} has no {wanted} on the Hugging Face Hub")
-
-
 # === Names ===
 
 
@@ -174,25 +106,25 @@ def huggingface_name(google_name):
 def read_config(directory):
     """model.BertConfig of a Hugging Face config.json, with transformers' defaults for the keys it leaves out."""
     path = os.path.join(directory, CONFIG_FILE)
-    values = errors.read_json(path, errors.MODEL_JSON_BYTES)
+    values = files.read_json(path, files.MODEL_JSON_BYTES)
     if not isinstance(values, dict) or values.get("model_type") != "bert":
         found = values.get("model_type") if isinstance(values, dict) else None
-        raise model.ConfigError(f"{path} is not a BERT config (model_type {found!r}, not 'bert')")
+        raise errors.ConfigError(f"{path} is not a BERT config (model_type {found!r}, not 'bert')")
     if values.get("position_embedding_type", "absolute") != "absolute":
-        raise model.ConfigError(
+        raise errors.ConfigError(
             f"{path} has position_embedding_type {values['position_embedding_type']!r}: only BERT's absolute "
             "position embeddings are supported"
         )
     values = {**CONFIG_DEFAULTS, **values}
     if not isinstance(values["hidden_act"], str) or values["hidden_act"] not in HIDDEN_ACTS_READ:
-        raise model.ConfigError(
+        raise errors.ConfigError(
             f"{path} has hidden_act {values['hidden_act']!r}, not one of {', '.join(sorted(HIDDEN_ACTS_READ))}"
         )
     values["hidden_act"] = HIDDEN_ACTS_READ[values["hidden_act"]]
     try:
         return model.BertConfig.from_dict({name: values[name] for name in CONFIG_DEFAULTS})
-    except model.ConfigError as error:
-        raise model.ConfigError(f"{path}: {error}") from None
+    except errors.ConfigError as error:
+        raise errors.ConfigError(f"{path}: {error}") from None
 
 
 def read_lower_case(directory):
@@ -200,28 +132,28 @@ def read_lower_case(directory):
     is refused."""
     path = os.path.join(directory, TOKENIZER_CONFIG_FILE)
     if not os.path.exists(path):
-        raise errors.InputError(f"no {TOKENIZER_CONFIG_FILE} in {directory}: it says whether to lower-case")
-    settings = errors.read_json(path, errors.MODEL_JSON_BYTES)
+        raise errors.ConfigError(f"no {TOKENIZER_CONFIG_FILE} in {directory}: it says whether to lower-case")
+    settings = files.read_json(path, files.MODEL_JSON_BYTES)
     if not isinstance(settings, dict):
-        raise errors.InputError(f"{path} is not a JSON object of tokenizer settings")
+        raise errors.ConfigError(f"{path} is not a JSON object of tokenizer settings")
     for key, kinds in TOKENIZER_SETTING_TYPES.items():
         if key in settings and not isinstance(settings[key], kinds):
             names = " or ".join("null" if kind is type(None) else kind.__name__ for kind in kinds)
-            raise errors.InputError(f"{path}: {key} must be {names}, not {type(settings[key]).__name__}")
+            raise errors.ConfigError(f"{path}: {key} must be {names}, not {type(settings[key]).__name__}")
     tokenizer_class = settings.get("tokenizer_class")
     if tokenizer_class not in (None, *BERT_TOKENIZERS):
-        raise errors.InputError(
+        raise errors.ConfigError(
             f"{path} names tokenizer_class {tokenizer_class}: only BERT's WordPiece tokenizer "
             f"({', '.join(BERT_TOKENIZERS)}) is supported"
         )
     lower_case = settings.get("do_lower_case", True)  # BertTokenizer's default
     if settings.get("strip_accents") not in (None, lower_case):
-        raise errors.InputError(
+        raise errors.ConfigError(
             f"{path} sets strip_accents {settings['strip_accents']} with do_lower_case {lower_case}: only BERT's "
             "accent stripping with lower-casing is supported"
         )
     if settings.get("tokenize_chinese_chars", True) is not True:
-        raise errors.InputError(f"{path} sets tokenize_chinese_chars false: BERT splits CJK ideographs, always here")
+        raise errors.ConfigError(f"{path} sets tokenize_chinese_chars false: BERT splits CJK ideographs, always here")
     return lower_case
 
 
@@ -230,7 +162,7 @@ def weights_path(directory):
     for name in (WEIGHTS_FILE, PYTORCH_WEIGHTS_FILE):
         if os.path.exists(os.path.join(directory, name)):
             return os.path.join(directory, name)
-    raise model.CheckpointError(f"no {WEIGHTS_FILE} or {PYTORCH_WEIGHTS_FILE} in {directory}")
+    raise errors.CheckpointError(f"no {WEIGHTS_FILE} or {PYTORCH_WEIGHTS_FILE} in {directory}")
 
 
 def weight_bytes(config):
@@ -249,7 +181,7 @@ def open_weights(path, byte_limit):
             with torch_state_dict.StateDict(path, byte_limit) as state_dict:
                 yield {name: view.shape for name, view in state_dict.tensors.items()}, state_dict.array
         except torch_state_dict.TorchFormatError as error:
-            raise model.CheckpointError(f"{path} is not a PyTorch state dict of tensors: {error}") from None
+            raise errors.CheckpointError(f"{path} is not a PyTorch state dict of tensors: {error}") from None
         return
     try:
         with safetensors.safe_open(path, framework="numpy") as weights:
@@ -257,7 +189,7 @@ def open_weights(path, byte_limit):
             def array(name):
                 dtype = weights.get_slice(name).get_dtype()
                 if dtype not in ("F32", "F16", "F64"):
-                    raise model.CheckpointError(
+                    raise errors.CheckpointError(
                         f"{path} holds {name} as {dtype}, which numpy cannot read: save the model in float32"
                     )
                 return weights.get_tensor(name)
@@ -265,7 +197,7 @@ def open_weights(path, byte_limit):
             names = weights.keys()
             yield {name: tuple(weights.get_slice(name).get_shape()) for name in names}, array
     except safetensors.SafetensorError as error:
-        raise model.CheckpointError(f"{path} is not a readable safetensors file: {errors.one_line(error)}") from None
+        raise errors.CheckpointError(f"{path} is not a readable safetensors file: {errors.one_line(error)}") from None
 
 
 def tensor_names(path, shapes, config):
@@ -274,16 +206,16 @@ def tensor_names(path, shapes, config):
     `bert.` prefix of pre-training models' checkpoints is taken off (their heads are left out)."""
     prefix = "bert." if any(name.startswith("bert.") for name in shapes) else ""
     names = {}
-    for google_name, shape in model.checkpoint_shapes(config).items():
+    for google_name, shape in google_checkpoint.checkpoint_shapes(config).items():
         name, transposed = huggingface_name(google_name)
         # Checkpoints converted by old transformers versions name LayerNorm weights gamma and beta.
         legacy = name.replace("LayerNorm.weight", "LayerNorm.gamma").replace("LayerNorm.bias", "LayerNorm.beta")
         found = next((prefix + n for n in (name, legacy) if prefix + n in shapes), None)
         if found is None and not name.startswith("pooler."):
-            raise model.CheckpointError(f"{path} has no tensor {name}")
+            raise errors.CheckpointError(f"{path} has no tensor {name}")
         stored = tuple(reversed(shape)) if transposed else shape
         if found is not None and shapes[found] != stored:
-            raise model.CheckpointError(
+            raise errors.CheckpointError(
                 f"{path} has {name} of shape {list(shapes[found])}, the config makes it {list(stored)}"
             )
         names[google_name] = found
@@ -303,102 +235,10 @@ def load_weights(encoder, directory):
                 continue
             tensor = array(name)
             if not np.issubdtype(tensor.dtype, np.floating):
-                raise model.CheckpointError(f"{path} holds {name} as {tensor.dtype}, not as floating point numbers")
+                raise errors.CheckpointError(f"{path} holds {name} as {tensor.dtype}, not as floating point numbers")
             tensor = tensor.astype(np.float32)
             variable.assign(tensor.T if transposed else tensor)
     return directory
-
-
-def check_weights(config, weights):
-    """Raises CheckpointError unless the weights at `weights` (a Hugging Face directory or a Google-format
-    checkpoint) hold every tensor `config` makes, in its shape: read from the file's header before a model is built,
-    so a config that does not fit its weights never builds a model of its size."""
-    if is_huggingface_directory(weights):
-        path = weights_path(weights)
-        with open_weights(path, weight_bytes(config)) as (shapes, _):
-            tensor_names(path, shapes, config)
-    else:
-        model.open_checkpoint(weights, config)
-
-
-# === A model's files ===
-
-
-@dataclasses.dataclass(frozen=True)
-class ModelFiles:
-    """What an encoder is made of: its config, its vocab, whether its tokenization lower-cases, and its weights
-    (a local Hugging Face directory or Google-format checkpoint; None: random initialisation)."""
-
-    config: model.BertConfig
-    vocab_path: str
-    lower_case: bool
-    weights: str | None
-
-
-def model_files(weights, config_path=None, vocab_path=None, lower_case=None, default_files=(None, None)):
-    """The config, vocab, lower-casing and local weights of the model at `weights`: each as given, else the
-    model's own.
-
-    A Hub id is downloaded first (`download_from_hub`). A Hugging Face directory brings all three. A Google-format
-    checkpoint brings the bert_config.json, vocab.txt and tokenizer_config.json beside it (or, for a run's `best/`,
-    in the run directory), as training writes them and Google's releases ship the first two; without a
-    tokenizer_config.json it does not lower-case.
-
-    Args:
-        weights: a Hub id, a Hugging Face directory, a checkpoint prefix or its directory, or None (random
-            initialisation).
-        config_path: a Google-format bert_config.json, instead of the model's own.
-        vocab_path: a vocab file, instead of the model's own.
-        lower_case: BERT's do_lower_case, instead of the model's own.
-        default_files: (config path, vocab path) where the model has none of its own (KR-BERT's release has
-            neither under these names).
-    """
-    if is_hub_id(weights):
-        if lower_case is None:
-            lower_case = HUB_LOWER_CASE.get(weights.partition("@")[0])
-        weights = download_from_hub(weights)
-    if is_huggingface_directory(weights):
-        config = model.BertConfig.from_json_file(config_path) if config_path else read_config(weights)
-        vocab_path = vocab_path or os.path.join(weights, VOCAB_FILE)
-        lower_case = read_lower_case(weights) if lower_case is None else lower_case
-        return ModelFiles(config, vocab_path, lower_case, weights)
-    directory = checkpoint_directory(weights)
-    if directory:
-        config_path = config_path or os.path.join(directory, GOOGLE_CONFIG_FILE)
-        vocab_path = vocab_path or os.path.join(directory, VOCAB_FILE)
-        if lower_case is None and os.path.exists(os.path.join(directory, TOKENIZER_CONFIG_FILE)):
-            lower_case = read_lower_case(directory)
-    config_path, vocab_path = config_path or default_files[0], vocab_path or default_files[1]
-    if not config_path or not vocab_path:
-        raise errors.InputError(
-            f"{weights or 'a model from random initialisation'} has no {GOOGLE_CONFIG_FILE} and {VOCAB_FILE} beside "
-            "it: give its config and vocab"
-        )
-    return ModelFiles(model.BertConfig.from_json_file(config_path), vocab_path, bool(lower_case), weights)
-
-
-def checkpoint_directory(weights):
-    """The directory with the bert_config.json and vocab.txt of the checkpoint at `weights`, or None."""
-    if not weights:
-        return None
-    directory = weights if os.path.isdir(weights) else os.path.dirname(os.path.abspath(weights))
-    for candidate in (directory, os.path.dirname(os.path.abspath(directory))):
-        if all(os.path.exists(os.path.join(candidate, name)) for name in (GOOGLE_CONFIG_FILE, VOCAB_FILE)):
-            return candidate
-    return None
-
-
-def resolve_weights(weights):
-    """What `load_encoder_weights` will read, checked before anything is built: a model.safetensors or a
-    checkpoint prefix."""
-    return weights_path(weights) if is_huggingface_directory(weights) else model.resolve_checkpoint(weights)
-
-
-def load_encoder_weights(encoder, weights):
-    """Loads a Hugging Face directory or a Google-format checkpoint into `encoder`; returns what was read."""
-    if is_huggingface_directory(weights):
-        return load_weights(encoder, weights)
-    return model.load_checkpoint(encoder, weights)
 
 
 # === Writing ===
@@ -444,7 +284,7 @@ def sentence_transformers_files(weights, hidden_size, pooling, max_sequence_leng
         {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
         {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
     ]
-    files = {
+    module_files = {
         "sentence_bert_config.json": {"max_seq_length": max_sequence_length, "do_lower_case": False},
         "config_sentence_transformers.json": {"similarity_fn_name": "cosine"},
         "1_Pooling/config.json": {
@@ -455,17 +295,17 @@ def sentence_transformers_files(weights, hidden_size, pooling, max_sequence_leng
     }
     if pooling == "pooled":
         modules.append({"idx": 2, "name": "2", "path": "2_Dense", "type": "sentence_transformers.models.Dense"})
-        files["2_Dense/config.json"] = {
+        module_files["2_Dense/config.json"] = {
             "in_features": hidden_size,
             "out_features": hidden_size,
             "bias": True,
             "activation_function": "torch.nn.modules.activation.Tanh",
         }
-        files["2_Dense/model.safetensors"] = {
+        module_files["2_Dense/model.safetensors"] = {
             "linear.weight": weights["pooler.dense.weight"],  # [out, in]
             "linear.bias": weights["pooler.dense.bias"],
         }
-    return {"modules.json": modules, **files}
+    return {"modules.json": modules, **module_files}
 
 
 POOLING_DESCRIPTIONS = {
@@ -480,13 +320,6 @@ def model_card(source, pooling, max_sequence_length, run_config=None, record=Non
     run_config.json) and its scores (`record`, a line of eval_history.jsonl; `results`, evaluate.py's JSON)."""
     kind = f"{run_config['kind']} " if run_config else ""
     lines = [
-        "---",
-        "language: ko",
-        "library_name: sentence-transformers",
-        "pipeline_tag: sentence-similarity",
-        "tags: [sentence-transformers, sentence-similarity, simcse, bert]",
-        "---",
-        "",
         f"# Korean {kind}SimCSE sentence encoder",
         "",
         f"BERT trained with {kind}SimCSE (Gao et al., 2021), exported from `{source}`. A sentence's embedding is "
@@ -518,7 +351,13 @@ def model_card(source, pooling, max_sequence_length, run_config=None, record=Non
     if scores:
         lines += ["", "## Scores (x100)", "", "| set | metric | score | measured by |", "|---|---|--:|---|"]
         lines += [f"| {name} | {metric} | {value * 100:.2f} | {by} |" for name, metric, value, by in scores]
-    return "\n".join(lines) + "\n"
+    metadata = huggingface_hub.ModelCardData(
+        language="ko",
+        library_name="sentence-transformers",
+        pipeline_tag="sentence-similarity",
+        tags=["sentence-transformers", "sentence-similarity", "simcse", "bert"],
+    )
+    return str(huggingface_hub.ModelCard(f"---\n{metadata.to_yaml()}\n---\n\n" + "\n".join(lines) + "\n"))
 
 
 def write_directory(encoder, vocab_path, lower_case, max_sequence_length, pooling, output, model_card):
@@ -526,19 +365,17 @@ def write_directory(encoder, vocab_path, lower_case, max_sequence_length, poolin
     BertModel and sentence-transformers' SentenceTransformer load: config, safetensors weights, vocab and
     tokenizer files, the sentence-transformers modules of `pooling`, and `model_card` as README.md. Written
     under a temporary name and renamed, so nothing half-written is ever at `output`."""
-    if os.path.exists(output):
-        raise errors.InputError(f"{output} exists already: choose a new directory")
-    vocab_tokens = [line.rstrip("\n") for line in errors.read_lines(vocab_path)]
+    files.check_new_directory(output)
+    vocab_tokens = [line.rstrip("\n") for line in files.read_lines(vocab_path)]
     weights = huggingface_weights(encoder)
-    files = {
+    directory_files = {
         CONFIG_FILE: huggingface_config(encoder.config, vocab_tokens.index("[PAD]")),
         WEIGHTS_FILE: weights,
         TOKENIZER_CONFIG_FILE: tokenizer_config(lower_case, max_sequence_length, vocab_tokens),
         **sentence_transformers_files(weights, encoder.config.hidden_size, pooling, max_sequence_length),
     }
-    temporary = f"{output}.tmp-{os.getpid()}"
-    try:
-        for name, value in files.items():
+    with files.renamed_into_place(output) as temporary:
+        for name, value in directory_files.items():
             path = os.path.join(temporary, name)
             os.makedirs(os.path.dirname(path), exist_ok=True)
             if name.endswith(".safetensors"):
@@ -550,7 +387,4 @@ def write_directory(encoder, vocab_path, lower_case, max_sequence_length, poolin
         tf.io.gfile.copy(vocab_path, os.path.join(temporary, VOCAB_FILE))
         with open(os.path.join(temporary, "README.md"), "w", encoding="utf-8") as f:
             f.write(model_card)
-        os.rename(temporary, output)
-    finally:
-        shutil.rmtree(temporary, ignore_errors=True)
     return output

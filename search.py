@@ -20,14 +20,17 @@ import tensorflow as tf
 from absl import flags, logging
 
 import errors
-import model
+import files
+import model_flags
+import saved_model
+import sts
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model", None, "A SavedModel written by export.py.")
 flags.DEFINE_string("corpus", None, "Text file, one sentence per line.")
 flags.DEFINE_integer("top_k", 5, "Sentences to print per query.", lower_bound=1)
 flags.DEFINE_string("query", None, "One query; without it, one query per line of standard input.")
-flags.DEFINE_integer("batch_size", 256, "Sentences embedded per batch.", lower_bound=1)
+model_flags.define_batch_size(256)
 for name in ("model", "corpus"):
     flags.mark_flag_as_required(name)
 
@@ -36,14 +39,57 @@ for name in ("model", "corpus"):
 MAX_CORPUS_SENTENCES = 1_000_000
 
 
+class Searcher:
+    """Exhaustive cosine-similarity search over a corpus with an exported model.
+
+    Args:
+        model_dir: a SavedModel written by export.py.
+        corpus_path: a text file, one sentence per line; its embeddings are cached next to it.
+        batch_size: sentences embedded per batch.
+
+    """
+
+    def __init__(self, model_dir, corpus_path, batch_size=256):
+        self.sentences = read_corpus(corpus_path)
+        self.embedder = saved_model.load_saved_embedder(model_dir)
+        self.batch_size = batch_size
+        self.corpus = corpus_embeddings(self.embed, self.sentences, cache_path(model_dir, corpus_path))  # [corpus, h]
+
+    def embed(self, sentences, verbose=False):
+        """[sentences, hidden] L2-normalised embeddings, in the order given; embedded shortest first
+        (`sts.shortest_first`)."""
+        progress = keras.utils.Progbar(len(sentences), verbose=int(verbose), unit_name="sentence")
+        order = sts.shortest_first(sentences)
+        batches = []
+        for start in range(0, len(sentences), self.batch_size):
+            rows = order[start : start + self.batch_size]
+            batches.append(self.embedder(tf.constant([sentences[row] for row in rows])))
+            progress.add(len(batches[-1]))
+        shortest_first = np.concatenate(batches)  # [sentences, hidden]
+        embeddings = np.empty_like(shortest_first)
+        embeddings[order] = shortest_first
+        return embeddings
+
+    def search(self, queries, top_k=5):
+        """[(query, [(cosine similarity, corpus sentence), ...best first, at most top_k]), ...]."""
+        top_k = min(top_k, len(self.sentences))
+        results = []
+        for query, embedding in zip(queries, self.embed(queries), strict=True):
+            scores = self.corpus @ embedding  # cosine similarities, [corpus]
+            best = np.argpartition(-scores, top_k - 1)[:top_k]  # the top k, unordered: linear in the corpus
+            ranked = best[np.argsort(-scores[best], kind="stable")]
+            results.append((query, [(float(scores[index]), self.sentences[index]) for index in ranked]))
+        return results
+
+
 def read_corpus(path):
     if not os.path.isfile(path):
-        raise errors.InputError(f"corpus {path} is not a file")
-    sentences = [line.rstrip("\n") for line in errors.read_lines(path) if line.strip()]
+        raise errors.FileError(f"corpus {path} is not a file")
+    sentences = [line.rstrip("\n") for line in files.read_lines(path) if line.strip()]
     if not sentences:
-        raise errors.InputError(f"corpus {path} has no sentences")
+        raise errors.DataError(f"corpus {path} has no sentences")
     if len(sentences) > MAX_CORPUS_SENTENCES:
-        raise errors.InputError(
+        raise errors.DataError(
             f"corpus {path} has {len(sentences):,} sentences, more than exhaustive search holds in memory "
             f"({MAX_CORPUS_SENTENCES:,}): embed it in parts with the exported model and search an approximate "
             "nearest-neighbour index (faiss, ScaNN)"
@@ -53,69 +99,39 @@ def read_corpus(path):
 
 def cache_path(model_dir, corpus_path):
     """`<corpus>.<hash of the model's graph and weights and of the corpus>.npy`."""
-    digest = hashlib.sha256(model.saved_model_fingerprint(model_dir).encode())
+    digest = hashlib.sha256(saved_model.saved_model_fingerprint(model_dir).encode())
     with open(corpus_path, "rb") as f:
         digest.update(f.read())
     return f"{corpus_path}.{digest.hexdigest()[:16]}.npy"
 
 
-def embed(embedder, sentences, verbose):
-    """[sentences, hidden] L2-normalised embeddings, in the order given; embedded shortest first, so that a batch
-    holds sentences of about one length and carries little padding."""
-    progress = keras.utils.Progbar(len(sentences), verbose=int(verbose), unit_name="sentence")
-    order = np.argsort([len(sentence) for sentence in sentences], kind="stable")
-    batches = []
-    for start in range(0, len(sentences), FLAGS.batch_size):
-        batches.append(embedder(tf.constant([sentences[row] for row in order[start : start + FLAGS.batch_size]])))
-        progress.add(len(batches[-1]))
-    shortest_first = np.concatenate(batches)  # [sentences, hidden]
-    embeddings = np.empty_like(shortest_first)
-    embeddings[order] = shortest_first
-    return embeddings
-
-
-def corpus_embeddings(embedder, sentences):
-    path = cache_path(FLAGS.model, FLAGS.corpus)
+def corpus_embeddings(embed, sentences, path):
+    """The embeddings of `sentences` (`embed(sentences, verbose)`), read from the cache at `path` or written there."""
     if os.path.exists(path):
         return np.load(path)
     with contextlib.redirect_stdout(sys.stderr):  # the progress bar; stdout is for results
-        embeddings = embed(embedder, sentences, verbose=True)
-    temporary = f"{path}.tmp-{os.getpid()}.npy"
+        embeddings = embed(sentences, verbose=True)
     try:
-        np.save(temporary, embeddings)
-        os.replace(temporary, path)
+        with files.renamed_into_place(path) as temporary, open(temporary, "wb") as f:
+            np.save(f, embeddings)
     except OSError as error:  # a cache is an optimisation: searching goes on without it
         logging.warning("corpus embeddings not cached: %s", errors.one_line(error))
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
     return embeddings
 
 
-def search():
-    sentences = read_corpus(FLAGS.corpus)
-    embedder = model.load_saved_embedder(FLAGS.model)
-    corpus = corpus_embeddings(embedder, sentences)  # [corpus, hidden]
+def main():
+    searcher = Searcher(FLAGS.model, FLAGS.corpus, FLAGS.batch_size)
     if FLAGS.query is not None:
         queries = [FLAGS.query]
     else:
-        queries = [line.strip() for line in errors.decode_lines(sys.stdin.buffer, "standard input") if line.strip()]
+        queries = [line.strip() for line in files.decode_lines(sys.stdin.buffer, "standard input") if line.strip()]
     if not queries:
         raise errors.InputError("no query: give --query or queries on standard input")
-    top_k = min(FLAGS.top_k, len(sentences))
-    for query, embedding in zip(queries, embed(embedder, queries, verbose=False), strict=True):
-        scores = corpus @ embedding  # cosine similarities, [corpus]
-        best = np.argpartition(-scores, top_k - 1)[:top_k]  # the top k, unordered: linear in the corpus
+    for query, ranked in searcher.search(queries, FLAGS.top_k):
         print(f"query: {query}")
-        for rank, index in enumerate(best[np.argsort(-scores[best], kind="stable")], start=1):
-            print(f"{rank:>3}. {scores[index]:.4f}  {sentences[index]}")
+        for rank, (score, sentence) in enumerate(ranked, start=1):
+            print(f"{rank:>3}. {score:.4f}  {sentence}")
         print()
-
-
-def main(argv):
-    if len(argv) > 1:
-        raise errors.InputError(f"unexpected arguments: {' '.join(argv[1:])}")
-    search()
 
 
 if __name__ == "__main__":

@@ -15,14 +15,22 @@ import errors
 def parse_sets(specs):
     """["korsts:dev", ...] -> [("korsts", "dev"), ...]."""
     if not specs:
-        raise errors.InputError("no STS set given (e.g. korsts:dev)")
+        raise errors.DataError("no STS set given (e.g. korsts:dev)")
     sets = []
     for spec in specs:
         name, _, split = spec.partition(":")
         if not name or not split:
-            raise errors.InputError(f"'{spec}' is not DATASET:SPLIT (e.g. korsts:dev)")
+            raise errors.DataError(f"'{spec}' is not DATASET:SPLIT (e.g. korsts:dev)")
         sets.append((name, split))
     return sets
+
+
+def shortest_first(sentences):
+    """The order that sorts `sentences` (str, or UTF-8 bytes) by their length in characters, stably: embedded in
+    it, a batch holds sentences of about one length and carries little padding. KR-BERT char's tokens are about one
+    a character. `embeddings[order] = embedded_in_order` puts the results back in the order given."""
+    lengths = [len(s.decode("utf-8", "replace") if isinstance(s, bytes) else s) for s in sentences]
+    return np.argsort(lengths, kind="stable")
 
 
 class StsEvaluator:
@@ -30,12 +38,12 @@ class StsEvaluator:
     score, and the paper's alignment and uniformity of the L2-normalised embeddings.
 
     Each distinct sentence of a set is embedded once. Sentences are batched shortest first, so a batch carries
-    little padding (`data.trim_padding` cuts it); they are tokenized once and kept, and the embedder is traced
+    little padding (`tokenization.trim_padding` cuts it); they are tokenized once and kept, and the embedder is traced
     once for any batch shape: training evaluates the same sets with the same embedder many times.
 
     Args:
         sets: {"korsts:dev": tf.data.Dataset of {"sentence1", "sentence2", "score"}, ...} (`data.sts_pairs`).
-        tokenizer: strings [batch] -> what `embedder` takes (`data.KrBertTokenizer.trimmed`).
+        tokenizer: strings [batch] -> what `embedder` takes (`tokenization.KrBertTokenizer.trimmed`).
         embedder: what `tokenizer` gives -> [batch, hidden] (`model.sentence_embedder`; run in inference mode).
         batch_size: sentences per batch.
 
@@ -59,8 +67,7 @@ class StsEvaluator:
             self.gold[key] = np.concatenate([batch["score"] for batch in columns]).astype(np.float64)
             slots = np.concatenate([batch[name] for name in ("sentence1", "sentence2") for batch in columns])
             sentences, slot_sentence = np.unique(slots, return_inverse=True)  # [distinct], [2 * pairs]
-            # Shortest first (in characters: KR-BERT char's tokens are about one a character).
-            order = np.argsort([len(sentence.decode("utf-8", "replace")) for sentence in sentences], kind="stable")
+            order = shortest_first(sentences)
             sorted_row = np.empty_like(order)
             sorted_row[order] = np.arange(len(order))
             self.pair_rows[key] = sorted_row[slot_sentence].reshape(2, -1)  # row of each pair's sentences, [2, pairs]

@@ -18,9 +18,7 @@ flags.DEFINE_integer("epochs", 3, "Passes over the training triples.", lower_bou
 flags.DEFINE_list("train_splits", ["mnli_train", "snli_train"], "KorNLI splits to build triples from.")
 
 
-def main(argv):
-    if len(argv) > 1:
-        raise errors.InputError(f"unexpected arguments: {' '.join(argv[1:])}")
+def main():
     strategy = training_flags.make_strategy(FLAGS)
     model_files = training_flags.load_model_files(FLAGS)
     triples, counts = data.nli_triples_of_splits(FLAGS.train_splits, FLAGS.data_dir)
@@ -28,7 +26,7 @@ def main(argv):
         logging.info("kornli:%s: %d triples", split, count)
     steps_per_epoch, left_out = divmod(sum(counts.values()), FLAGS.batch_size)
     if steps_per_epoch == 0:
-        raise data.DataError(
+        raise errors.TrainingError(
             f"{sum(counts.values())} triples in {', '.join(FLAGS.train_splits)} do not fill one batch of "
             f"{FLAGS.batch_size}"
         )

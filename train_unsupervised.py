@@ -17,9 +17,7 @@ training_flags.define_flags(batch_size=64, learning_rate=3e-5, max_sequence_leng
 flags.DEFINE_integer("total_steps", 25_000, "Training steps.", lower_bound=1)
 
 
-def main(argv):
-    if len(argv) > 1:
-        raise errors.InputError(f"unexpected arguments: {' '.join(argv[1:])}")
+def main():
     strategy = training_flags.make_strategy(FLAGS)
     model_files = training_flags.load_model_files(FLAGS)
     recipe = training_flags.make_recipe(FLAGS, "unsupervised", FLAGS.total_steps)

@@ -3,13 +3,13 @@ recipe defaults, and what the scripts make of their values. Only the scripts and
 training.py takes plain arguments.
 """
 
-import math
 import os
 import time
 
 from absl import flags
 
-import huggingface
+import distribution
+import hub
 import model_flags
 import training
 
@@ -23,26 +23,21 @@ def define_flags(*, batch_size, learning_rate, max_sequence_length, evaluation_f
     fv = flag_values
     flags.DEFINE_string(
         "pretrained_weight",
-        huggingface.KR_BERT_HUB_ID,
+        hub.KR_BERT_HUB_ID,
         "Weights to start from: a Hugging Face Hub id (owner/name[@revision]; default: KR-BERT character), a "
         "Hugging Face BERT directory, or a Google-format checkpoint (KR-BERT's TensorFlow release, one saved here). "
         "Empty: random initialisation.",
         flag_values=fv,
     )
-    model_flags.define_flags(fv, fallback=", else KR-BERT character's")
-    flags.DEFINE_string(
-        "data_dir",
-        None,
-        "TFDS data directory (default: TFDS's); datasets not prepared there are downloaded.",
-        flag_values=fv,
-    )
+    model_flags.define_model_flags(fv, fallback=", else KR-BERT character's")
+    model_flags.define_data_dir(fv)
     flags.DEFINE_boolean(
         "mixed_precision", False, "mixed_float16 on a GPU, mixed_bfloat16 on CPU and TPU.", flag_values=fv
     )
     flags.DEFINE_enum(
         "precision",
         None,
-        training.PRECISIONS,
+        distribution.PRECISIONS,
         "The dtype policy itself, instead of --mixed_precision's choice (mixed_bfloat16 on Ampere and newer GPUs).",
         flag_values=fv,
     )
@@ -56,13 +51,7 @@ def define_flags(*, batch_size, learning_rate, max_sequence_length, evaluation_f
     flags.DEFINE_float("warmup_ratio", 0.05, "Fraction of the steps with linear warm-up, in [0, 1).", flag_values=fv)
     flags.DEFINE_float("learning_rate", learning_rate, "Peak learning rate.", flag_values=fv)
     flags.DEFINE_float("temperature", 0.05, "Temperature of the contrastive softmax.", flag_values=fv)
-    flags.DEFINE_integer(
-        "max_sequence_length",
-        max_sequence_length,
-        "Tokens per sentence, [CLS] and [SEP] included.",
-        lower_bound=2,
-        flag_values=fv,
-    )
+    model_flags.define_max_sequence_length(max_sequence_length, flag_values=fv)
     flags.DEFINE_integer(
         "evaluation_frequency",
         evaluation_frequency,
@@ -103,12 +92,9 @@ def define_flags(*, batch_size, learning_rate, max_sequence_length, evaluation_f
         lower_bound=1,
         flag_values=fv,
     )
-    for name, holds, message in [
-        ("learning_rate", lambda value: 0 < value < math.inf, "must be positive and finite"),
-        ("temperature", lambda value: 0 < value < math.inf, "must be positive and finite"),
-        ("warmup_ratio", lambda value: 0 <= value < 1, "must be in [0, 1)"),
-    ]:
-        flags.register_validator(name, holds, message=message, flag_values=fv)
+    for name in ("learning_rate", "temperature", "warmup_ratio"):
+        holds, requirement = training.RECIPE_RANGES[name]
+        flags.register_validator(name, holds, message=requirement, flag_values=fv)
     flags.register_multi_flags_validator(
         ["mixed_precision", "precision"],
         lambda values: not (values["mixed_precision"] and values["precision"]),
@@ -126,12 +112,12 @@ RECIPE_FLAGS = (
 
 def make_strategy(values):
     """The strategy of --distribution_strategy; call it before anything else touches the TensorFlow runtime."""
-    return training.make_strategy(values.distribution_strategy, values.num_cpu_devices, values.tpu)
+    return distribution.make_strategy(values.distribution_strategy, values.num_cpu_devices, values.tpu)
 
 
 def make_recipe(values, kind, total_steps, **supervised):
     """training.Recipe from the flags, `total_steps` and the supervised script's `train_splits` and `epochs`."""
-    precision = values.precision or training.default_precision(
+    precision = values.precision or distribution.default_precision(
         values.mixed_precision, on_tpu=values.distribution_strategy == "tpu"
     )
     return training.Recipe(
@@ -146,7 +132,7 @@ def make_recipe(values, kind, total_steps, **supervised):
 def load_model_files(values):
     """The config, vocab and lower-casing of the flags or of --pretrained_weight, the config checked against
     --max_sequence_length: before any data is read."""
-    return model_flags.model_files(values, values.pretrained_weight or None, values.max_sequence_length, KR_BERT_FILES)
+    return model_flags.find_model_files(values, values.pretrained_weight or None, KR_BERT_FILES)
 
 
 def train(values, model_files, recipe, strategy, make_batches, run_files=None):

@@ -87,7 +87,7 @@ def forward_products(config, sentences, length):
 
 def step_products(config, batch_size, length, views):
     """{Product: how many times a training step runs it}: `views` encoder passes of `batch_size` sentences each
-    (model.SimCSE encodes each view in a pass of its own), forward and backward."""
+    (simcse.SimCSE encodes each view in a pass of its own), forward and backward."""
     counts = collections.Counter()
     for product in forward_products(config, batch_size, length):
         counts[product] += views

@@ -132,11 +132,14 @@ def our_train_function(kind, source, precision, settings):
     import tensorflow as tf
 
     import data
+    import distribution
     import model
+    import optimization
+    import tokenization
     import training
 
     config = model.BertConfig.from_json_file(settings["config"])
-    training.set_precision(precision)
+    distribution.set_precision(precision)
     keras.utils.set_random_seed(0)
     batch_size, length = settings["batch_size"], settings["max_sequence_length"]
     if source == "synthetic":
@@ -145,10 +148,10 @@ def our_train_function(kind, source, precision, settings):
         batch = features[0] if kind == "unsupervised" else tuple(features)
         batches = tf.data.Dataset.from_tensors(batch).repeat()
     else:
-        tokenizer = data.KrBertTokenizer(settings["vocab_path"], length, config.vocab_size)
+        tokenizer = tokenization.KrBertTokenizer(settings["vocab_path"], length, config.vocab_size)
         batches = pipeline_batches(data, tokenizer, kind, settings)
     total_steps = settings["warmup_steps"] + settings["steps"] + 1
-    simcse = training.compile_simcse(
+    simcse = optimization.compile_simcse(
         model.BertEncoder(config),
         TEMPERATURE,
         LEARNING_RATE,
@@ -270,9 +273,10 @@ def ours_pipeline(args):
     kind, settings = args
     import data
     import model
+    import tokenization
 
     config = model.BertConfig.from_json_file(settings["config"])
-    tokenizer = data.KrBertTokenizer(settings["vocab_path"], settings["max_sequence_length"], config.vocab_size)
+    tokenizer = tokenization.KrBertTokenizer(settings["vocab_path"], settings["max_sequence_length"], config.vocab_size)
     iterator = iter(pipeline_batches(data, tokenizer, kind, settings))
     for _ in range(settings["warmup_steps"]):
         next(iterator)
@@ -289,13 +293,15 @@ def ours_encode(settings):
     first, padding trimmed, float32 [CLS] (sentence-transformers' `encode` also sorts by length)."""
     import tensorflow as tf
 
-    import data
     import model
+    import sts
+    import tokenization
 
     config = model.BertConfig.from_json_file(settings["config"])
-    tokenizer = data.KrBertTokenizer(settings["vocab_path"], settings["max_sequence_length"], config.vocab_size)
+    tokenizer = tokenization.KrBertTokenizer(settings["vocab_path"], settings["max_sequence_length"], config.vocab_size)
     embedder = model.sentence_embedder(model.BertEncoder(config, dtype="float32"), "cls")
-    sentences = sorted(encode_sentences(settings), key=len)
+    sentences = encode_sentences(settings)
+    sentences = [sentences[row] for row in sts.shortest_first(sentences)]
     batches = tf.data.Dataset.from_tensor_slices(sentences).batch(ENCODE_BATCH_SIZE)
     batches = batches.map(tokenizer.trimmed, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
     # Traced once for every batch shape, as sts.StsEvaluator traces it.

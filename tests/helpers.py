@@ -17,8 +17,10 @@ import pytest
 import tensorflow as tf
 
 import data
+import google_checkpoint
 import model
 import sts
+import tokenization
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 
@@ -151,13 +153,13 @@ def float32_embedder(files, pooling="cls", checkpoint=None):
     """A float32 embedder of a model's `files` (TINY or the `random_bert` fixture's), or of `checkpoint` of the
     same config."""
     encoder = model.BertEncoder(model.BertConfig.from_json_file(files["config"]), dtype="float32")
-    model.load_checkpoint(encoder, str(checkpoint or files["pretrained_weight"]))
+    google_checkpoint.load_checkpoint(encoder, str(checkpoint or files["pretrained_weight"]))
     return model.sentence_embedder(encoder, pooling)
 
 
 def sts_scores(data_dir, embedder, max_sequence_length, sets=("korsts:dev", "klue_sts:dev"), vocab_path=VOCAB):
     """What evaluate.py computes for `embedder`: {set: {n, pearson, spearman, alignment, uniformity}}."""
-    tokenizer = data.KrBertTokenizer(str(vocab_path), max_sequence_length)
+    tokenizer = tokenization.KrBertTokenizer(str(vocab_path), max_sequence_length)
     pairs = {key: data.sts_pairs(*key.split(":"), data_dir) for key in sets}
     return sts.StsEvaluator(pairs, tokenizer.trimmed, embedder, batch_size=64)()
 

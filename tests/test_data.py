@@ -33,6 +33,7 @@ from reference_tokenizer import basic_tokens, encode, load_vocab
 
 import data
 import errors
+import tokenization
 
 # Inputs where tf-text's BertTokenizer and the reference disagree unless the tokenizer states the
 # reference's rules itself, and the ones every tokenizer must survive.
@@ -74,7 +75,7 @@ def test_tokenizer_matches_reference_on_real_korean_text():
     assert len(sentences) > 20000
     assert any(len(s) > 200 for s in sentences) and any(c.isascii() and c.isalpha() for c in "".join(sentences))
     vocab = load_vocab(VOCAB)
-    tokenizer = data.KrBertTokenizer(str(VOCAB), max_sequence_length=64)
+    tokenizer = tokenization.KrBertTokenizer(str(VOCAB), max_sequence_length=64)
     for start in range(0, len(sentences), 1024):
         batch = sentences[start : start + 1024]
         features = tokenizer(tf.constant(batch))
@@ -109,7 +110,7 @@ def test_tokenizer_matches_reference_on_a_vocab_of_its_own(tmp_path, lower_case)
     vocab_path = tmp_path / "vocab.txt"
     vocab_path.write_text("\n".join(dict.fromkeys(tokens)) + "\n", encoding="utf-8")
     vocab = load_vocab(vocab_path)
-    tokenizer = data.KrBertTokenizer(str(vocab_path), max_sequence_length=32, lower_case=lower_case)
+    tokenizer = tokenization.KrBertTokenizer(str(vocab_path), max_sequence_length=32, lower_case=lower_case)
     features = tokenizer(tf.constant(sentences))
     for sentence, ids, mask in zip(
         sentences, *(features[name].numpy() for name in ("input_word_ids", "input_mask")), strict=True
@@ -132,7 +133,7 @@ def test_lower_casing_tokenizer_matches_reference(tmp_path):
     vocab_path.write_text("\n".join(dict.fromkeys(tokens)) + "\n", encoding="utf-8")
     vocab = load_vocab(vocab_path)
     assert any(0x1100 <= ord(char) <= 0x11FF for char in characters)  # Hangul decomposed into jamo
-    tokenizer = data.KrBertTokenizer(str(vocab_path), max_sequence_length=64, lower_case=True)
+    tokenizer = tokenization.KrBertTokenizer(str(vocab_path), max_sequence_length=64, lower_case=True)
     ids = tokenizer(tf.constant(sentences))["input_word_ids"].numpy()
     for sentence, row in zip(sentences, ids, strict=True):
         assert row.tolist() == encode(sentence, vocab, 64, do_lower_case=True)[0], sentence
@@ -140,7 +141,7 @@ def test_lower_casing_tokenizer_matches_reference(tmp_path):
 
 
 def test_long_input_keeps_sep_and_short_input_is_padded(tmp_path):
-    tokenizer = data.KrBertTokenizer(str(write_vocab(tmp_path / "vocab.txt")), max_sequence_length=16)
+    tokenizer = tokenization.KrBertTokenizer(str(write_vocab(tmp_path / "vocab.txt")), max_sequence_length=16)
     features = tokenizer(tf.constant(["아주 긴 문장 " * 50, "짧다", ""]))
     ids, mask = features["input_word_ids"].numpy(), features["input_mask"].numpy()
     assert ids.shape == (3, 16) and ids.dtype == np.int32
@@ -151,20 +152,20 @@ def test_long_input_keeps_sep_and_short_input_is_padded(tmp_path):
 
 def test_tokenizer_runs_inside_tf_data(tmp_path):
     sentences = ["안녕하세요.", "KR-BERT 문장 임베딩", "😀"]
-    tokenizer = data.KrBertTokenizer(str(write_vocab(tmp_path / "vocab.txt")), max_sequence_length=12)
+    tokenizer = tokenization.KrBertTokenizer(str(write_vocab(tmp_path / "vocab.txt")), max_sequence_length=12)
     mapped = next(iter(tf.data.Dataset.from_tensor_slices(sentences).batch(3).map(tokenizer)))
     np.testing.assert_array_equal(mapped["input_word_ids"], tokenizer(tf.constant(sentences))["input_word_ids"])
 
 
 def test_tokenizer_rejects_missing_vocab(tmp_path):
-    with pytest.raises(data.DataError, match="vocab file not found"):
-        data.KrBertTokenizer(str(tmp_path / "vocab.txt"), 64)
+    with pytest.raises(errors.ConfigError, match="vocab file not found"):
+        tokenization.KrBertTokenizer(str(tmp_path / "vocab.txt"), 64)
     (tmp_path / "vocab.txt").write_text("[PAD]\n[UNK]\n가\n")
-    with pytest.raises(data.DataError, match=r"has no \[CLS\], \[SEP\] token"):
-        data.KrBertTokenizer(str(tmp_path / "vocab.txt"), 64)
+    with pytest.raises(errors.ConfigError, match=r"has no \[CLS\], \[SEP\] token"):
+        tokenization.KrBertTokenizer(str(tmp_path / "vocab.txt"), 64)
     (tmp_path / "vocab.txt").write_text("[PAD]\n[UNK]\n[CLS]\n[SEP]\n가\n")
-    with pytest.raises(data.DataError, match="has 5 tokens, config vocab_size is 16424"):
-        data.KrBertTokenizer(str(tmp_path / "vocab.txt"), 64, model_vocab_size=16424)
+    with pytest.raises(errors.ConfigError, match="has 5 tokens, config vocab_size is 16424"):
+        tokenization.KrBertTokenizer(str(tmp_path / "vocab.txt"), 64, model_vocab_size=16424)
 
 
 def test_prepared_datasets_match_the_source_files(prepared_data_dir):
@@ -210,16 +211,16 @@ def test_self_made_datasets_match_their_source_files(self_made_source_dir, self_
 
 
 def test_absent_split_says_which_file_to_provide(self_made_data_dir):
-    with pytest.raises(data.DataError, match=r"korsts:test was not prepared .* put korsts/sts-test.tsv under"):
+    with pytest.raises(errors.DataError, match=r"korsts:test was not prepared .* put korsts/sts-test.tsv under"):
         data.sts_pairs("korsts", "test", self_made_data_dir)
 
 
 def test_unknown_or_unprepared_dataset(tmp_path):
-    with pytest.raises(data.DataError, match="unknown dataset 'korsts2'"):
+    with pytest.raises(errors.DataError, match="unknown dataset 'korsts2'"):
         data.load("korsts2", "dev", tmp_path)
-    with pytest.raises(data.DataError, match="unknown split 'validation' of korsts"):
+    with pytest.raises(errors.DataError, match="unknown split 'validation' of korsts"):
         data.load("korsts", "validation", tmp_path)
-    with pytest.raises(data.DataError, match="unknown STS dataset 'kornli'"):
+    with pytest.raises(errors.DataError, match="unknown STS dataset 'kornli'"):
         data.sts_pairs("kornli", "xnli_dev", tmp_path)
     # No network (conftest: every https request meets a refused connection): at once, both ways out.
     files = "korsts/sts-train.tsv, korsts/sts-dev.tsv, korsts/sts-test.tsv"
@@ -228,7 +229,7 @@ def test_unknown_or_unprepared_dataset(tmp_path):
         "unreachable (ProxyError). Connect to the internet, or prepare it offline: `python data.py prepare "
         f"--source_dir=DIR --data_dir={tmp_path / 'tfds'} --datasets=korsts` with the upstream files in DIR ({files})"
     )
-    with pytest.raises(data.DataError, match=re.escape(message)):
+    with pytest.raises(errors.DataError, match=re.escape(message)):
         data.load("korsts", "dev", tmp_path / "tfds")
     assert not (tmp_path / "tfds").exists()
 
@@ -320,7 +321,7 @@ def test_a_failed_download_is_one_line_and_leaves_nothing_behind(
         del internet_of_self_made_files.files[f"{KORSTS_URL}/sts-test.tsv"]
     else:
         internet_of_self_made_files.drop.add(f"{KORSTS_URL}/sts-train.tsv")
-    with pytest.raises(data.DataError) as raised:
+    with pytest.raises(errors.DataError) as raised:
         data.load("korsts", "dev", data_dir)
     assert str(raised.value).startswith(message) and "\n" not in str(raised.value)
     assert sorted(path.relative_to(data_dir) for path in data_dir.rglob("*")) == [
@@ -330,9 +331,9 @@ def test_a_failed_download_is_one_line_and_leaves_nothing_behind(
 
 
 def test_prepare_with_no_source_file_fails_clearly(tmp_path):
-    with pytest.raises(data.DataError, match="none of korsts/sts-train.tsv"):
+    with pytest.raises(errors.DataError, match="none of korsts/sts-train.tsv"):
         data.prepare(["korsts"], str(tmp_path), str(tmp_path / "tfds"))
-    with pytest.raises(data.DataError, match="unknown dataset 'wiki'"):
+    with pytest.raises(errors.DataError, match="unknown dataset 'wiki'"):
         data.prepare(["wiki"], str(tmp_path), str(tmp_path / "tfds"))
     assert not (tmp_path / "tfds").exists()
 
@@ -395,7 +396,7 @@ def test_corpus_without_sentences_is_refused(tmp_path):
     with zipfile.ZipFile(corpus / "corpus.zip", "w") as archive:
         archive.writestr("text-preprocessed/AA/wiki_00", "제목만 있는 문서\n\n")
     data.prepare(["korean_wikipedia_corpus"], str(tmp_path / "source"), str(tmp_path / "tfds"))
-    with pytest.raises(data.DataError, match="korean_wikipedia_corpus:train has no sentences to train on"):
+    with pytest.raises(errors.DataError, match="korean_wikipedia_corpus:train has no sentences to train on"):
         data.corpus_sentences(str(tmp_path / "tfds"))
 
 
@@ -448,9 +449,9 @@ def test_triples_of_real_kornli(prepared_data_dir):
     expected = independent_triples(rows)
     assert counts == {"xnli_dev": len(expected)} == {"xnli_dev": 830}
     assert as_dict(triples.as_numpy_iterator()) == expected
-    with pytest.raises(data.DataError, match="kornli:xnli_test was not prepared"):
+    with pytest.raises(errors.DataError, match="kornli:xnli_test was not prepared"):
         data.nli_triples_of_splits(["xnli_dev", "xnli_test"], prepared_data_dir[0])
-    with pytest.raises(data.DataError, match="no KorNLI split given"):
+    with pytest.raises(errors.DataError, match="no KorNLI split given"):
         data.nli_triples_of_splits([], prepared_data_dir[0])
 
 
@@ -464,12 +465,12 @@ def test_text_inputs_that_are_not_utf8_are_named_by_line(tmp_path):
     vocab = tmp_path / "vocab.txt"
     vocab.write_bytes(b"[PAD]\n[UNK]\n[CLS]\n[SEP]\n" + "가\n".encode("cp949"))
     with pytest.raises(errors.InputError, match=re.escape(f"{vocab} line 5 is not UTF-8 text")):
-        data.KrBertTokenizer(str(vocab), 64)
+        tokenization.KrBertTokenizer(str(vocab), 64)
 
 
 def test_prepare_refuses_directories_it_cannot_use(tmp_path):
     (tmp_path / "file").write_text("x")
-    with pytest.raises(data.DataError, match=f"--source_dir {tmp_path / 'missing'} is not a directory"):
+    with pytest.raises(errors.DataError, match=f"--source_dir {tmp_path / 'missing'} is not a directory"):
         data.prepare(["korsts"], str(tmp_path / "missing"), str(tmp_path / "tfds"))
     with pytest.raises(errors.InputError, match=f"cannot make directory {tmp_path / 'file' / 'tfds'}"):
         data.prepare(["korsts"], str(tmp_path), str(tmp_path / "file" / "tfds"))

@@ -10,6 +10,7 @@ import tensorflow as tf
 from absl import flags
 
 import errors
+import files
 
 
 def exit_message(monkeypatch, main, argv=("script",)):
@@ -21,7 +22,7 @@ def exit_message(monkeypatch, main, argv=("script",)):
 
 
 def raising(error):
-    def main(argv):
+    def main():
         raise error
 
     return main
@@ -42,13 +43,13 @@ def test_every_kind_of_bad_input_is_one_line(monkeypatch, tmp_path, make_error, 
 
 
 def test_reading_a_directory_and_bad_json_are_one_line(monkeypatch, tmp_path):
-    message = exit_message(monkeypatch, lambda argv: errors.read_json(str(tmp_path)))
+    message = exit_message(monkeypatch, lambda: files.read_json(str(tmp_path)))
     assert message == f"error: {tmp_path}: Is a directory"
     (tmp_path / "run_config.json").write_text('{"kind": ')
-    message = exit_message(monkeypatch, lambda argv: errors.read_json(str(tmp_path / "run_config.json")))
+    message = exit_message(monkeypatch, lambda: files.read_json(str(tmp_path / "run_config.json")))
     assert message.startswith(f"error: {tmp_path / 'run_config.json'} is not valid JSON: Expecting value: line 1")
     (tmp_path / "latin1.json").write_bytes('{"é": 1}'.encode("latin-1"))
-    message = exit_message(monkeypatch, lambda argv: errors.read_json(str(tmp_path / "latin1.json")))
+    message = exit_message(monkeypatch, lambda: files.read_json(str(tmp_path / "latin1.json")))
     assert message.startswith(f"error: {tmp_path / 'latin1.json'} is not valid JSON: 'utf-8' codec can't decode")
 
 
@@ -69,28 +70,28 @@ def test_errors_that_are_bugs_are_not_hidden(monkeypatch):
 
 def test_atomic_write_replaces_whole_files_and_leaves_nothing_when_it_fails(tmp_path):
     path = tmp_path / "results.json"
-    errors.write_json_atomically(str(path), {"spearman": 0.5})
-    errors.write_json_atomically(str(path), {"spearman": None})
+    files.write_json_atomically(str(path), {"spearman": 0.5})
+    files.write_json_atomically(str(path), {"spearman": None})
     assert json.loads(path.read_text()) == {"spearman": None}
     with pytest.raises(ValueError):  # NaN is not JSON
-        errors.write_json_atomically(str(path), {"spearman": float("nan")})
+        files.write_json_atomically(str(path), {"spearman": float("nan")})
     assert json.loads(path.read_text()) == {"spearman": None}
     with pytest.raises(FileNotFoundError):
-        errors.write_json_atomically(str(tmp_path / "missing" / "results.json"), {})
+        files.write_json_atomically(str(tmp_path / "missing" / "results.json"), {})
     assert sorted(p.name for p in tmp_path.iterdir()) == ["results.json"]
 
 
 def test_paths_to_write_are_checked_before_any_work(tmp_path):
     (tmp_path / "file").write_text("x")
-    errors.check_can_write_file(str(tmp_path / "results.json"))
-    errors.check_can_make_directory(str(tmp_path / "new" / "deeper"))
-    errors.check_can_make_directory(str(tmp_path))
+    files.check_can_write_file(str(tmp_path / "results.json"))
+    files.check_can_make_directory(str(tmp_path / "new" / "deeper"))
+    files.check_can_make_directory(str(tmp_path))
     cases = [
-        (errors.check_can_write_file, tmp_path / "missing" / "results.json", "is not a directory"),
-        (errors.check_can_write_file, tmp_path / "file" / "results.json", "is not a directory"),
-        (errors.check_can_write_file, tmp_path, "it is a directory"),
-        (errors.check_can_make_directory, tmp_path / "file" / "runs", f"{tmp_path / 'file'} is not a directory"),
-        (errors.check_can_make_directory, tmp_path / "file", f"{tmp_path / 'file'} is not a directory"),
+        (files.check_can_write_file, tmp_path / "missing" / "results.json", "is not a directory"),
+        (files.check_can_write_file, tmp_path / "file" / "results.json", "is not a directory"),
+        (files.check_can_write_file, tmp_path, "it is a directory"),
+        (files.check_can_make_directory, tmp_path / "file" / "runs", f"{tmp_path / 'file'} is not a directory"),
+        (files.check_can_make_directory, tmp_path / "file", f"{tmp_path / 'file'} is not a directory"),
     ]
     for check, path, message in cases:
         with pytest.raises(errors.InputError, match=re.escape(f"{path}: ") + ".*" + re.escape(message)):
@@ -102,8 +103,23 @@ def test_text_that_is_not_utf8_is_named_by_file_and_line(tmp_path):
     path = tmp_path / "corpus.txt"
     path.write_bytes("첫 줄\n둘째 줄\n".encode() + "셋째 줄\n".encode("cp949"))
     with pytest.raises(errors.InputError, match=re.escape(f"{path} line 3 is not UTF-8 text")):
-        errors.read_lines(str(path))
+        files.read_lines(str(path))
     path.write_bytes("첫 줄\n둘째 줄".encode())
-    assert errors.read_lines(str(path)) == ["첫 줄\n", "둘째 줄"]
+    assert files.read_lines(str(path)) == ["첫 줄\n", "둘째 줄"]
     with pytest.raises(errors.InputError, match="is a directory, not a text file"):
-        errors.read_lines(str(tmp_path))
+        files.read_lines(str(tmp_path))
+
+
+def test_positional_arguments_are_refused_unless_they_are_the_scripts_command(monkeypatch):
+    ran = []
+    message = exit_message(monkeypatch, lambda: ran.append("main"), ["script", "x", "y"])
+    assert message == "error: expected no positional arguments, got: x y" and not ran
+    for argv, expected in [(["data.py"], "none"), (["data.py", "prepare", "x"], "prepare x")]:
+        monkeypatch.setattr(sys, "argv", argv)
+        with pytest.raises(SystemExit) as exit_info:
+            errors.run(lambda: ran.append("main"), command="prepare")
+        assert exit_info.value.code == f"error: expected the command prepare, got: {expected}" and not ran
+    monkeypatch.setattr(sys, "argv", ["data.py", "prepare"])
+    with pytest.raises(SystemExit):
+        errors.run(lambda: ran.append("main"), command="prepare")
+    assert ran == ["main"]

@@ -23,6 +23,7 @@ from reference_bert import bert
 from reference_tokenizer import encode, load_vocab
 
 import data
+import google_checkpoint
 import huggingface
 import model
 
@@ -97,7 +98,7 @@ def test_evaluate_py_mean_pooling_matches_an_independent_bert(
 ):
     """The tiny checkpoint as a Hugging Face directory, given alone: its config and vocab come with it."""
     encoder = model.BertEncoder(model.BertConfig.from_json_file(TINY["config"]), dtype="float32")
-    model.load_checkpoint(encoder, str(TINY["pretrained_weight"]))
+    google_checkpoint.load_checkpoint(encoder, str(TINY["pretrained_weight"]))
     huggingface.write_directory(encoder, str(VOCAB), False, 64, "cls", str(tmp_path / "tiny"), "card\n")
     results_json = tmp_path / "results.json"
     result = run_script(

@@ -17,8 +17,12 @@ from helpers import (
 )
 
 import data
+import errors
+import google_checkpoint
 import model
+import saved_model
 import sts
+import tokenization
 
 SENTENCES = ["안전모를 가진 한 남자가 춤을 추고 있다.", "KR-BERT 문장 임베딩", "😀", "", "가" * 500]
 
@@ -51,15 +55,15 @@ def exported_tiny(tmp_path_factory):
 def checkpoint_embeddings(files, pooling, sentences):
     """A model's L2-normalised embeddings of `sentences`, float32, without any SavedModel."""
     encoder = model.BertEncoder(model.BertConfig.from_json_file(files["config"]), dtype="float32")
-    model.load_checkpoint(encoder, str(files["pretrained_weight"]))
-    features = data.KrBertTokenizer(str(files["vocab_path"]), 64)(tf.constant(sentences))
+    google_checkpoint.load_checkpoint(encoder, str(files["pretrained_weight"]))
+    features = tokenization.KrBertTokenizer(str(files["vocab_path"]), 64)(tf.constant(sentences))
     embeddings = model.sentence_embedder(encoder, pooling)(features).numpy()
     return embeddings / np.linalg.norm(embeddings, axis=1, keepdims=True)
 
 
 def test_exported_model_embeds_as_the_checkpoint_without_its_vocab_file(exported, random_bert):
     assert list((exported / "assets").iterdir())  # the vocab travels with the model
-    embeddings = model.load_saved_embedder(str(exported))(tf.constant(SENTENCES)).numpy()
+    embeddings = saved_model.load_saved_embedder(str(exported))(tf.constant(SENTENCES)).numpy()
     assert embeddings.shape == (len(SENTENCES), MICRO_CHARACTER["hidden_size"]) and embeddings.dtype == np.float32
     np.testing.assert_allclose(embeddings, checkpoint_embeddings(random_bert, "pooled", SENTENCES), atol=1e-5)
 
@@ -67,33 +71,33 @@ def test_exported_model_embeds_as_the_checkpoint_without_its_vocab_file(exported
 @pytest.mark.parametrize("pooling", ["cls", "mean"])
 def test_saved_embedder_of_every_pooling_embeds_as_the_checkpoint(exported, random_bert, tmp_path, pooling):
     encoder = model.BertEncoder(model.BertConfig.from_json_file(random_bert["config"]), dtype="float32")
-    model.load_checkpoint(encoder, str(random_bert["pretrained_weight"]))
-    tokenizer = data.KrBertTokenizer(str(random_bert["vocab_path"]), 64)
-    model.save_embedder(model.sentence_embedder(encoder, pooling), tokenizer, str(tmp_path / "model"))
-    embeddings = model.load_saved_embedder(str(tmp_path / "model"))(tf.constant(SENTENCES)).numpy()
+    google_checkpoint.load_checkpoint(encoder, str(random_bert["pretrained_weight"]))
+    tokenizer = tokenization.KrBertTokenizer(str(random_bert["vocab_path"]), 64)
+    saved_model.save_embedder(model.sentence_embedder(encoder, pooling), tokenizer, str(tmp_path / "model"))
+    embeddings = saved_model.load_saved_embedder(str(tmp_path / "model"))(tf.constant(SENTENCES)).numpy()
     np.testing.assert_allclose(embeddings, checkpoint_embeddings(random_bert, pooling, SENTENCES), atol=1e-5)
     # Another model, another fingerprint (search.py's cache key); the same model, the same one.
-    fingerprint = model.saved_model_fingerprint(str(tmp_path / "model"))
-    assert fingerprint != model.saved_model_fingerprint(str(exported))
+    fingerprint = saved_model.saved_model_fingerprint(str(tmp_path / "model"))
+    assert fingerprint != saved_model.saved_model_fingerprint(str(exported))
     # Nothing is overwritten, and nothing half-written is left.
-    with pytest.raises(model.CheckpointError, match="exists already: choose a new directory"):
-        model.save_embedder(model.sentence_embedder(encoder, "pooled"), tokenizer, str(tmp_path / "model"))
-    assert model.saved_model_fingerprint(str(tmp_path / "model")) == fingerprint
+    with pytest.raises(errors.FileError, match="exists already: choose a new directory"):
+        saved_model.save_embedder(model.sentence_embedder(encoder, "pooled"), tokenizer, str(tmp_path / "model"))
+    assert saved_model.saved_model_fingerprint(str(tmp_path / "model")) == fingerprint
     assert [p.name for p in tmp_path.iterdir()] == ["model"]
     # The same graph with one weight changed: another fingerprint.
     weight = encoder.checkpoint_variables()["bert/encoder/layer_0/output/dense/bias"]
     weight.assign(weight + 1e-3)
-    model.save_embedder(model.sentence_embedder(encoder, pooling), tokenizer, str(tmp_path / "changed"))
-    assert model.saved_model_fingerprint(str(tmp_path / "changed")) != fingerprint
+    saved_model.save_embedder(model.sentence_embedder(encoder, pooling), tokenizer, str(tmp_path / "changed"))
+    assert saved_model.saved_model_fingerprint(str(tmp_path / "changed")) != fingerprint
 
 
 def test_exported_model_evaluates_as_the_checkpoint(exported, random_bert, self_made_data_dir):
     pairs = {"korsts:dev": data.sts_pairs("korsts", "dev", self_made_data_dir).take(256)}
     # What `evaluate.py --saved_model` runs: the SavedModel tokenizes inside, so the sentences go in as they are.
-    exported_scores = sts.StsEvaluator(pairs, tf.identity, model.load_saved_embedder(str(exported)), 64)()
+    exported_scores = sts.StsEvaluator(pairs, tf.identity, saved_model.load_saved_embedder(str(exported)), 64)()
     encoder = model.BertEncoder(model.BertConfig.from_json_file(random_bert["config"]), dtype="float32")
-    model.load_checkpoint(encoder, str(random_bert["pretrained_weight"]))
-    tokenizer = data.KrBertTokenizer(str(random_bert["vocab_path"]), 64)
+    google_checkpoint.load_checkpoint(encoder, str(random_bert["pretrained_weight"]))
+    tokenizer = tokenization.KrBertTokenizer(str(random_bert["vocab_path"]), 64)
     checkpoint_scores = sts.StsEvaluator(pairs, tokenizer.trimmed, model.sentence_embedder(encoder, "pooled"), 64)()
     for key in ("spearman", "pearson", "alignment", "uniformity"):
         assert exported_scores["korsts:dev"][key] == pytest.approx(checkpoint_scores["korsts:dev"][key], abs=1e-5)
@@ -168,9 +172,9 @@ def test_export_to_a_path_below_a_file(run_in_fork, random_bert, tmp_path):
 
 
 def test_loading_what_is_not_a_saved_model(tmp_path):
-    with pytest.raises(model.CheckpointError, match=f"no SavedModel at {tmp_path / 'missing'}"):
-        model.load_saved_embedder(str(tmp_path / "missing"))
+    with pytest.raises(errors.CheckpointError, match=f"no SavedModel at {tmp_path / 'missing'}"):
+        saved_model.load_saved_embedder(str(tmp_path / "missing"))
     (tmp_path / "broken").mkdir()
     (tmp_path / "broken" / "saved_model.pb").write_bytes(b"not a graph")
-    with pytest.raises(model.CheckpointError, match="is not a loadable SavedModel"):
-        model.load_saved_embedder(str(tmp_path / "broken"))
+    with pytest.raises(errors.CheckpointError, match="is not a loadable SavedModel"):
+        saved_model.load_saved_embedder(str(tmp_path / "broken"))

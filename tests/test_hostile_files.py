@@ -844,13 +844,15 @@ def test_a_hostile_file_is_one_error_line(runner, google_checkpoint, baseline_ki
 # Loads a valid directory's weights, then a hostile one's (refused or not: the corpus checks how), then the valid
 # one's again, through what export.py calls.
 LOAD_AGAIN = """
-import sys
+import files
 import huggingface
 import model
+import model_files
+import sys
 
 def weights(directory):
-    encoder = model.BertEncoder(huggingface.model_files(directory).config, dtype="float32")
-    huggingface.load_encoder_weights(encoder, directory)
+    encoder = model.BertEncoder(model_files.find(directory).config, dtype="float32")
+    model_files.load_encoder_weights(encoder, directory)
     return {name: v.numpy() for name, v in encoder.checkpoint_variables().items() if not name.startswith("bert/pooler")}
 
 valid, hostile = sys.argv[1:]

@@ -30,14 +30,16 @@ from helpers import (
     run_script,
 )
 
-import data
 import errors
+import hub
 import huggingface
 import model
+import model_files
 import model_flags
+import run_directory
 import sts
+import tokenization
 import torch_state_dict
-import training
 
 needs_torch = pytest.mark.skipif(
     not all(importlib.util.find_spec(name) for name in ("transformers", "sentence_transformers")),
@@ -78,7 +80,7 @@ def test_weights_and_config_round_trip(tmp_path):
     config = json.loads((directory / "config.json").read_text())
     assert config["model_type"] == "bert" and config["hidden_act"] == "gelu" and config["layer_norm_eps"] == 1e-7
     assert huggingface.read_config(str(directory)) == encoder.config
-    files = huggingface.model_files(str(directory))
+    files = model_files.find(str(directory))
     assert files.config == encoder.config and files.lower_case is True
     assert files.vocab_path == str(directory / "vocab.txt")
     assert (directory / "vocab.txt").read_bytes() == (tmp_path / "vocab.txt").read_bytes()
@@ -91,7 +93,7 @@ def test_weights_and_config_round_trip(tmp_path):
     np.testing.assert_array_equal(dense["linear.weight"], encoder.pooler.kernel.numpy().T)
 
     loaded = random_encoder(files.config, seed=2)
-    huggingface.load_encoder_weights(loaded, str(directory))
+    model_files.load_encoder_weights(loaded, str(directory))
     assert_same_weights(encoder, loaded)
     # Ours -> Hugging Face -> ours: the same tensors again.
     huggingface.write_directory(loaded, files.vocab_path, True, 32, "pooled", str(tmp_path / "again"), "card\n")
@@ -114,7 +116,7 @@ def test_pretraining_checkpoints_and_old_names_load(tmp_path, caplog):
     safetensors.numpy.save_file(renamed, str(directory / "model.safetensors"), metadata={"format": "pt"})
     loaded = random_encoder(encoder.config, seed=2)
     pooler = loaded.pooler.kernel.numpy()
-    huggingface.load_encoder_weights(loaded, str(directory))
+    model_files.load_encoder_weights(loaded, str(directory))
     np.testing.assert_array_equal(loaded.pooler.kernel.numpy(), pooler)  # left as initialised, as transformers does
     loaded.pooler.kernel.assign(encoder.pooler.kernel)
     loaded.pooler.bias.assign(encoder.pooler.bias)
@@ -206,9 +208,9 @@ def test_what_cannot_be_read_is_named(tmp_path, case):
     damage, message = BAD_DIRECTORIES[case]
     damage(directory)
     with pytest.raises(errors.InputError) as raised:
-        files = huggingface.model_files(str(directory))
-        huggingface.resolve_weights(str(directory))
-        huggingface.load_encoder_weights(model.BertEncoder(files.config, dtype="float32"), str(directory))
+        files = model_files.find(str(directory))
+        model_files.resolve_weights(str(directory))
+        model_files.load_encoder_weights(model.BertEncoder(files.config, dtype="float32"), str(directory))
     assert errors.one_line(raised.value).startswith(message.format(d=directory))
 
 
@@ -219,11 +221,11 @@ def test_a_run_checkpoint_brings_its_own_files(tmp_path):
     model.BertConfig.from_dict({**MICRO, **HUGGINGFACE_NUMERICS}).to_json_file(run / "bert_config.json")
     micro_vocab(run / "vocab.txt")
     (run / "tokenizer_config.json").write_text(json.dumps(huggingface.tokenizer_config(True)))
-    files = huggingface.model_files(str(run / "best"))
+    files = model_files.find(str(run / "best"))
     assert files.config.hidden_act == "gelu_exact" and files.vocab_path == str(run / "vocab.txt") and files.lower_case
-    assert not huggingface.model_files(str(run / "best" / "model.ckpt-5"), lower_case=False).lower_case
+    assert not model_files.find(str(run / "best" / "model.ckpt-5"), lower_case=False).lower_case
     with pytest.raises(errors.InputError, match="has no bert_config.json and vocab.txt beside it: give its config"):
-        huggingface.model_files(str(tmp_path / "elsewhere" / "model.ckpt"))
+        model_files.find(str(tmp_path / "elsewhere" / "model.ckpt"))
 
 
 @pytest.fixture(scope="module", params=["tiny checkpoint", "random BERT"])
@@ -276,10 +278,10 @@ def test_model_card_of_a_run_checkpoint_has_its_recipe_and_scores(tmp_path):
     (run / "run_config.json").write_text(json.dumps({"kind": "supervised", "batch_size": 128, "bert_config": {}}))
     records = [{"step": step, "korsts_spearman": 0.3 + step / 100, "klue_sts_pearson": None} for step in (3, 6)]
     (run / "eval_history.jsonl").write_text("".join(json.dumps(record) + "\n" for record in records))
-    run_config, record = training.checkpoint_run(str(run / "best" / "model.ckpt-6"))
+    run_config, record = run_directory.checkpoint_run(str(run / "best" / "model.ckpt-6"))
     assert run_config["batch_size"] == 128 and record["step"] == 6
-    assert training.checkpoint_run(str(run / "step-3"))[1]["step"] == 3
-    assert training.checkpoint_run(str(tmp_path / "elsewhere" / "model.ckpt")) == (None, None)
+    assert run_directory.checkpoint_run(str(run / "step-3"))[1]["step"] == 3
+    assert run_directory.checkpoint_run(str(tmp_path / "elsewhere" / "model.ckpt")) == (None, None)
     card = huggingface.model_card("models/run/best", "cls", 48, run_config, record)
     assert "# Korean supervised SimCSE sentence encoder" in card and "| batch_size | 128 |" in card
     assert "| korsts:dev | Spearman | 36.00 | training, step 6 |" in card and "klue_sts" not in card  # None: left out
@@ -292,10 +294,10 @@ def korsts_dev_rows(korsts_dev):
 
 def our_embeddings(directory, pooling, sentences):
     """Our float32 embeddings of `sentences` from a Hugging Face directory, as evaluate.py makes them."""
-    files = huggingface.model_files(str(directory))
+    files = model_files.find(str(directory))
     encoder = model.BertEncoder(files.config, dtype="float32")
-    huggingface.load_encoder_weights(encoder, str(directory))
-    tokenizer = data.KrBertTokenizer(files.vocab_path, 64, files.config.vocab_size, files.lower_case)
+    model_files.load_encoder_weights(encoder, str(directory))
+    tokenizer = tokenization.KrBertTokenizer(files.vocab_path, 64, files.config.vocab_size, files.lower_case)
     embedder = model.sentence_embedder(encoder, pooling)
     return np.concatenate(
         [
@@ -356,9 +358,9 @@ def test_sentence_transformers_embeds_the_export_as_we_do(exported, tmp_path, po
     exported_directory, korsts_dev = exported
     directory = exported_directory
     if pooling != "pooled":
-        files = huggingface.model_files(str(exported_directory))
+        files = model_files.find(str(exported_directory))
         encoder = model.BertEncoder(files.config, dtype="float32")
-        huggingface.load_encoder_weights(encoder, str(exported_directory))
+        model_files.load_encoder_weights(encoder, str(exported_directory))
         directory = tmp_path / pooling
         huggingface.write_directory(encoder, files.vocab_path, False, 64, pooling, str(directory), "card\n")
     first, second = korsts_dev_rows(korsts_dev)
@@ -402,38 +404,38 @@ def test_a_hub_id_is_downloaded_once_then_read_from_the_cache_offline(tmp_path, 
     repos["snunlp/KR-BERT-char16424"] = repos["test/no-tokenizer-config"]
     with loopback.FakeHub(repos) as hub:
         use_hub(monkeypatch, hub)
-        files = huggingface.model_files("test/micro-bert@main")
+        files = model_files.find("test/micro-bert@main")
         assert ("GET", "/test/micro-bert/resolve/main/model.safetensors") in hub.requests
         # Without a tokenizer config, lower-casing must be given.
         with pytest.raises(errors.InputError, match="no tokenizer_config.json in .*: it says whether to lower-case"):
-            huggingface.model_files("test/no-tokenizer-config")
-        assert huggingface.model_files("test/no-tokenizer-config", lower_case=False).config == encoder.config
-        # Unless its authors state it: KR-BERT character is cased (huggingface.HUB_LOWER_CASE).
-        assert huggingface.model_files("snunlp/KR-BERT-char16424@main").lower_case is False
+            model_files.find("test/no-tokenizer-config")
+        assert model_files.find("test/no-tokenizer-config", lower_case=False).config == encoder.config
+        # Unless its authors state it: KR-BERT character is cased (hub.HUB_LOWER_CASE).
+        assert model_files.find("snunlp/KR-BERT-char16424@main").lower_case is False
     assert files.weights.startswith(str(hub_cache)) and files.config == encoder.config and not files.lower_case
     assert files.vocab_path == os.path.join(files.weights, "vocab.txt")
     loaded = random_encoder(files.config, seed=2)
-    huggingface.load_encoder_weights(loaded, files.weights)
+    model_files.load_encoder_weights(loaded, files.weights)
     assert_same_weights(encoder, loaded)
     # The Hub gone and HF_HUB_OFFLINE set: the cache answers, as huggingface_hub's own offline mode does.
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
-    assert huggingface.model_files("test/micro-bert").weights == files.weights
-    assert not huggingface.model_files("test/no-tokenizer-config", lower_case=False).lower_case
+    assert model_files.find("test/micro-bert").weights == files.weights
+    assert not model_files.find("test/no-tokenizer-config", lower_case=False).lower_case
 
 
 def test_a_hostile_hub_model_is_refused_before_a_model_is_built(tmp_path, hub_cache, monkeypatch):
-    """The scripts' way in (model_flags.model_files) for a Hub id whose pytorch_model.bin has a dict key nested
+    """The scripts' way in (model_flags.find_model_files) for a Hub id whose pytorch_model.bin has a dict key nested
     300,000 deep (hashing it crashed Python's unpickler): refused, naming the downloaded file."""
     _, directory = write_micro_directory(tmp_path)
     (directory / "model.safetensors").unlink()
     with zipfile.ZipFile(directory / "pytorch_model.bin", "w") as archive:
         archive.writestr("archive/version", "3\n")
         archive.writestr("archive/data.pkl", b"\x80\x02}K\x00" + b"\x85" * 300_000 + b"K\x01s.")
-    flags = types.SimpleNamespace(config=None, vocab_path=None, do_lower_case=None)
+    flags = types.SimpleNamespace(config=None, vocab_path=None, do_lower_case=None, max_sequence_length=8)
     with loopback.FakeHub({"test/hostile": directory}) as hub:
         use_hub(monkeypatch, hub)
-        with pytest.raises(model.CheckpointError, match=r"pytorch_model.bin is not a PyTorch state dict of tensors: "):
-            model_flags.model_files(flags, "test/hostile", max_sequence_length=8)
+        with pytest.raises(errors.CheckpointError, match=r"pytorch_model.bin is not a PyTorch state dict of tensors: "):
+            model_flags.find_model_files(flags, "test/hostile")
 
 
 HUB_FAILURES = {
@@ -462,7 +464,7 @@ def test_hub_failures_are_one_line_and_leave_nothing(tmp_path, hub_cache, monkey
     with loopback.FakeHub(repos, **options) as hub:
         use_hub(monkeypatch, hub)
         with pytest.raises(errors.InputError) as raised:
-            huggingface.model_files(hub_id)
+            model_files.find(hub_id)
     assert errors.one_line(raised.value).startswith(message), errors.one_line(raised.value)
     left = [path for path in hub_cache.rglob("*") if path.is_file() and "model.safetensors" in path.name + str(path)]
     assert not left and not list(hub_cache.rglob("*.incomplete"))
@@ -470,15 +472,11 @@ def test_hub_failures_are_one_line_and_leave_nothing(tmp_path, hub_cache, monkey
 
 def test_local_paths_and_checkpoint_prefixes_are_no_hub_ids(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    assert huggingface.is_hub_id("kr-bert-char/model.ckpt-2000000") and huggingface.is_hub_id("klue/bert-base@main")
+    assert hub.is_hub_id("kr-bert-char/model.ckpt-2000000") and hub.is_hub_id("klue/bert-base@main")
     (tmp_path / "kr-bert-char").mkdir()
     (tmp_path / "kr-bert-char" / "model.ckpt-2000000.index").write_bytes(b"")
-    assert not huggingface.is_hub_id("kr-bert-char/model.ckpt-2000000")  # KR-BERT's TensorFlow release
-    assert (
-        not huggingface.is_hub_id("kr-bert-char")
-        and not huggingface.is_hub_id("/abs/path")
-        and not huggingface.is_hub_id("")
-    )
+    assert not hub.is_hub_id("kr-bert-char/model.ckpt-2000000")  # KR-BERT's TensorFlow release
+    assert not hub.is_hub_id("kr-bert-char") and not hub.is_hub_id("/abs/path") and not hub.is_hub_id("")
 
 
 def test_hub_unreachable_and_nothing_cached(tmp_path, hub_cache, monkeypatch):
@@ -487,7 +485,7 @@ def test_hub_unreachable_and_nothing_cached(tmp_path, hub_cache, monkeypatch):
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     message = "test/micro-bert is no local path, and as a Hub model its config.json is not in the Hugging Face cache"
     with pytest.raises(errors.InputError, match=message):
-        huggingface.model_files("test/micro-bert")
+        model_files.find("test/micro-bert")
 
 
 # === pytorch_model.bin, read without PyTorch ===
@@ -523,11 +521,11 @@ def test_pytorch_model_bin_reads_as_its_safetensors(tmp_path, hub_cache, monkeyp
     for name, tensor in safetensors.numpy.load_file(str(reference / "model.safetensors")).items():
         np.testing.assert_array_equal(tensors[name], tensor, err_msg=name)
         assert tensors[name].dtype == tensor.dtype
-    config = huggingface.model_files(str(reference)).config
+    config = model_files.find(str(reference)).config
 
     def loaded_weights(directory):  # all but the pooler, which a masked-LM model has not
         encoder = random_encoder(config, seed=1)
-        huggingface.load_encoder_weights(encoder, str(directory))
+        model_files.load_encoder_weights(encoder, str(directory))
         return {name: v.numpy() for name, v in encoder.checkpoint_variables().items() if "pooler" not in name}
 
     expected = loaded_weights(reference)
@@ -536,8 +534,8 @@ def test_pytorch_model_bin_reads_as_its_safetensors(tmp_path, hub_cache, monkeyp
         if weights is None:  # a Hub model with pytorch_model.bin only
             with loopback.FakeHub({"test/torch-bert": directory}) as hub:
                 use_hub(monkeypatch, hub)
-                files = huggingface.model_files("test/torch-bert")
-            assert os.path.basename(huggingface.resolve_weights(files.weights)) == "pytorch_model.bin"
+                files = model_files.find("test/torch-bert")
+            assert os.path.basename(model_files.resolve_weights(files.weights)) == "pytorch_model.bin"
             weights = loaded_weights(files.weights)
         assert weights.keys() == expected.keys()
         for name, value in weights.items():

@@ -8,8 +8,10 @@ import tensorflow as tf
 from helpers import REPO, SMALL, google_bert_weights, small_inputs, write_tf1_checkpoint
 from reference_bert import bert
 
-import data
+import errors
+import google_checkpoint
 import model
+import tokenization
 
 
 @pytest.fixture
@@ -21,7 +23,7 @@ def small_checkpoint(tmp_path):
 def test_matches_reference_bert_from_google_checkpoint(small_checkpoint):
     prefix, weights = small_checkpoint
     encoder = model.BertEncoder(model.BertConfig.from_dict(SMALL), dtype="float32")
-    model.load_checkpoint(encoder, prefix)
+    google_checkpoint.load_checkpoint(encoder, prefix)
     inputs = small_inputs()
     outputs = encoder(inputs, training=False)
     sequence, pooled = bert(weights, 2, 4, inputs["input_word_ids"], inputs["input_mask"], inputs["input_type_ids"])
@@ -33,7 +35,7 @@ def test_matches_reference_bert_from_google_checkpoint(small_checkpoint):
 
 def test_dropout_draws_a_new_mask_per_call(small_checkpoint):
     encoder = model.BertEncoder(model.BertConfig.from_dict(SMALL))
-    model.load_checkpoint(encoder, small_checkpoint[0])
+    google_checkpoint.load_checkpoint(encoder, small_checkpoint[0])
     inputs = small_inputs()
     first = encoder(inputs, training=True)["pooled_output"].numpy()
     second = encoder(inputs, training=True)["pooled_output"].numpy()
@@ -46,20 +48,20 @@ def test_dropout_draws_a_new_mask_per_call(small_checkpoint):
 def test_saved_checkpoint_is_google_format_and_loads_back(small_checkpoint, tmp_path):
     config = model.BertConfig.from_dict(SMALL)
     encoder = model.BertEncoder(config)
-    model.load_checkpoint(encoder, small_checkpoint[0])
-    prefix = model.save_checkpoint(encoder, str(tmp_path / "ours" / "best"))
+    google_checkpoint.load_checkpoint(encoder, small_checkpoint[0])
+    prefix = google_checkpoint.save_checkpoint(encoder, str(tmp_path / "ours" / "best"))
     names = set(tf.train.load_checkpoint(prefix).get_variable_to_shape_map())
     assert names == set(encoder.checkpoint_variables())
     assert sorted(p.name for p in (tmp_path / "ours").iterdir()) == ["best.data-00000-of-00001", "best.index"]
     reloaded = model.BertEncoder(config)
-    model.load_checkpoint(reloaded, prefix)
+    google_checkpoint.load_checkpoint(reloaded, prefix)
     inputs = small_inputs()
     np.testing.assert_array_equal(reloaded(inputs)["sequence_output"], encoder(inputs)["sequence_output"])
 
 
 def test_checkpoint_directory_resolves_to_latest(small_checkpoint):
     prefix = small_checkpoint[0]
-    assert model.resolve_checkpoint(str(prefix).rsplit("/", 1)[0]) == prefix
+    assert google_checkpoint.resolve_checkpoint(str(prefix).rsplit("/", 1)[0]) == prefix
 
 
 @pytest.mark.parametrize(
@@ -71,21 +73,21 @@ def test_checkpoint_directory_resolves_to_latest(small_checkpoint):
 )
 def test_checkpoint_that_does_not_fit_the_config(small_checkpoint, change, message):
     encoder = model.BertEncoder(model.BertConfig.from_dict({**SMALL, **change}))
-    with pytest.raises(model.CheckpointError, match=message.replace("[", r"\[").replace("]", r"\]")):
-        model.load_checkpoint(encoder, small_checkpoint[0])
+    with pytest.raises(errors.CheckpointError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        google_checkpoint.load_checkpoint(encoder, small_checkpoint[0])
 
 
 def test_path_that_is_not_a_checkpoint(tmp_path):
     encoder = model.BertEncoder(model.BertConfig.from_dict(SMALL))
-    with pytest.raises(model.CheckpointError, match="checkpoint not found"):
-        model.load_checkpoint(encoder, str(tmp_path / "model.ckpt-1"))
-    with pytest.raises(model.CheckpointError, match="no TensorFlow checkpoint"):
-        model.load_checkpoint(encoder, str(tmp_path))
+    with pytest.raises(errors.CheckpointError, match="checkpoint not found"):
+        google_checkpoint.load_checkpoint(encoder, str(tmp_path / "model.ckpt-1"))
+    with pytest.raises(errors.CheckpointError, match="no TensorFlow checkpoint"):
+        google_checkpoint.load_checkpoint(encoder, str(tmp_path))
     for name, contents in {"corrupt": b"not a checkpoint index", "empty": b""}.items():
         (tmp_path / f"{name}.index").write_bytes(contents)
         (tmp_path / f"{name}.data-00000-of-00001").write_bytes(contents)
-        with pytest.raises(model.CheckpointError, match="not a readable TensorFlow checkpoint"):
-            model.load_checkpoint(encoder, str(tmp_path / name))
+        with pytest.raises(errors.CheckpointError, match="not a readable TensorFlow checkpoint"):
+            google_checkpoint.load_checkpoint(encoder, str(tmp_path / name))
 
 
 @pytest.mark.parametrize("changes", [{}, {"num_hidden_layers": 3, "intermediate_size": 20, "type_vocab_size": 1}])
@@ -93,7 +95,7 @@ def test_checkpoint_shapes_are_the_built_encoders(changes):
     """Files are checked against checkpoint_shapes before a model is built: it must say what building makes."""
     config = model.BertConfig.from_dict({**SMALL, **changes})
     built = {name: tuple(variable.shape) for name, variable in model.BertEncoder(config).checkpoint_variables().items()}
-    assert model.checkpoint_shapes(config) == built
+    assert google_checkpoint.checkpoint_shapes(config) == built
     assert config.parameter_count() == sum(int(np.prod(shape)) for shape in built.values())
 
 
@@ -130,7 +132,7 @@ def test_kr_bert_char_config_round_trips(tmp_path):
 def test_malformed_config(tmp_path, text, message):
     path = tmp_path / "bert_config.json"
     path.write_text(text)
-    with pytest.raises(model.ConfigError, match=message):
+    with pytest.raises(errors.ConfigError, match=message):
         model.BertConfig.from_json_file(path)
 
 
@@ -152,14 +154,16 @@ def test_trimmed_padding_gives_the_same_embeddings():
     ids[0, :5] = [2, 11, 12, 13, 3]  # 5 tokens, then padding to max_len 16
     ids[1, :3] = [2, 14, 3]
     padded = {"input_word_ids": ids, "input_mask": (ids > 0).astype(np.int32), "input_type_ids": np.zeros_like(ids)}
-    trimmed = data.trim_padding({name: tf.constant(values) for name, values in padded.items()})
-    assert trimmed["input_word_ids"].shape == (2, data.TRIMMED_LENGTH_MULTIPLE)
+    trimmed = tokenization.trim_padding({name: tf.constant(values) for name, values in padded.items()})
+    assert trimmed["input_word_ids"].shape == (2, tokenization.TRIMMED_LENGTH_MULTIPLE)
     full, short = encoder(padded), encoder(trimmed)
     np.testing.assert_allclose(short["pooled_output"], full["pooled_output"], atol=1e-6)
     np.testing.assert_allclose(
-        short["sequence_output"], full["sequence_output"][:, : data.TRIMMED_LENGTH_MULTIPLE], atol=1e-5
+        short["sequence_output"], full["sequence_output"][:, : tokenization.TRIMMED_LENGTH_MULTIPLE], atol=1e-5
     )
     # A batch whose longest sentence fills max_len keeps every column.
     ids[1, :] = 7
-    untouched = data.trim_padding({"input_word_ids": ids, "input_mask": np.ones_like(ids), "input_type_ids": ids})
+    untouched = tokenization.trim_padding(
+        {"input_word_ids": ids, "input_mask": np.ones_like(ids), "input_type_ids": ids}
+    )
     assert untouched["input_word_ids"].shape == (2, 16)

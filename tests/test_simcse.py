@@ -9,7 +9,12 @@ import pytest
 import tensorflow as tf
 from helpers import SMALL, SMALL_NO_DROPOUT, small_inputs
 
+import distribution
+import errors
+import gradient_cache
 import model
+import optimization
+import simcse
 import training
 
 
@@ -32,7 +37,7 @@ def numpy_simcse_logits(anchors, *candidate_views, temperature):
 
 def test_contrastive_loss_is_cross_entropy_with_diagonal_targets():
     logits = np.random.default_rng(0).normal(size=(5, 10)) * 5
-    assert float(model.contrastive_loss(tf.constant(logits, tf.float32))) == pytest.approx(
+    assert float(simcse.contrastive_loss(tf.constant(logits, tf.float32))) == pytest.approx(
         numpy_cross_entropy(logits), rel=1e-6
     )
 
@@ -44,25 +49,25 @@ def shifted_inputs(inputs, shift):
 
 def test_supervised_logits_are_anchors_against_positives_then_hard_negatives():
     encoder = model.BertEncoder(model.BertConfig.from_dict(SMALL))
-    simcse = model.SimCSE(encoder, temperature=0.05)
+    simcse_model = simcse.SimCSE(encoder, temperature=0.05)
     views = (small_inputs(), shifted_inputs(small_inputs(), 7), shifted_inputs(small_inputs(), 13))
-    logits = simcse(views, training=False).numpy()
+    logits = simcse_model(views, training=False).numpy()
     assert logits.shape == (3, 6) and logits.dtype == np.float32
     pooled = [encoder(view, training=False)["pooled_output"].numpy() for view in views]
     expected = numpy_simcse_logits(*pooled, temperature=0.05)
     np.testing.assert_allclose(logits, expected, rtol=1e-5, atol=1e-4)
-    loss = model.contrastive_loss(tf.constant(logits))
+    loss = simcse.contrastive_loss(tf.constant(logits))
     assert float(loss) == pytest.approx(numpy_cross_entropy(expected), rel=1e-5)
 
 
 def test_unsupervised_views_draw_independent_dropout_masks():
     encoder = model.BertEncoder(model.BertConfig.from_dict(SMALL))
-    simcse = model.SimCSE(encoder, temperature=0.05)
+    simcse_model = simcse.SimCSE(encoder, temperature=0.05)
     inputs = small_inputs()
     # Without dropout both views are the same sentence: cosine 1 on the diagonal.
-    np.testing.assert_allclose(np.diag(simcse(inputs, training=False)), 1 / 0.05, rtol=1e-5)
+    np.testing.assert_allclose(np.diag(simcse_model(inputs, training=False)), 1 / 0.05, rtol=1e-5)
     # In training, each pass draws its own masks: the two views of a sentence differ.
-    diagonal = np.diag(simcse(inputs, training=True).numpy())
+    diagonal = np.diag(simcse_model(inputs, training=True).numpy())
     assert (diagonal < 1 / 0.05 - 1e-3).all()
 
 
@@ -71,13 +76,13 @@ def test_mixed_precision_logits_are_float32():
     try:
         encoder = model.BertEncoder(model.BertConfig.from_dict(SMALL))
         assert encoder(small_inputs())["sequence_output"].dtype == tf.bfloat16
-        assert model.SimCSE(encoder, temperature=0.05)(small_inputs()).dtype == tf.float32
+        assert simcse.SimCSE(encoder, temperature=0.05)(small_inputs()).dtype == tf.float32
     finally:
         keras.mixed_precision.set_global_policy("float32")
 
 
 def test_linear_warmup_then_linear_decay_at_step_plus_one_as_the_original():
-    schedule = model.LinearWarmupDecay(3e-5, warmup_steps=1250, total_steps=25000)
+    schedule = optimization.LinearWarmupDecay(3e-5, warmup_steps=1250, total_steps=25000)
     steps = (0, 1, 624, 1249, 13124, 24999, 26000)
     values = [float(schedule(step)) for step in steps]
     # The first update already learns: step 0 uses peak / warmup_steps, as the original scripts' scheduler does.
@@ -86,8 +91,10 @@ def test_linear_warmup_then_linear_decay_at_step_plus_one_as_the_original():
 
 
 def test_optimizer_is_the_original_scripts_adam():
-    simcse = training.compile_simcse(model.BertEncoder(model.BertConfig.from_dict(SMALL)), 0.05, 3e-5, 10, 100)
-    optimizer = simcse.optimizer
+    simcse_model = optimization.compile_simcse(
+        model.BertEncoder(model.BertConfig.from_dict(SMALL)), 0.05, 3e-5, 10, 100
+    )
+    optimizer = simcse_model.optimizer
     # tf.keras.optimizers.Adam with its defaults, as the original scripts use it: no weight decay.
     assert type(optimizer) is keras.optimizers.Adam
     assert (optimizer.beta_1, optimizer.beta_2, optimizer.epsilon) == (0.9, 0.999, 1e-7)
@@ -97,18 +104,18 @@ def test_optimizer_is_the_original_scripts_adam():
 def test_precision_policies_and_what_is_logged(caplog):
     caplog.set_level(logging.INFO, logger="absl")
     gpu = bool(tf.config.list_physical_devices("GPU"))
-    assert training.default_precision(False) == "float32"
-    assert training.default_precision(True) == ("mixed_float16" if gpu else "mixed_bfloat16")
-    assert training.default_precision(True, on_tpu=True) == "mixed_bfloat16"
+    assert distribution.default_precision(False) == "float32"
+    assert distribution.default_precision(True) == ("mixed_float16" if gpu else "mixed_bfloat16")
+    assert distribution.default_precision(True, on_tpu=True) == "mixed_bfloat16"
     try:
-        training.set_precision("float32")
+        distribution.set_precision("float32")
         assert keras.mixed_precision.global_policy().name == "float32"
         assert "without a GPU" not in caplog.text
         for precision in ("mixed_bfloat16", "mixed_float16"):
-            training.set_precision(precision)
+            distribution.set_precision(precision)
             assert keras.mixed_precision.global_policy().name == precision
-        with pytest.raises(training.TrainingError, match="mixed_float16 does not run on TPUs: use mixed_bfloat16"):
-            training.set_precision("mixed_float16", on_tpu=True)
+        with pytest.raises(errors.TrainingError, match="mixed_float16 does not run on TPUs: use mixed_bfloat16"):
+            distribution.set_precision("mixed_float16", on_tpu=True)
     finally:
         keras.mixed_precision.set_global_policy("float32")
     assert "precision policy: float32; devices: /device:CPU:0, /device:CPU:1" in caplog.text  # conftest: 2 CPUs
@@ -129,11 +136,11 @@ def random_views(batch):
 
 def compiled_simcse(weights=None, mini_batch_size=None):
     encoder = model.BertEncoder(model.BertConfig.from_dict(SMALL_NO_DROPOUT))
-    simcse = model.SimCSE(encoder, temperature=0.05, mini_batch_size=mini_batch_size)
-    simcse.compile(optimizer=keras.optimizers.AdamW(1e-3, weight_decay=0.0))
+    simcse_model = simcse.SimCSE(encoder, temperature=0.05, mini_batch_size=mini_batch_size)
+    simcse_model.compile(optimizer=keras.optimizers.AdamW(1e-3, weight_decay=0.0))
     if weights is not None:
-        simcse.encoder.set_weights(weights)
-    return simcse
+        simcse_model.encoder.set_weights(weights)
+    return simcse_model
 
 
 @pytest.mark.parametrize(("kind", "mini_batch_size"), [("supervised", None), ("unsupervised", None), ("supervised", 2)])
@@ -193,7 +200,7 @@ def test_dropout_is_keras_on_one_device_and_independent_on_every_replica(two_rep
 def test_training_step_compiles_with_xla(mini_batch_size):
     # What Keras does on one GPU (jit_compile="auto"), forced on CPU: train()'s training step on trimmed batches
     # of two lengths, each its own XLA program, and the step learns; with gradient caching too.
-    simcse = training.compile_simcse(
+    simcse_model = optimization.compile_simcse(
         model.BertEncoder(model.BertConfig.from_dict(SMALL)),
         0.05,
         1e-3,
@@ -202,9 +209,9 @@ def test_training_step_compiles_with_xla(mini_batch_size):
         jit_compile=True,
         mini_batch_size=mini_batch_size,
     )
-    assert simcse.jit_compile is True
-    simcse.optimizer.build(simcse.trainable_variables)
-    train_function = training.make_train_function(simcse, tf.distribute.get_strategy())
+    assert simcse_model.jit_compile is True
+    simcse_model.optimizer.build(simcse_model.trainable_variables)
+    train_function = training.make_train_function(simcse_model, tf.distribute.get_strategy())
     rng = np.random.default_rng(0)
 
     def batch(length):
@@ -213,10 +220,10 @@ def test_training_step_compiles_with_xla(mini_batch_size):
         features = {"input_word_ids": ids * mask, "input_mask": mask, "input_type_ids": np.zeros_like(ids)}
         return {name: tf.constant(value) for name, value in features.items()}
 
-    before = [weight.numpy() for weight in simcse.encoder.trainable_weights]
+    before = [weight.numpy() for weight in simcse_model.encoder.trainable_weights]
     losses = [float(train_function(batch(length))["loss"]) for length in (8, 16, 8, 16)]
-    assert np.isfinite(losses).all() and int(simcse.optimizer.iterations) == 4
-    after = simcse.encoder.trainable_weights
+    assert np.isfinite(losses).all() and int(simcse_model.optimizer.iterations) == 4
+    after = simcse_model.encoder.trainable_weights
     assert any(not np.allclose(b, a.numpy()) for b, a in zip(before, after, strict=True))
 
 
@@ -224,21 +231,29 @@ def test_training_step_compiles_with_xla(mini_batch_size):
 
 
 def compiled_cached_simcse(config, mini_batch_size, optimizer=None):
-    simcse = model.SimCSE(model.BertEncoder(model.BertConfig.from_dict(config)), 0.05, mini_batch_size=mini_batch_size)
-    simcse.compile(optimizer=optimizer or keras.optimizers.Adam(1e-3))
-    return simcse
+    simcse_model = simcse.SimCSE(
+        model.BertEncoder(model.BertConfig.from_dict(config)), 0.05, mini_batch_size=mini_batch_size
+    )
+    simcse_model.compile(optimizer=optimizer or keras.optimizers.Adam(1e-3))
+    return simcse_model
 
 
-def one_tape_over_chunks(simcse, inputs, chunks):
+def one_tape_over_chunks(simcse_model, inputs, chunks):
     """The full-batch loss and gradients with the views embedded chunk by chunk under one tape, every activation
     kept: what gradient caching must equal, the same dropout masks drawn in the same order."""
     with tf.GradientTape() as tape:
         embeddings = [
-            tf.concat([simcse.embed(simcse.chunk(view, index), training=True) for index in range(chunks)], axis=0)
-            for view in simcse.views(inputs)
+            tf.concat(
+                [
+                    simcse_model.embed(gradient_cache.chunk(view, index, simcse_model.mini_batch_size), training=True)
+                    for index in range(chunks)
+                ],
+                axis=0,
+            )
+            for view in simcse_model.views(inputs)
         ]
-        loss, scaled_loss = simcse.replica_loss(simcse.logits(embeddings))
-    return loss, tape.gradient(scaled_loss, simcse.trainable_weights)
+        loss, scaled_loss = simcse_model.replica_loss(simcse_model.logits(embeddings))
+    return loss, tape.gradient(scaled_loss, simcse_model.trainable_weights)
 
 
 def assert_same_gradients(gradients, expected, relative=1e-5):
@@ -251,22 +266,22 @@ def assert_same_gradients(gradients, expected, relative=1e-5):
 
 @pytest.mark.parametrize("kind", ["supervised", "unsupervised"])
 def test_gradient_caching_replays_the_dropout_masks_and_gives_the_full_batch_gradients(kind):
-    simcse = compiled_cached_simcse(SMALL, mini_batch_size=2)  # dropout 0.1 everywhere
+    simcse_model = compiled_cached_simcse(SMALL, mini_batch_size=2)  # dropout 0.1 everywhere
     inputs = random_views(batch=8) if kind == "supervised" else random_views(batch=8)[0]
-    seed_states = simcse.encoder.dropout_seed_states()
+    seed_states = simcse_model.encoder.dropout_seed_states()
     assert len(seed_states) == 1 + 3 * SMALL["num_hidden_layers"]
     start = [state.numpy() for state in seed_states]
-    loss, gradients = tf.function(simcse.loss_and_gradients)(inputs)
+    loss, gradients = tf.function(simcse_model.loss_and_gradients)(inputs)
     after = [state.numpy() for state in seed_states]
     for state, value in zip(seed_states, start, strict=True):
         state.assign(value)
-    expected_loss, expected = one_tape_over_chunks(simcse, inputs, chunks=4)
+    expected_loss, expected = one_tape_over_chunks(simcse_model, inputs, chunks=4)
     # The step consumed the draws of one pass over the chunks (the replay set them back), as the one tape did.
     assert [state.numpy().tolist() for state in seed_states] == [value.tolist() for value in after]
     assert float(loss) == pytest.approx(float(expected_loss), rel=1e-6)
     assert_same_gradients(gradients, expected)
     # Other masks give other gradients: the replay, not the dropout rate, makes them equal.
-    _, other = one_tape_over_chunks(simcse, inputs, chunks=4)
+    _, other = one_tape_over_chunks(simcse_model, inputs, chunks=4)
     with pytest.raises(AssertionError):
         assert_same_gradients(other, expected, relative=1e-3)
 
@@ -274,7 +289,7 @@ def test_gradient_caching_replays_the_dropout_masks_and_gives_the_full_batch_gra
 def test_gradient_caching_in_one_chunk_or_without_dropout_is_the_plain_step():
     inputs = random_views(batch=8)
     cached = compiled_cached_simcse(SMALL, mini_batch_size=8)
-    plain = model.SimCSE(cached.encoder, 0.05)  # the same encoder and seed states
+    plain = simcse.SimCSE(cached.encoder, 0.05)  # the same encoder and seed states
     plain.compile(optimizer=keras.optimizers.Adam(1e-3))
     start = [state.numpy() for state in cached.encoder.dropout_seed_states()]
     _, gradients = cached.loss_and_gradients(inputs)
@@ -284,7 +299,7 @@ def test_gradient_caching_in_one_chunk_or_without_dropout_is_the_plain_step():
     assert_same_gradients(gradients, expected)
 
     cached = compiled_cached_simcse(SMALL_NO_DROPOUT, mini_batch_size=2)
-    plain = model.SimCSE(cached.encoder, 0.05)
+    plain = simcse.SimCSE(cached.encoder, 0.05)
     plain.compile(optimizer=keras.optimizers.Adam(1e-3))
     assert cached.encoder.dropout_seed_states() == []
     assert_same_gradients(cached.loss_and_gradients(inputs)[1], plain.loss_and_gradients(inputs)[1])
@@ -296,7 +311,7 @@ def test_gradient_caching_under_mixed_float16_carries_the_loss_scale():
         optimizer = keras.optimizers.LossScaleOptimizer(keras.optimizers.Adam(1e-3), initial_scale=2.0**10)
         one_layer = {**SMALL_NO_DROPOUT, "num_hidden_layers": 1}  # float16 is slow on CPU
         cached = compiled_cached_simcse(one_layer, mini_batch_size=2, optimizer=optimizer)
-        plain = model.SimCSE(cached.encoder, 0.05)
+        plain = simcse.SimCSE(cached.encoder, 0.05)
         plain.compile(optimizer=keras.optimizers.LossScaleOptimizer(keras.optimizers.Adam(1e-3), initial_scale=2.0**10))
         inputs = random_views(batch=8)
         _, gradients = cached.loss_and_gradients(inputs)

@@ -29,9 +29,13 @@ from helpers import (
 )
 
 import data
+import distribution
 import errors
+import google_checkpoint
 import huggingface
 import model
+import optimization
+import run_directory
 import training
 import training_flags
 
@@ -75,7 +79,7 @@ def make_recipe(**changes):
     ],
 )
 def test_recipe_refuses_values_out_of_range(change, message):
-    with pytest.raises(training.TrainingError, match=re.escape(message)):
+    with pytest.raises(errors.TrainingError, match=re.escape(message)):
         make_recipe(**change)
 
 
@@ -105,8 +109,8 @@ class SmallRun:
     """A run directory driven as the training callback drives it, with a small encoder whose word embeddings
     are set to the step, so every checkpoint says which step it holds."""
 
-    def __init__(self, path, keep_step_checkpoints=training.KEEP_STEP_CHECKPOINTS):
-        self.run = training.RunDirectory(str(path), keep_step_checkpoints)
+    def __init__(self, path, keep_step_checkpoints=run_directory.KEEP_STEP_CHECKPOINTS):
+        self.run = run_directory.RunDirectory(str(path), keep_step_checkpoints)
         self.run.create({"run_config.json": {"kind": "test"}})
         self.encoder = model.BertEncoder(model.BertConfig.from_dict(SMALL), dtype="float32")
         self.step = tf.Variable(0)
@@ -123,15 +127,15 @@ class SmallRun:
         self.states.save(checkpoint_number=step)
         if until == "before best":
             return
-        self.run.point_best_at(training.best_step(self.history))
+        self.run.point_best_at(run_directory.best_step(self.history))
 
     def resume(self):
-        return training.RunDirectory(self.run.path).resume(self.run.saved_step())
+        return run_directory.RunDirectory(self.run.path).resume(self.run.saved_step())
 
     def best(self):
         """The step the checkpoint in best/ holds, and the files there."""
         encoder = model.BertEncoder(model.BertConfig.from_dict(SMALL), dtype="float32")
-        model.load_checkpoint(encoder, self.run.best_dir)
+        google_checkpoint.load_checkpoint(encoder, self.run.best_dir)
         files = sorted(p.name for p in pathlib.Path(self.run.best_dir).iterdir())
         return int(encoder.embeddings.word_embeddings.numpy()[0, 0]), files
 
@@ -198,7 +202,7 @@ def test_corrupt_history_and_run_config_are_named(tmp_path):
     run.evaluate(10, 0.1)
     history = tmp_path / "run" / "eval_history.jsonl"
     history.write_text(history.read_text() + '{"step": 20, "loss": 0.9, "learning')
-    with pytest.raises(training.TrainingError, match=f"{re.escape(str(history))} line 2 is not an evaluation record"):
+    with pytest.raises(errors.TrainingError, match=f"{re.escape(str(history))} line 2 is not an evaluation record"):
         run.resume()
     (tmp_path / "run" / "run_config.json").write_text('{"kind": ')
     with pytest.raises(errors.InputError, match="run_config.json is not valid JSON"):
@@ -330,7 +334,7 @@ def test_steps_skipped_by_the_loss_scaler_leave_one_step_counter(
     # mixed_float16 (on CPU, emulated) from a loss scale that overflows: the scaler skips steps (halving the
     # scale) and the optimizer counts fewer steps than were taken. Checkpoints, history and resuming count the
     # steps taken, through a stop after step 6 and a resume.
-    monkeypatch.setattr(training, "INITIAL_LOSS_SCALE", 2.0**20)
+    monkeypatch.setattr(optimization, "INITIAL_LOSS_SCALE", 2.0**20)
     data_dir = self_made_data_dir
     untrained = {"files": random_bert, "pretrained": False}
     sentences = data.corpus_sentences(data_dir)
@@ -392,7 +396,7 @@ def test_supervised_simcse_raises_korsts(prepared_data_dir, scores_before_traini
 
 def test_diverging_loss_stops_training_and_leaves_nothing_half_made(self_made_data_dir, random_bert, tmp_path):
     # A learning rate no model survives: the loss turns NaN or infinite within the first steps.
-    with pytest.raises(training.TrainingError, match="the loss became .* training stopped; last good state: none"):
+    with pytest.raises(errors.TrainingError, match="the loss became .* training stopped; last good state: none"):
         train(self_made_data_dir, tmp_path, make_recipe(learning_rate=1e30), files=random_bert, pretrained=False)
     # It stopped before its first evaluation: there is nothing to resume, and nothing is left behind.
     assert not (tmp_path / "runs" / "run").exists() and not (tmp_path / "logs" / "run").exists()
@@ -401,22 +405,22 @@ def test_diverging_loss_stops_training_and_leaves_nothing_half_made(self_made_da
 @pytest.mark.parametrize(
     ("change", "error", "message"),
     [
-        ({"pretrained_weight": "missing/model.ckpt"}, model.CheckpointError, "checkpoint not found: missing/model"),
-        ({"vocab": "missing_vocab.txt"}, data.DataError, "vocab file not found: missing_vocab.txt"),
-        ({"max_sequence_length": 600}, model.ConfigError, "max_sequence_length 600 is more than the config's"),
-        ({"replicas": 2, "batch_size": 15}, training.TrainingError, "batch_size 15 does not split over 2 replicas"),
+        ({"pretrained_weight": "missing/model.ckpt"}, errors.CheckpointError, "checkpoint not found: missing/model"),
+        ({"vocab": "missing_vocab.txt"}, errors.ConfigError, "vocab file not found: missing_vocab.txt"),
+        ({"max_sequence_length": 600}, errors.ConfigError, "max_sequence_length 600 is more than the config's"),
+        ({"replicas": 2, "batch_size": 15}, errors.TrainingError, "batch_size 15 does not split over 2 replicas"),
         (
             {"replicas": 2, "batch_size": 16, "mini_batch_size": 3},
-            training.TrainingError,
+            errors.TrainingError,
             "mini_batch_size 3 does not divide the batch of each replica (16 over 2 replica(s): 8)",
         ),
         (
             {"run_config": {"kind": "unsupervised", "mini_batch_size": 8}},
-            training.TrainingError,
+            errors.TrainingError,
             "mini_batch_size 8 -> None",
         ),
-        ({"run_config": {"kind": "unsupervised", "learning_rate": 1.0}}, training.TrainingError, "another recipe"),
-        ({"run_config": "not a run directory"}, training.TrainingError, "exists but is not a run directory"),
+        ({"run_config": {"kind": "unsupervised", "learning_rate": 1.0}}, errors.TrainingError, "another recipe"),
+        ({"run_config": "not a run directory"}, errors.TrainingError, "exists but is not a run directory"),
         ({"runs_below_a_file": True}, errors.InputError, "cannot make directory"),
     ],
 )
@@ -498,7 +502,7 @@ def test_precision_is_mixed_precisions_choice_or_given():
         return training_flags.make_recipe(parsed_training_flags(*arguments), "unsupervised", 10).precision
 
     assert precision() == "float32"
-    assert precision("--mixed_precision") == training.default_precision(True)
+    assert precision("--mixed_precision") == distribution.default_precision(True)
     assert precision("--mixed_precision", "--distribution_strategy=tpu") == "mixed_bfloat16"
     assert precision("--precision=mixed_bfloat16") == "mixed_bfloat16"
     assert precision("--precision=mixed_float16") == "mixed_float16"
@@ -506,7 +510,7 @@ def test_precision_is_mixed_precisions_choice_or_given():
         parsed_training_flags("--mixed_precision", "--precision=float32")
     with pytest.raises(flags.Error, match=re.escape("flag --precision=float16: value should be one of")):
         parsed_training_flags("--precision=float16")
-    with pytest.raises(training.TrainingError, match="precision must be one of float32, mixed_float16, mixed_bfloat16"):
+    with pytest.raises(errors.TrainingError, match="precision must be one of float32, mixed_float16, mixed_bfloat16"):
         make_recipe(precision="float16")
 
 
@@ -628,7 +632,7 @@ def test_train_supervised_py_end_to_end(prepared_data_dir, tmp_path, monkeypatch
     assert f"loaded pretrained weights from {tmp_path / 'hf_home'}" in result.stderr
     assert "kornli:xnli_dev: 830 triples" in result.stderr
     run_dir = tmp_path / "runs" / "run"
-    # What evaluate.py and export.py read for the run's checkpoints (huggingface.model_files).
+    # What evaluate.py and export.py read for the run's checkpoints (model_files.find).
     assert model.BertConfig.from_json_file(run_dir / "bert_config.json") == config
     assert (run_dir / "vocab.txt").read_bytes() == VOCAB.read_bytes()
     assert json.loads((run_dir / "tokenizer_config.json").read_text())["do_lower_case"] is False

@@ -1,0 +1,179 @@
+"""A run directory: its checkpoints, `best/`, eval_history.jsonl and training state, kept consistent through kills
+and resumes; and what a checkpoint's run directory says of it.
+"""
+
+import json
+import os
+
+import tensorflow as tf
+
+import errors
+import files
+import google_checkpoint
+
+# Step checkpoints kept besides `best`; older ones are deleted (a KR-BERT base checkpoint is ~0.4 GB).
+KEEP_STEP_CHECKPOINTS = 5
+
+
+class RunDirectory:
+    """A run's files, kept consistent through kills and resumes.
+
+    - `run_config.json` (the recipe) and any other run files, written with the directory, all at once.
+    - `step-N`: a Google-format checkpoint per evaluation; the newest `keep_step_checkpoints` are kept.
+    - `best/`: the checkpoint of the best KorSTS dev Spearman so far, named by its `checkpoint` state file.
+    - `eval_history.jsonl`: one record per evaluation, rewritten atomically.
+    - `state/`: the training state, checkpoint number = step (saved by the caller's CheckpointManager).
+
+    An evaluation is saved in this order: step checkpoint, best candidate, history, (training state), then
+    `best/` is pointed at the best of the history. The state is the commit: a run killed anywhere in between
+    resumes from the state before, and `resume` cuts everything back to it, so no evaluation is lost or
+    repeated and `best/` always names a step the history holds.
+    """
+
+    def __init__(self, path, keep_step_checkpoints=KEEP_STEP_CHECKPOINTS):
+        self.path = path
+        self.keep_step_checkpoints = keep_step_checkpoints
+        self.config_path = os.path.join(path, "run_config.json")
+        self.history_path = os.path.join(path, "eval_history.jsonl")
+        self.best_dir = os.path.join(path, "best")
+        self.state_dir = os.path.join(path, "state")
+
+    def exists(self):
+        return os.path.exists(self.path)
+
+    def create(self, run_files):
+        """Makes the directory with `run_files` ({name: JSON value for a .json name, text otherwise}) in it, all
+        at once (`files.renamed_into_place`)."""
+        with files.renamed_into_place(self.path) as temporary:
+            os.makedirs(temporary)
+            for name, value in run_files.items():
+                if name.endswith(".json"):
+                    files.write_json_atomically(os.path.join(temporary, name), value)
+                else:
+                    files.write_text_atomically(os.path.join(temporary, name), value)
+
+    def check_recipe(self, run_config):
+        """Raises errors.TrainingError unless the directory was made by a run of `run_config`."""
+        if not os.path.exists(self.config_path):
+            raise errors.TrainingError(
+                f"{self.path} exists but is not a run directory (no run_config.json): choose another run name"
+            )
+        saved = files.read_json(self.config_path)
+        if not isinstance(saved, dict):
+            raise errors.TrainingError(f"{self.config_path} is not a JSON object")
+        differences = [
+            f"{key} {saved.get(key)!r} -> {run_config.get(key)!r}"
+            for key in sorted(set(saved) | set(run_config))
+            if saved.get(key) != run_config.get(key)
+        ]
+        if differences:
+            raise errors.TrainingError(
+                f"{self.path} was made with another recipe ({'; '.join(differences)}): "
+                "rerun with its flags to resume, or choose another run name"
+            )
+
+    def saved_state(self):
+        """The prefix of the newest training state, or None."""
+        return tf.train.latest_checkpoint(self.state_dir)
+
+    def saved_step(self):
+        """The step of the newest training state, 0 if there is none."""
+        return state_step(self.saved_state())
+
+    def history(self):
+        """The records of eval_history.jsonl; errors.TrainingError naming the line if one is not a record."""
+        if not os.path.exists(self.history_path):
+            return []
+        records = []
+        for number, line in enumerate(files.read_lines(self.history_path), start=1):
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as error:
+                record = error
+            if not (isinstance(record, dict) and isinstance(record.get("step"), int)):
+                raise errors.TrainingError(
+                    f"{self.history_path} line {number} is not an evaluation record: restore the file, or "
+                    "choose another run name"
+                )
+            records.append(record)
+        return records
+
+    def write_history(self, history):
+        files.write_text_atomically(
+            self.history_path, "".join(json.dumps(record, allow_nan=False) + "\n" for record in history)
+        )
+
+    def step_checkpoints(self):
+        """The steps of the step-N checkpoints, ascending."""
+        prefix = os.path.join(self.path, "step-")
+        return sorted(int(path[len(prefix) : -len(".index")]) for path in tf.io.gfile.glob(f"{prefix}*.index"))
+
+    def remove_step_checkpoint(self, step):
+        for path in tf.io.gfile.glob(os.path.join(self.path, f"step-{step}.*")):
+            tf.io.gfile.remove(path)
+
+    def resume(self, step):
+        """Cuts the directory back to what it was when the state of `step` was saved; returns the history."""
+        # What a killed save left behind: temporary files, never a checkpoint that is in use.
+        for path in tf.io.gfile.glob(os.path.join(self.path, f"*{files.TEMPORARY_SUFFIX}*")) + tf.io.gfile.glob(
+            os.path.join(self.best_dir, f"*{files.TEMPORARY_SUFFIX}*")
+        ):
+            tf.io.gfile.remove(path)
+        history = self.history()
+        kept = [record for record in history if record["step"] <= step]
+        if len(kept) < len(history):
+            self.write_history(kept)
+        for saved in self.step_checkpoints():
+            if saved > step:
+                self.remove_step_checkpoint(saved)
+        self.point_best_at(best_step(kept))
+        return kept
+
+    def save_evaluation(self, record, encoder, history):
+        """Writes the evaluation `record` of `encoder`: its step checkpoint (pruning the oldest), the checkpoint
+        for `best/` if it is the best so far (not yet pointed at), and `history` with the record appended."""
+        step = record["step"]
+        google_checkpoint.save_checkpoint(encoder, os.path.join(self.path, f"step-{step}"))
+        for old in self.step_checkpoints()[: -self.keep_step_checkpoints]:
+            self.remove_step_checkpoint(old)
+        history.append(record)
+        if best_step(history) == step:
+            google_checkpoint.save_checkpoint(encoder, os.path.join(self.best_dir, f"model.ckpt-{step}"))
+        self.write_history(history)
+
+    def point_best_at(self, step):
+        """Makes `best/` hold the checkpoint of `step` alone (None: no checkpoint), switching its state file
+        atomically before anything is deleted."""
+        keep = os.path.join(self.best_dir, f"model.ckpt-{step}")
+        if step is not None and tf.io.gfile.exists(f"{keep}.index"):
+            # Relative to the directory, so the run directory can be moved.
+            tf.compat.v1.train.update_checkpoint_state(self.best_dir, os.path.basename(keep))
+        else:
+            keep = None
+            if tf.io.gfile.exists(os.path.join(self.best_dir, "checkpoint")):
+                tf.io.gfile.remove(os.path.join(self.best_dir, "checkpoint"))
+        for path in tf.io.gfile.glob(os.path.join(self.best_dir, "model.ckpt-*")):
+            if keep is None or not path.startswith(f"{keep}."):
+                tf.io.gfile.remove(path)
+
+
+def state_step(prefix):
+    """The step of a training state's checkpoint prefix (`.../ckpt-N`: checkpoint number = step); 0 for None."""
+    return int(prefix.rsplit("-", 1)[1]) if prefix else 0
+
+
+def checkpoint_run(prefix):
+    """(run_config, eval_history.jsonl record) of a checkpoint training saved (`RUN/step-N`, `RUN/best/model.ckpt-N`);
+    (None, None) for any other checkpoint."""
+    for directory in (os.path.dirname(prefix), os.path.dirname(os.path.dirname(prefix))):
+        run = RunDirectory(directory)
+        if os.path.exists(run.config_path):
+            step = state_step(prefix)
+            return files.read_json(run.config_path), next((r for r in run.history() if r["step"] == step), None)
+    return None, None
+
+
+def best_step(history):
+    """The step of the first record with the highest KorSTS dev Spearman; None if no record has one."""
+    scored = [record for record in history if record["korsts_spearman"] is not None]
+    return max(scored, key=lambda record: record["korsts_spearman"])["step"] if scored else None
