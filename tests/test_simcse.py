@@ -266,6 +266,9 @@ def assert_same_gradients(gradients, expected, relative=1e-5):
 
 @pytest.mark.parametrize("kind", ["supervised", "unsupervised"])
 def test_gradient_caching_replays_the_dropout_masks_and_gives_the_full_batch_gradients(kind):
+    # Seeded weights and masks: unseeded, about one run in six parted from the one tape by more than 1e-6 relative
+    # in the loss (float32 sums taken in another order; seen before and after the module split alike).
+    keras.utils.set_random_seed(0)
     simcse_model = compiled_cached_simcse(SMALL, mini_batch_size=2)  # dropout 0.1 everywhere
     inputs = random_views(batch=8) if kind == "supervised" else random_views(batch=8)[0]
     seed_states = simcse_model.encoder.dropout_seed_states()
