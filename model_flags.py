@@ -11,8 +11,8 @@ import tokenization
 # princeton-nlp/SimCSE's names of the same embeddings (its --pooler_type), for users coming from there.
 POOLING_HELP = (
     "Sentence embedding: cls, the [CLS] output before the pooler (princeton-nlp/SimCSE's cls_before_pooler); "
-    "pooled, BERT's tanh pooler over it (theirs is cls, whose MLP BERT's pooler is here); mean, the mean of the "
-    "token outputs (their avg)"
+    "pooled, BERT's tanh pooler over it (their cls, with BERT's pooler as the MLP); mean, the mean of the token "
+    "outputs (their avg)"
 )
 
 
