@@ -121,8 +121,13 @@ def check_source_file(name, path):
                     f"{path} item {index}: expected guid, sentence1, sentence2 and numeric labels "
                     "(label, real-label, binary-label)"
                 )
-    elif not zipfile.is_zipfile(path):
+    elif not is_zip_archive(path):
         raise errors.DataError(f"{path} is not a zip archive")
+
+
+def is_zip_archive(path):
+    with files.open_file(path, "rb") as f:
+        return zipfile.is_zipfile(f)
 
 
 def _is_number(value):
@@ -137,7 +142,7 @@ def _offline_builder(name, source_dir):
     registered = BUILDERS[name]
     available = {}
     for split, relative in SOURCE_FILES[name].items():
-        if os.path.exists(os.path.join(source_dir, relative)):
+        if files.exists(os.path.join(source_dir, relative)):
             check_source_file(name, os.path.join(source_dir, relative))
             available[split] = relative
         else:
@@ -160,7 +165,7 @@ def prepare(names, source_dir, data_dir):
     for name in names:
         if name not in BUILDERS:
             raise errors.DataError(f"unknown dataset '{name}' (choose from {', '.join(BUILDERS)})")
-    if source_dir is not None and not os.path.isdir(source_dir):
+    if source_dir is not None and not files.isdir(source_dir):
         raise errors.DataError(f"--source_dir {source_dir} is not a directory")
     if data_dir:
         files.check_can_make_directory(data_dir)
@@ -431,7 +436,8 @@ def main():
     prepare(FLAGS.datasets, FLAGS.source_dir, FLAGS.data_dir)
 
 
-if __name__ == "__main__":
+def define_flags():
+    """The flags of `python data.py prepare`, defined when it runs (so that the module imports with any script)."""
     flags.DEFINE_string(
         "source_dir",
         None,
@@ -439,4 +445,8 @@ if __name__ == "__main__":
     )
     flags.DEFINE_string("data_dir", None, "TFDS data directory to prepare into (default: TFDS's).")
     flags.DEFINE_list("datasets", list(BUILDERS), "Datasets to prepare.")
+
+
+if __name__ == "__main__":
+    define_flags()
     errors.run(main, command="prepare")

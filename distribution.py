@@ -13,6 +13,7 @@ import tensorflow as tf
 from absl import logging
 
 import errors
+import files
 
 # How long a worker waits for the others in a collective (each step's all-reduce) before it gives up. A worker
 # that dies usually ends the others at once (its connections are refused), or within TF's health checks; this
@@ -81,7 +82,7 @@ def set_precision(precision, on_tpu=False):
 def worker_state_directory(run_dir, task_id):
     """A new, empty directory for the training state of worker `task_id` (not the chief) of the run in `run_dir`,
     in the system's temporary directory, named by both: a rerun clears what a killed worker left there."""
-    name = hashlib.sha256(os.path.abspath(run_dir).encode()).hexdigest()[:16]
+    name = hashlib.sha256(files.absolute(run_dir).encode()).hexdigest()[:16]
     path = os.path.join(tempfile.gettempdir(), f"simcse-worker-{task_id}-state-{name}")
     shutil.rmtree(path, ignore_errors=True)
     os.makedirs(path)

@@ -22,34 +22,6 @@ import saved_model
 import sts
 
 FLAGS = flags.FLAGS
-model_flags.define_checkpoint("KR-BERT's release, one saved by training")
-model_flags.define_model_flags()
-flags.DEFINE_string(
-    "saved_model", None, "A SavedModel of export.py, instead of --config, --checkpoint and --vocab_path."
-)
-model_flags.define_data_dir()
-flags.DEFINE_list("datasets", ["korsts:dev", "korsts:test", "klue_sts:dev"], "STS sets as DATASET:SPLIT.")
-model_flags.define_max_sequence_length(64, " (a SavedModel has its own)")
-model_flags.define_pooling(" (a SavedModel has its own)")
-model_flags.define_batch_size(64)
-flags.DEFINE_string(
-    "results_json", None, "Write {set: {n, pearson, spearman, alignment, uniformity}} here (null: undefined)."
-)
-CHECKPOINT_FLAGS = ("checkpoint", "config", "vocab_path", "do_lower_case")
-
-
-def one_model_source(values):
-    """Either --saved_model alone or --checkpoint (with its own flags)."""
-    if values["saved_model"]:
-        return all(values[name] is None for name in CHECKPOINT_FLAGS)
-    return bool(values["checkpoint"])
-
-
-flags.register_multi_flags_validator(
-    [*CHECKPOINT_FLAGS, "saved_model"],
-    one_model_source,
-    message="give either --saved_model or --checkpoint (with --config, --vocab_path, --do_lower_case if need be)",
-)
 
 
 def evaluate(
@@ -105,6 +77,38 @@ def percent(value):
     return "n/a" if value is None else f"{value * 100:.2f}"
 
 
+CHECKPOINT_FLAGS = ("checkpoint", "config", "vocab_path", "do_lower_case")
+
+
+def one_model_source(values):
+    """Either --saved_model alone or --checkpoint (with its own flags)."""
+    if values["saved_model"]:
+        return all(values[name] is None for name in CHECKPOINT_FLAGS)
+    return bool(values["checkpoint"])
+
+
+def define_flags():
+    """The flags of the script, defined when it runs (so that its functions import with any other script's)."""
+    model_flags.define_checkpoint("KR-BERT's release, one saved by training")
+    model_flags.define_model_flags()
+    flags.DEFINE_string(
+        "saved_model", None, "A SavedModel of export.py, instead of --config, --checkpoint and --vocab_path."
+    )
+    model_flags.define_data_dir()
+    flags.DEFINE_list("datasets", ["korsts:dev", "korsts:test", "klue_sts:dev"], "STS sets as DATASET:SPLIT.")
+    model_flags.define_max_sequence_length(64, " (a SavedModel has its own)")
+    model_flags.define_pooling(" (a SavedModel has its own)")
+    model_flags.define_batch_size(64)
+    flags.DEFINE_string(
+        "results_json", None, "Write {set: {n, pearson, spearman, alignment, uniformity}} here (null: undefined)."
+    )
+    flags.register_multi_flags_validator(
+        [*CHECKPOINT_FLAGS, "saved_model"],
+        one_model_source,
+        message="give either --saved_model or --checkpoint (with --config, --vocab_path, --do_lower_case if need be)",
+    )
+
+
 def main():
     if FLAGS.results_json:
         files.check_can_write_file(FLAGS.results_json)
@@ -127,4 +131,5 @@ def main():
 
 
 if __name__ == "__main__":
+    define_flags()
     errors.run(main)

@@ -28,17 +28,6 @@ import run_directory
 import saved_model
 
 FLAGS = flags.FLAGS
-model_flags.define_checkpoint("one saved by training, KR-BERT's release")
-model_flags.define_model_flags()
-flags.DEFINE_string("output", None, "Directory to write to; it must not exist yet.")
-flags.DEFINE_enum("format", "savedmodel", ["savedmodel", "huggingface"], "What to write.")
-model_flags.define_max_sequence_length(64)
-model_flags.define_pooling()
-flags.DEFINE_string(
-    "results_json", None, "evaluate.py's --results_json of this checkpoint, for the model card (Hugging Face)."
-)
-for name in ("checkpoint", "output"):
-    flags.mark_flag_as_required(name)
 
 
 def export(
@@ -79,6 +68,21 @@ def export(
     return loaded
 
 
+def define_flags():
+    """The flags of the script, defined when it runs (so that its functions import with any other script's)."""
+    model_flags.define_checkpoint("one saved by training, KR-BERT's release")
+    model_flags.define_model_flags()
+    flags.DEFINE_string("output", None, "Directory to write to; it must not exist yet.")
+    flags.DEFINE_enum("format", "savedmodel", ["savedmodel", "huggingface"], "What to write.")
+    model_flags.define_max_sequence_length(64)
+    model_flags.define_pooling()
+    flags.DEFINE_string(
+        "results_json", None, "evaluate.py's --results_json of this checkpoint, for the model card (Hugging Face)."
+    )
+    for name in ("checkpoint", "output"):
+        flags.mark_flag_as_required(name)
+
+
 def main():
     export(
         FLAGS.checkpoint,
@@ -94,4 +98,5 @@ def main():
 
 
 if __name__ == "__main__":
+    define_flags()
     errors.run(main)

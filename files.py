@@ -1,14 +1,20 @@
-"""File operations on the paths a user gives: checks before anything is written, text and JSON read with the
-checks a hostile file needs, and every write made atomic by one helper, `renamed_into_place`: a failed or killed
-write leaves the previous file or none, never half of one.
+"""File operations on the paths a user gives, local or on any file system TensorFlow reads (gs://, and ram://,
+its in-memory one, for tests): checks before anything is written, text and JSON read with the checks a hostile
+file needs, and every write made atomic by one helper, `renamed_into_place`.
+
+Everything goes through tf.io.gfile, but for files opened on the local disk, which keep Python's `open` (and its
+errors). A local rename is atomic: a failed or killed write leaves the previous file or none, never half of one.
+On a bucket a rename is a copy and a delete, file by file: a kill during it can leave the new file beside the
+temporary one, or a directory half moved under its final name (a run directory's resume deletes temporaries).
 """
 
 import contextlib
+import errno
 import json
 import math
 import os
 import re
-import shutil
+import tempfile
 
 import tensorflow as tf
 
@@ -25,44 +31,150 @@ MAX_JSON_NUMBER_LENGTH = 40
 TEMPORARY_SUFFIX = ".tmp-"
 
 
+# === Paths ===
+
+
+def is_url(path):
+    """Whether `path` names a file system of TensorFlow's other than the local one (gs://bucket/x, ram://x)."""
+    return "://" in os.fspath(path)
+
+
+def absolute(path):
+    """`path` made absolute against the current directory; a URL as it is."""
+    return os.fspath(path) if is_url(path) else os.path.abspath(path)
+
+
+def parent(path):
+    """The directory of `path`; None above a URL's root (`gs://bucket` has none) or the local root."""
+    directory = os.path.dirname(absolute(path).rstrip("/"))
+    if directory == os.fspath(path) or (is_url(path) and "://" not in directory) or directory.endswith("://"):
+        return None
+    return directory
+
+
+def exists(path):
+    return tf.io.gfile.exists(path) and _listed(path)
+
+
+def isdir(path):
+    return tf.io.gfile.isdir(path) and _listed(path)
+
+
+def _listed(path):
+    """Whether a URL is listed in its directory (a local path: True). ram:// takes a name that begins another for
+    a file and a directory (model.ckpt, of model.ckpt.index); the listing of its directory does not."""
+    directory = parent(path) if is_url(path) else None
+    if directory is None:
+        return True
+    return os.path.basename(os.fspath(path).rstrip("/")) in {
+        name.rstrip("/") for name in tf.io.gfile.listdir(directory)
+    }
+
+
+def makedirs(path):
+    tf.io.gfile.makedirs(path)
+
+
+def glob(pattern):
+    return tf.io.gfile.glob(pattern)
+
+
+def remove(path):
+    tf.io.gfile.remove(path)
+
+
+def rmtree(path):
+    """Removes the directory `path` with everything in it, if it exists."""
+    if tf.io.gfile.isdir(path):
+        tf.io.gfile.rmtree(path)
+
+
+def copy(source, target):
+    tf.io.gfile.copy(source, target, overwrite=True)
+
+
+def size(path):
+    return tf.io.gfile.stat(path).length
+
+
+def open_file(path, mode="rb"):
+    """A file object of `path`: Python's `open` on the local disk, tf.io.gfile.GFile elsewhere."""
+    if is_url(path):
+        return tf.io.gfile.GFile(path, mode)
+    return open(path, mode, **({} if "b" in mode else {"encoding": "utf-8"}))  # noqa: SIM115 (the caller's with)
+
+
+# === Checks before writing ===
+
+
 def check_can_write_file(path):
     """Raises FileError unless a file can be written at `path`: its directory exists, and it is no directory."""
-    directory = os.path.dirname(os.path.abspath(path))
-    if os.path.isdir(path):
+    directory = parent(path)
+    if isdir(path):
         raise errors.FileError(f"cannot write {path}: it is a directory")
-    if not os.path.isdir(directory):
+    if directory is not None and not isdir(directory) and not (is_url(path) and not exists(directory)):
         raise errors.FileError(f"cannot write {path}: {directory} is not a directory")
-    if not os.access(directory, os.W_OK):
+    if not is_url(path) and not os.access(directory, os.W_OK):
         raise errors.FileError(f"cannot write {path}: no permission to write in {directory}")
 
 
 def check_new_directory(path):
     """Raises FileError if `path` exists, else unless it can be made a directory: what is written as a whole
     (a SavedModel, a Hugging Face directory) is never written over another."""
-    if os.path.exists(path):
+    if exists(path):
         raise errors.FileError(f"{path} exists already: choose a new directory")
     check_can_make_directory(path)
 
 
 def check_can_make_directory(path):
     """Raises FileError unless `path` is a directory or can be made one: the nearest existing path on the way
-    up is a directory that can be written in."""
-    existing = os.path.abspath(path)
-    while not os.path.exists(existing):
-        existing = os.path.dirname(existing)
-    if not os.path.isdir(existing):
+    up is a directory that can be written in (on a bucket, where directories are only names, no file is on the
+    way up)."""
+    existing = absolute(path)
+    while existing is not None and not exists(existing):
+        existing = parent(existing)
+    if existing is None:
+        return
+    if not isdir(existing):
         raise errors.FileError(f"cannot make directory {path}: {existing} is not a directory")
-    if existing != os.path.abspath(path) and not os.access(existing, os.W_OK):
+    if not is_url(path) and existing != absolute(path) and not os.access(existing, os.W_OK):
         raise errors.FileError(f"cannot make directory {path}: no permission to write in {existing}")
 
 
+# === Reading ===
+
+
+def read_bytes(path, max_bytes=None):
+    """The bytes of the file `path`, at most `max_bytes` of them; FileError for a directory."""
+    if isdir(path):
+        raise errors.FileError(f"{path}: Is a directory")
+    if is_url(path) and not exists(path):
+        raise FileNotFoundError(errno.ENOENT, "No such file or directory", path)
+    with open_file(path, "rb") as f:
+        return f.read() if max_bytes is None else f.read(max_bytes)
+
+
 def read_lines(path):
-    """The lines of the text file `path` (local or any file system TensorFlow reads), newlines kept; FileError
-    naming the line that is not UTF-8."""
-    if tf.io.gfile.isdir(path):
+    """The lines of the text file `path`, newlines kept; FileError naming the line that is not UTF-8."""
+    if isdir(path):
         raise errors.FileError(f"{path} is a directory, not a text file")
     with tf.io.gfile.GFile(path, "rb") as f:
         return decode_lines(f.readlines(), path)
+
+
+@contextlib.contextmanager
+def local_copy(path, max_bytes):
+    """A local path of the file `path` for a library that reads only local files (safetensors maps them): `path`
+    itself on the local disk, else a temporary copy, refused (FileError) if it is larger than `max_bytes`."""
+    if not is_url(path):
+        yield path
+        return
+    if size(path) > max_bytes:
+        raise errors.FileError(f"{path} is larger than {max_bytes:,} bytes: too large for what it should hold")
+    with tempfile.TemporaryDirectory() as directory:
+        local = os.path.join(directory, os.path.basename(path))
+        tf.io.gfile.copy(path, local)
+        yield local
 
 
 def decode_lines(raw_lines, source):
@@ -82,8 +194,7 @@ def read_json(path, max_bytes=None):
     """The JSON value in the file `path`; FileError naming the file if it is not UTF-8 JSON, is larger than
     `max_bytes`, nests deeper than MAX_JSON_DEPTH, holds a number of more than MAX_JSON_NUMBER_LENGTH characters
     or NaN / Infinity (which JSON does not have)."""
-    with open(path, "rb") as f:
-        raw = f.read() if max_bytes is None else f.read(max_bytes + 1)
+    raw = read_bytes(path, None if max_bytes is None else max_bytes + 1)
     if max_bytes is not None and len(raw) > max_bytes:
         raise errors.FileError(f"{path} is larger than {max_bytes:,} bytes: too large for the JSON it should hold")
     try:
@@ -120,6 +231,30 @@ def _no_constant(name):
     raise ValueError(f"it holds {name}, which is not a JSON number")
 
 
+# === Writing ===
+
+
+def write_file(path, content):
+    """Writes `content` (str or bytes) to `path` as it is: for files inside a directory that
+    `renamed_into_place` moves as a whole."""
+    with open_file(path, "wb" if isinstance(content, bytes) else "w") as f:
+        f.write(content)
+
+
+def rename(source, target):
+    """Moves the file or directory `source` to `target` (a file there is replaced; a directory must not exist). A
+    directory on a bucket moves file by file, as TensorFlow's file systems rename no directory at once."""
+    if not is_url(source) or not isdir(source):
+        tf.io.gfile.rename(source, target, overwrite=True)
+        return
+    for directory, _, names in tf.io.gfile.walk(source):
+        moved = target + directory[len(source) :]
+        makedirs(moved)
+        for name in names:
+            tf.io.gfile.rename(os.path.join(directory, name), os.path.join(moved, name), overwrite=True)
+    rmtree(source)
+
+
 @contextlib.contextmanager
 def renamed_into_place(path):
     """A temporary path next to `path`, for the block to write a file or a directory at; renamed to `path` when the
@@ -127,18 +262,18 @@ def renamed_into_place(path):
     temporary = f"{path}{TEMPORARY_SUFFIX}{os.getpid()}"
     try:
         yield temporary
-        os.replace(temporary, path)
+        rename(temporary, path)
     finally:
-        if os.path.isdir(temporary):
-            shutil.rmtree(temporary, ignore_errors=True)
-        elif os.path.exists(temporary):
-            os.remove(temporary)
+        if isdir(temporary):
+            rmtree(temporary)
+        elif exists(temporary):
+            remove(temporary)
 
 
 def write_text_atomically(path, text):
     """Writes `text` to `path` through `renamed_into_place`."""
-    with renamed_into_place(path) as temporary, open(temporary, "w", encoding="utf-8") as f:
-        f.write(text)
+    with renamed_into_place(path) as temporary:
+        write_file(temporary, text)
 
 
 def write_json_atomically(path, value):

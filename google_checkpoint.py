@@ -44,12 +44,12 @@ def checkpoint_shapes(config):
 
 def resolve_checkpoint(path):
     """The checkpoint prefix for `path`: a prefix itself, or a directory with a `checkpoint` state file."""
-    if os.path.isdir(path):
+    if files.isdir(path):
         prefix = tf.train.latest_checkpoint(path)
         if prefix is None:
             raise errors.CheckpointError(f"{path} is a directory with no TensorFlow checkpoint in it")
         return prefix
-    if not tf.io.gfile.exists(f"{path}.index"):
+    if not files.exists(f"{path}.index"):
         raise errors.CheckpointError(f"checkpoint not found: {path} (expected {path}.index and its data files)")
     return path
 
@@ -60,7 +60,7 @@ def open_checkpoint(path, config):
     or shape mismatch."""
     prefix = resolve_checkpoint(path)
     try:
-        reader = tf.train.load_checkpoint(prefix)
+        reader = tf.compat.v1.train.NewCheckpointReader(prefix)  # the prefix as it is: ram:// would call it a directory
     except (tf.errors.OpError, ValueError) as error:
         raise errors.CheckpointError(
             f"{prefix} is not a readable TensorFlow checkpoint: {errors.one_line(error)}"
@@ -109,7 +109,7 @@ def save_checkpoint(encoder, prefix):
         shape_and_slices=[""] * len(names),
         tensors=[tf.convert_to_tensor(variables[name]) for name in names],
     )
-    data_files = tf.io.gfile.glob(f"{temporary}.data-*")
+    data_files = files.glob(f"{temporary}.data-*")
     for source in data_files + [f"{temporary}.index"]:
-        tf.io.gfile.rename(source, prefix + source[len(temporary) :], overwrite=True)
+        files.rename(source, prefix + source[len(temporary) :])
     return prefix

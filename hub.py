@@ -8,10 +8,10 @@ import re
 import httpx2
 import huggingface_hub
 import huggingface_hub.errors
-import tensorflow as tf
 from absl import logging
 
 import errors
+import files
 import huggingface
 
 # KR-BERT character on the Hugging Face Hub: the training scripts' default weights.
@@ -37,7 +37,7 @@ def is_hub_id(weights):
     """Whether `weights` names a Hub model: an `owner/name[@revision]` that is no local path or checkpoint prefix."""
     if not weights or HUB_ID.fullmatch(weights) is None:
         return False
-    return not (os.path.exists(weights) or tf.io.gfile.exists(f"{weights}.index"))
+    return not (files.exists(weights) or files.exists(f"{weights}.index"))
 
 
 def download_from_hub(hub_id):

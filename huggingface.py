@@ -20,7 +20,6 @@ import huggingface_hub
 import numpy as np
 import safetensors
 import safetensors.numpy
-import tensorflow as tf
 from absl import logging
 
 import errors
@@ -77,7 +76,7 @@ SPECIAL_TOKENS = {
 
 
 def is_huggingface_directory(path):
-    return bool(path) and os.path.isdir(path) and os.path.exists(os.path.join(path, CONFIG_FILE))
+    return bool(path) and files.isdir(path) and files.exists(os.path.join(path, CONFIG_FILE))
 
 
 # === Names ===
@@ -131,7 +130,7 @@ def read_lower_case(directory):
     """do_lower_case of the directory's tokenizer_config.json; a setting BERT's tokenization here cannot follow
     is refused."""
     path = os.path.join(directory, TOKENIZER_CONFIG_FILE)
-    if not os.path.exists(path):
+    if not files.exists(path):
         raise errors.ConfigError(f"no {TOKENIZER_CONFIG_FILE} in {directory}: it says whether to lower-case")
     settings = files.read_json(path, files.MODEL_JSON_BYTES)
     if not isinstance(settings, dict):
@@ -160,7 +159,7 @@ def read_lower_case(directory):
 def weights_path(directory):
     """The directory's model.safetensors, else its pytorch_model.bin."""
     for name in (WEIGHTS_FILE, PYTORCH_WEIGHTS_FILE):
-        if os.path.exists(os.path.join(directory, name)):
+        if files.exists(os.path.join(directory, name)):
             return os.path.join(directory, name)
     raise errors.CheckpointError(f"no {WEIGHTS_FILE} or {PYTORCH_WEIGHTS_FILE} in {directory}")
 
@@ -175,29 +174,33 @@ def weight_bytes(config):
 def open_weights(path, byte_limit):
     """(shapes {name: shape}, array(name)) of a model.safetensors or pytorch_model.bin: the shapes from its header
     or pickle, each array read when asked for (floating point, at most `byte_limit` bytes). A file that cannot be
-    read is a CheckpointError naming it."""
-    if path.endswith(PYTORCH_WEIGHTS_FILE):
+    read is a CheckpointError naming it. A file on another file system than the local one is read from a local copy
+    (`files.local_copy`: both readers map or seek in local files)."""
+    with files.local_copy(path, byte_limit) as local:
+        if path.endswith(PYTORCH_WEIGHTS_FILE):
+            try:
+                with torch_state_dict.StateDict(local, byte_limit) as state_dict:
+                    yield {name: view.shape for name, view in state_dict.tensors.items()}, state_dict.array
+            except torch_state_dict.TorchFormatError as error:
+                raise errors.CheckpointError(f"{path} is not a PyTorch state dict of tensors: {error}") from None
+            return
         try:
-            with torch_state_dict.StateDict(path, byte_limit) as state_dict:
-                yield {name: view.shape for name, view in state_dict.tensors.items()}, state_dict.array
-        except torch_state_dict.TorchFormatError as error:
-            raise errors.CheckpointError(f"{path} is not a PyTorch state dict of tensors: {error}") from None
-        return
-    try:
-        with safetensors.safe_open(path, framework="numpy") as weights:
+            with safetensors.safe_open(local, framework="numpy") as weights:
 
-            def array(name):
-                dtype = weights.get_slice(name).get_dtype()
-                if dtype not in ("F32", "F16", "F64"):
-                    raise errors.CheckpointError(
-                        f"{path} holds {name} as {dtype}, which numpy cannot read: save the model in float32"
-                    )
-                return weights.get_tensor(name)
+                def array(name):
+                    dtype = weights.get_slice(name).get_dtype()
+                    if dtype not in ("F32", "F16", "F64"):
+                        raise errors.CheckpointError(
+                            f"{path} holds {name} as {dtype}, which numpy cannot read: save the model in float32"
+                        )
+                    return weights.get_tensor(name)
 
-            names = weights.keys()
-            yield {name: tuple(weights.get_slice(name).get_shape()) for name in names}, array
-    except safetensors.SafetensorError as error:
-        raise errors.CheckpointError(f"{path} is not a readable safetensors file: {errors.one_line(error)}") from None
+                names = weights.keys()
+                yield {name: tuple(weights.get_slice(name).get_shape()) for name in names}, array
+        except safetensors.SafetensorError as error:
+            raise errors.CheckpointError(
+                f"{path} is not a readable safetensors file: {errors.one_line(error)}"
+            ) from None
 
 
 def tensor_names(path, shapes, config):
@@ -377,14 +380,12 @@ def write_directory(encoder, vocab_path, lower_case, max_sequence_length, poolin
     with files.renamed_into_place(output) as temporary:
         for name, value in directory_files.items():
             path = os.path.join(temporary, name)
-            os.makedirs(os.path.dirname(path), exist_ok=True)
+            files.makedirs(os.path.dirname(path))
             if name.endswith(".safetensors"):
                 # transformers loads only safetensors files that say they hold PyTorch tensors.
-                safetensors.numpy.save_file(value, path, metadata={"format": "pt"})
+                files.write_file(path, safetensors.numpy.save(value, metadata={"format": "pt"}))
             else:
-                with open(path, "w", encoding="utf-8") as f:
-                    json.dump(value, f, indent=2)
-        tf.io.gfile.copy(vocab_path, os.path.join(temporary, VOCAB_FILE))
-        with open(os.path.join(temporary, "README.md"), "w", encoding="utf-8") as f:
-            f.write(model_card)
+                files.write_file(path, json.dumps(value, indent=2))
+        files.copy(vocab_path, os.path.join(temporary, VOCAB_FILE))
+        files.write_file(os.path.join(temporary, "README.md"), model_card)
     return output

@@ -153,9 +153,7 @@ class BertConfig:
         return values
 
     def to_json_file(self, path):
-        with open(path, "w", encoding="utf-8") as f:
-            json.dump(self.to_dict(), f, indent=2)
-            f.write("\n")
+        files.write_file(path, json.dumps(self.to_dict(), indent=2) + "\n")
 
 
 def _initializer(config):

@@ -7,6 +7,7 @@ import dataclasses
 import os
 
 import errors
+import files
 import google_checkpoint
 import hub
 import huggingface
@@ -71,7 +72,7 @@ def find(weights, config_path=None, vocab_path=None, lower_case=None, default_fi
     if directory:
         config_path = config_path or os.path.join(directory, GOOGLE_CONFIG_FILE)
         vocab_path = vocab_path or os.path.join(directory, huggingface.VOCAB_FILE)
-        if lower_case is None and os.path.exists(os.path.join(directory, huggingface.TOKENIZER_CONFIG_FILE)):
+        if lower_case is None and files.exists(os.path.join(directory, huggingface.TOKENIZER_CONFIG_FILE)):
             lower_case = huggingface.read_lower_case(directory)
     config_path, vocab_path = config_path or default_files[0], vocab_path or default_files[1]
     if not config_path or not vocab_path:
@@ -86,9 +87,10 @@ def checkpoint_directory(weights):
     """The directory with the bert_config.json and vocab.txt of the checkpoint at `weights`, or None."""
     if not weights:
         return None
-    directory = weights if os.path.isdir(weights) else os.path.dirname(os.path.abspath(weights))
-    for candidate in (directory, os.path.dirname(os.path.abspath(directory))):
-        if all(os.path.exists(os.path.join(candidate, name)) for name in (GOOGLE_CONFIG_FILE, huggingface.VOCAB_FILE)):
+    directory = weights if files.isdir(weights) else files.parent(weights)
+    for candidate in (directory, files.parent(directory)):
+        needed = (GOOGLE_CONFIG_FILE, huggingface.VOCAB_FILE)
+        if candidate and all(files.exists(os.path.join(candidate, name)) for name in needed):
             return candidate
     return None
 

@@ -39,13 +39,13 @@ class RunDirectory:
         self.state_dir = os.path.join(path, "state")
 
     def exists(self):
-        return os.path.exists(self.path)
+        return files.exists(self.path)
 
     def create(self, run_files):
         """Makes the directory with `run_files` ({name: JSON value for a .json name, text otherwise}) in it, all
         at once (`files.renamed_into_place`)."""
         with files.renamed_into_place(self.path) as temporary:
-            os.makedirs(temporary)
+            files.makedirs(temporary)
             for name, value in run_files.items():
                 if name.endswith(".json"):
                     files.write_json_atomically(os.path.join(temporary, name), value)
@@ -54,7 +54,7 @@ class RunDirectory:
 
     def check_recipe(self, run_config):
         """Raises errors.TrainingError unless the directory was made by a run of `run_config`."""
-        if not os.path.exists(self.config_path):
+        if not files.exists(self.config_path):
             raise errors.TrainingError(
                 f"{self.path} exists but is not a run directory (no run_config.json): choose another run name"
             )
@@ -82,7 +82,7 @@ class RunDirectory:
 
     def history(self):
         """The records of eval_history.jsonl; errors.TrainingError naming the line if one is not a record."""
-        if not os.path.exists(self.history_path):
+        if not files.exists(self.history_path):
             return []
         records = []
         for number, line in enumerate(files.read_lines(self.history_path), start=1):
@@ -106,19 +106,19 @@ class RunDirectory:
     def step_checkpoints(self):
         """The steps of the step-N checkpoints, ascending."""
         prefix = os.path.join(self.path, "step-")
-        return sorted(int(path[len(prefix) : -len(".index")]) for path in tf.io.gfile.glob(f"{prefix}*.index"))
+        return sorted(int(path[len(prefix) : -len(".index")]) for path in files.glob(f"{prefix}*.index"))
 
     def remove_step_checkpoint(self, step):
-        for path in tf.io.gfile.glob(os.path.join(self.path, f"step-{step}.*")):
-            tf.io.gfile.remove(path)
+        for path in files.glob(os.path.join(self.path, f"step-{step}.*")):
+            files.remove(path)
 
     def resume(self, step):
         """Cuts the directory back to what it was when the state of `step` was saved; returns the history."""
         # What a killed save left behind: temporary files, never a checkpoint that is in use.
-        for path in tf.io.gfile.glob(os.path.join(self.path, f"*{files.TEMPORARY_SUFFIX}*")) + tf.io.gfile.glob(
+        for path in files.glob(os.path.join(self.path, f"*{files.TEMPORARY_SUFFIX}*")) + files.glob(
             os.path.join(self.best_dir, f"*{files.TEMPORARY_SUFFIX}*")
         ):
-            tf.io.gfile.remove(path)
+            files.remove(path)
         history = self.history()
         kept = [record for record in history if record["step"] <= step]
         if len(kept) < len(history):
@@ -145,16 +145,22 @@ class RunDirectory:
         """Makes `best/` hold the checkpoint of `step` alone (None: no checkpoint), switching its state file
         atomically before anything is deleted."""
         keep = os.path.join(self.best_dir, f"model.ckpt-{step}")
-        if step is not None and tf.io.gfile.exists(f"{keep}.index"):
-            # Relative to the directory, so the run directory can be moved.
-            tf.compat.v1.train.update_checkpoint_state(self.best_dir, os.path.basename(keep))
+        if step is not None and files.exists(f"{keep}.index"):
+            # The state file tf.train.latest_checkpoint reads, naming the checkpoint relative to best/ (so the run
+            # directory can be moved), written here: TensorFlow's writer turns a name relative to a relative or URL
+            # directory into one relative to the current directory ("../../../model.ckpt-N").
+            name = os.path.basename(keep)
+            files.write_text_atomically(
+                os.path.join(self.best_dir, "checkpoint"),
+                f'model_checkpoint_path: "{name}"\nall_model_checkpoint_paths: "{name}"\n',
+            )
         else:
             keep = None
-            if tf.io.gfile.exists(os.path.join(self.best_dir, "checkpoint")):
-                tf.io.gfile.remove(os.path.join(self.best_dir, "checkpoint"))
-        for path in tf.io.gfile.glob(os.path.join(self.best_dir, "model.ckpt-*")):
+            if files.exists(os.path.join(self.best_dir, "checkpoint")):
+                files.remove(os.path.join(self.best_dir, "checkpoint"))
+        for path in files.glob(os.path.join(self.best_dir, "model.ckpt-*")):
             if keep is None or not path.startswith(f"{keep}."):
-                tf.io.gfile.remove(path)
+                files.remove(path)
 
 
 def state_step(prefix):
@@ -167,7 +173,7 @@ def checkpoint_run(prefix):
     (None, None) for any other checkpoint."""
     for directory in (os.path.dirname(prefix), os.path.dirname(os.path.dirname(prefix))):
         run = RunDirectory(directory)
-        if os.path.exists(run.config_path):
+        if files.exists(run.config_path):
             step = state_step(prefix)
             return files.read_json(run.config_path), next((r for r in run.history() if r["step"] == step), None)
     return None, None

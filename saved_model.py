@@ -48,7 +48,7 @@ def load_saved_embedder(path):
     """The `serving_default` function of a SavedModel written by export.py: strings [batch] -> embeddings."""
     import tensorflow_text  # noqa: F401  (registers the ops of the SavedModel's in-graph tokenizer)
 
-    if not tf.io.gfile.exists(os.path.join(path, "saved_model.pb")):
+    if not files.exists(os.path.join(path, "saved_model.pb")):
         raise errors.CheckpointError(f"no SavedModel at {path} (expected {os.path.join(path, 'saved_model.pb')})")
     try:
         loaded = tf.saved_model.load(path)

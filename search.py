@@ -11,7 +11,6 @@ exhaustive, up to 1,000,000 corpus sentences; past that, use an approximate near
 
 import contextlib
 import hashlib
-import os
 import sys
 
 import keras
@@ -26,15 +25,6 @@ import saved_model
 import sts
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("model", None, "A SavedModel written by export.py.")
-flags.DEFINE_string("corpus", None, "Text file, one sentence per line.")
-flags.DEFINE_integer("top_k", 5, "Sentences to print per query.", lower_bound=1)
-flags.DEFINE_string("query", None, "One query; without it, one query per line of standard input.")
-model_flags.define_batch_size(256)
-for name in ("model", "corpus"):
-    flags.mark_flag_as_required(name)
-
-
 # Exhaustive search holds every corpus embedding in memory (a base model's 768 floats: 3 GB per million sentences).
 MAX_CORPUS_SENTENCES = 1_000_000
 
@@ -83,7 +73,7 @@ class Searcher:
 
 
 def read_corpus(path):
-    if not os.path.isfile(path):
+    if not files.exists(path) or files.isdir(path):
         raise errors.FileError(f"corpus {path} is not a file")
     sentences = [line.rstrip("\n") for line in files.read_lines(path) if line.strip()]
     if not sentences:
@@ -100,23 +90,34 @@ def read_corpus(path):
 def cache_path(model_dir, corpus_path):
     """`<corpus>.<hash of the model's graph and weights and of the corpus>.npy`."""
     digest = hashlib.sha256(saved_model.saved_model_fingerprint(model_dir).encode())
-    with open(corpus_path, "rb") as f:
-        digest.update(f.read())
+    digest.update(files.read_bytes(corpus_path))
     return f"{corpus_path}.{digest.hexdigest()[:16]}.npy"
 
 
 def corpus_embeddings(embed, sentences, path):
     """The embeddings of `sentences` (`embed(sentences, verbose)`), read from the cache at `path` or written there."""
-    if os.path.exists(path):
-        return np.load(path)
+    if files.exists(path):
+        with files.open_file(path, "rb") as f:
+            return np.load(f)
     with contextlib.redirect_stdout(sys.stderr):  # the progress bar; stdout is for results
         embeddings = embed(sentences, verbose=True)
     try:
-        with files.renamed_into_place(path) as temporary, open(temporary, "wb") as f:
+        with files.renamed_into_place(path) as temporary, files.open_file(temporary, "wb") as f:
             np.save(f, embeddings)
-    except OSError as error:  # a cache is an optimisation: searching goes on without it
+    except (OSError, tf.errors.OpError) as error:  # a cache is an optimisation: searching goes on without it
         logging.warning("corpus embeddings not cached: %s", errors.one_line(error))
     return embeddings
+
+
+def define_flags():
+    """The flags of the script, defined when it runs (so that its functions import with any other script's)."""
+    flags.DEFINE_string("model", None, "A SavedModel written by export.py.")
+    flags.DEFINE_string("corpus", None, "Text file, one sentence per line.")
+    flags.DEFINE_integer("top_k", 5, "Sentences to print per query.", lower_bound=1)
+    flags.DEFINE_string("query", None, "One query; without it, one query per line of standard input.")
+    model_flags.define_batch_size(256)
+    for name in ("model", "corpus"):
+        flags.mark_flag_as_required(name)
 
 
 def main():
@@ -135,4 +136,5 @@ def main():
 
 
 if __name__ == "__main__":
+    define_flags()
     errors.run(main)

@@ -51,7 +51,7 @@ class KrBertTokenizer(tf.Module):
     def __init__(self, vocab_path, max_sequence_length, model_vocab_size=None, lower_case=False):
         super().__init__()
         self.lower_case = lower_case
-        if not tf.io.gfile.exists(vocab_path):
+        if not files.exists(vocab_path):
             raise errors.ConfigError(f"vocab file not found: {vocab_path}")
         if max_sequence_length < MIN_SEQUENCE_LENGTH:
             raise errors.ConfigError(

@@ -13,9 +13,13 @@ import errors
 import training_flags
 
 FLAGS = flags.FLAGS
-training_flags.define_flags(batch_size=128, learning_rate=5e-5, max_sequence_length=48, evaluation_frequency=125)
-flags.DEFINE_integer("epochs", 3, "Passes over the training triples.", lower_bound=1)
-flags.DEFINE_list("train_splits", ["mnli_train", "snli_train"], "KorNLI splits to build triples from.")
+
+
+def define_flags():
+    """The flags of the script, defined when it runs (so that its functions import with any other script's)."""
+    training_flags.define_flags(batch_size=128, learning_rate=5e-5, max_sequence_length=48, evaluation_frequency=125)
+    flags.DEFINE_integer("epochs", 3, "Passes over the training triples.", lower_bound=1)
+    flags.DEFINE_list("train_splits", ["mnli_train", "snli_train"], "KorNLI splits to build triples from.")
 
 
 def main():
@@ -49,4 +53,5 @@ def main():
 
 
 if __name__ == "__main__":
+    define_flags()
     errors.run(main)

@@ -13,8 +13,12 @@ import errors
 import training_flags
 
 FLAGS = flags.FLAGS
-training_flags.define_flags(batch_size=64, learning_rate=3e-5, max_sequence_length=64, evaluation_frequency=250)
-flags.DEFINE_integer("total_steps", 25_000, "Training steps.", lower_bound=1)
+
+
+def define_flags():
+    """The flags of the script, defined when it runs (so that its functions import with any other script's)."""
+    training_flags.define_flags(batch_size=64, learning_rate=3e-5, max_sequence_length=64, evaluation_frequency=250)
+    flags.DEFINE_integer("total_steps", 25_000, "Training steps.", lower_bound=1)
 
 
 def main():
@@ -32,4 +36,5 @@ def main():
 
 
 if __name__ == "__main__":
+    define_flags()
     errors.run(main)

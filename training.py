@@ -6,7 +6,6 @@ directory). train_unsupervised.py and train_supervised.py wire their flags to `t
 import dataclasses
 import json
 import math
-import os
 import shutil
 
 import keras
@@ -219,7 +218,7 @@ def train(
                 huggingface.TOKENIZER_CONFIG_FILE: huggingface.tokenizer_config(lower_case),
             }
             run.create({"run_config.json": run_config, **encoder_files, **(run_files or {})})
-        new_tensorboard_dir = chief and not os.path.exists(tensorboard_dir)
+        new_tensorboard_dir = chief and not files.exists(tensorboard_dir)
         if chief:
             logging.info("run directory: %s", run_dir)
             evaluation = chief_evaluation(
@@ -235,9 +234,9 @@ def train(
         finally:
             if new_run and not run.saved_state():
                 # Stopped before its first evaluation: nothing to resume from, so nothing is left behind.
-                shutil.rmtree(run_dir, ignore_errors=True)
+                files.rmtree(run_dir)
                 if new_tensorboard_dir:
-                    shutil.rmtree(tensorboard_dir, ignore_errors=True)
+                    files.rmtree(tensorboard_dir)
         if evaluation.failure:
             raise errors.TrainingError(evaluation.failure)
     finally:

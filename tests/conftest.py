@@ -98,11 +98,11 @@ def fork_runners(tmp_path_factory):
 def run_in_fork(fork_runners):
     """run_in_fork("evaluate.py", *args[, code=...]): the script run with `args` as `run_script` runs it, but in a
     fork of a process that imported it already (`fork_runners`): a one-line error costs no TensorFlow import.
-    With `code`, that Python code runs instead of the script's main."""
+    With `code`, that Python code runs instead of the script's main; `cwd`, the directory it runs in."""
     import subprocess
 
-    def run(script, *args, code=None, timeout=120):
-        answer = fork_runners(script.removesuffix(".py")).run([script, *map(str, args)], REPO, timeout, code)
+    def run(script, *args, code=None, timeout=120, cwd=REPO):
+        answer = fork_runners(script.removesuffix(".py")).run([script, *map(str, args)], cwd, timeout, code)
         status = answer["exit"] if answer["signal"] is None else -answer["signal"]
         return subprocess.CompletedProcess([script, *args], status, answer["stdout"], answer["stderr"])
 

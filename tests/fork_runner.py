@@ -167,6 +167,7 @@ def main():
     sys.path.insert(0, str(REPO))
     errors = importlib.import_module("errors")
     script = importlib.import_module(sys.argv[1])
+    script.define_flags()  # as the script does when it runs
     serve(errors, script, sys.stdin, sys.stdout, sys.argv[2])
 
 

@@ -152,6 +152,19 @@ def test_step_checkpoints_are_pruned_to_the_newest_and_best_holds_the_best(tmp_p
     assert [r["step"] for r in eval_history(tmp_path / "run")] == [10, 20, 30, 40]
 
 
+def test_best_is_found_in_a_relative_run_directory_and_after_a_move(tmp_path, monkeypatch):
+    # --model_checkpoints is relative by default (models/): TensorFlow's own state-file writer named the checkpoint
+    # relative to the current directory there ("../../../model.ckpt-20"), so best/ pointed at nothing.
+    monkeypatch.chdir(tmp_path)
+    run = SmallRun("models/run")
+    run.evaluate(10, 0.1)
+    run.evaluate(20, 0.3)
+    assert run.best()[0] == 20
+    assert tf.train.latest_checkpoint("models/run/best") == "models/run/best/model.ckpt-20"
+    (tmp_path / "models" / "run").rename(tmp_path / "moved")
+    assert tf.train.latest_checkpoint(str(tmp_path / "moved" / "best")) == str(tmp_path / "moved/best/model.ckpt-20")
+
+
 @pytest.mark.parametrize(
     ("killed", "resumed_steps", "best_step"),
     [
