@@ -69,8 +69,10 @@ flags.register_validator(
 flags.DEFINE_integer(
     "rounds", 5, "Rounds of the comparison: both sides of every cell, order alternating.", lower_bound=1
 )
-flags.DEFINE_integer("steps", 3, "Timed steps per measurement, after the warm-up steps (the rounds repeat them).")
-flags.DEFINE_integer("warmup_steps", 1, "Untimed steps first (tracing, allocation, caches).")
+flags.DEFINE_integer(
+    "steps", 1, "Timed steps per measurement, after the warm-up steps (the rounds repeat them).", lower_bound=1
+)
+flags.DEFINE_integer("warmup_steps", 1, "Untimed steps first (tracing, allocation, caches).", lower_bound=1)
 flags.DEFINE_integer("matmul_repeats", 10, "Timed runs of each matrix product of the step's matrix-product limit.")
 flags.DEFINE_boolean(
     "pipeline",
@@ -111,8 +113,9 @@ ENCODE_BATCH_SIZE = 128
 
 
 def median_step_seconds(step_end_times, warmup_steps):
-    """Median of the intervals between step ends, the first `warmup_steps` steps left out."""
-    timed = step_end_times[warmup_steps:]
+    """Median of the step times, from the intervals between step ends, the first `warmup_steps` steps (at least
+    one: the first interval starts at its end) left out."""
+    timed = step_end_times[warmup_steps - 1 :]
     return statistics.median(end - start for start, end in zip(timed[:-1], timed[1:], strict=True))
 
 
@@ -150,7 +153,7 @@ def our_train_function(kind, source, precision, settings):
     else:
         tokenizer = tokenization.KrBertTokenizer(settings["vocab_path"], length, config.vocab_size)
         batches = pipeline_batches(data, tokenizer, kind, settings)
-    total_steps = settings["warmup_steps"] + settings["steps"] + 1
+    total_steps = settings["warmup_steps"] + settings["steps"]
     simcse = optimization.compile_simcse(
         model.BertEncoder(config),
         TEMPERATURE,
@@ -367,7 +370,7 @@ def torch_step(args):
         ids[batch_size:] = ids[:batch_size]  # the same sentences twice, as unsupervised SimCSE encodes them
     targets = torch.arange(batch_size)
     step_end_times = []
-    for _ in range(settings["warmup_steps"] + settings["steps"] + 1):
+    for _ in range(settings["warmup_steps"] + settings["steps"]):
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "mixed_bfloat16"):
             pooled = bert(input_ids=ids, attention_mask=torch.ones_like(ids)).pooler_output
         embeddings = torch.nn.functional.normalize(pooled.float(), dim=1).view(views, batch_size, -1)
