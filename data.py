@@ -121,13 +121,10 @@ def check_source_file(name, path):
                     f"{path} item {index}: expected guid, sentence1, sentence2 and numeric labels "
                     "(label, real-label, binary-label)"
                 )
-    elif not is_zip_archive(path):
-        raise errors.DataError(f"{path} is not a zip archive")
-
-
-def is_zip_archive(path):
-    with files.open_file(path, "rb") as f:
-        return zipfile.is_zipfile(f)
+    else:
+        with files.open_file(path, "rb") as f:
+            if not zipfile.is_zipfile(f):
+                raise errors.DataError(f"{path} is not a zip archive")
 
 
 def _is_number(value):

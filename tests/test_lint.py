@@ -1,4 +1,4 @@
-"""The code is ruff-clean and ruff-formatted (config in pyproject.toml)."""
+"""The code is ruff-clean and ruff-formatted (config in pyproject.toml), and its library modules small."""
 
 import pathlib
 import shutil
@@ -17,3 +17,13 @@ RUFF = shutil.which("ruff", path=str(pathlib.Path(sys.executable).parent)) or sh
 def test_ruff(command):
     result = subprocess.run([RUFF, *command], cwd=REPO, capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+# Each library module holds one concern (its opening docstring says which); past this it holds more than one.
+MAX_MODULE_LINES = 450
+SCRIPTS = {"train_unsupervised.py", "train_supervised.py", "evaluate.py", "export.py", "search.py"}
+
+
+def test_library_modules_stay_small():
+    sizes = {path.name: len(path.read_text().splitlines()) for path in REPO.glob("*.py") if path.name not in SCRIPTS}
+    assert len(sizes) > 10 and not {name: lines for name, lines in sizes.items() if lines > MAX_MODULE_LINES}
