@@ -12,6 +12,7 @@ import tensorflow as tf
 from helpers import REPO
 
 import data
+import errors
 import evaluate
 import export
 import files
@@ -148,6 +149,26 @@ def test_evaluation_export_and_search_on_ram(ram_run, self_made_data_dir, random
     assert again.search([sentences[1]], top_k=1) == ranked and tf.io.gfile.glob(f"{root}/corpus.txt.*.npy") == [cache]
     assert not list(empty_cwd.iterdir())
     assert not (REPO / "ram:").exists()
+
+
+def test_path_checks_take_urls_as_they_are():
+    root = ram_root()
+    assert files.absolute("gs://bucket/runs") == "gs://bucket/runs" and files.parent("gs://bucket") is None
+    assert files.parent(f"{root}/runs/run") == f"{root}/runs"
+    files.check_can_make_directory(f"{root}/runs/run")  # nothing on the way up: a bucket's directories are names
+    files.write_file(f"{root}/a_file", "x")
+    with pytest.raises(errors.FileError, match=f"cannot make directory {root}/a_file/run: {root}/a_file is not a"):
+        files.check_can_make_directory(f"{root}/a_file/run")
+    with pytest.raises(errors.FileError, match=f"cannot write {root}/a_file/x.json: {root}/a_file is not a"):
+        files.check_can_write_file(f"{root}/a_file/x.json")
+    files.makedirs(f"{root}/a_directory")
+    with pytest.raises(errors.FileError, match=f"cannot write {root}/a_directory: it is a directory"):
+        files.check_can_write_file(f"{root}/a_directory")
+    with pytest.raises(errors.FileError, match="exists already"):
+        files.check_new_directory(f"{root}/a_directory")
+    # ram:// takes a name that begins another for a file and a directory; files.py does not.
+    files.write_file(f"{root}/model.ckpt.index", "x")
+    assert tf.io.gfile.isdir(f"{root}/model.ckpt") and not files.exists(f"{root}/model.ckpt")
 
 
 # === Each script, its outputs on ram:// ===
