@@ -61,7 +61,7 @@ TOKENIZER_SETTING_TYPES = {
     "strip_accents": (bool, type(None)),
     "tokenize_chinese_chars": (bool,),
 }
-# The tokenizer classes of BERT's WordPiece tokenization, the one data.KrBertTokenizer runs.
+# The tokenizer classes of BERT's WordPiece tokenization, the one tokenization.KrBertTokenizer runs.
 BERT_TOKENIZERS = ("BertTokenizer", "BertTokenizerFast")
 # The pooling the encoder was trained with -> sentence-transformers' Pooling mode; "pooled" adds the pooler as a
 # Dense module after [CLS] pooling.
