@@ -85,7 +85,7 @@ def remove(path):
 
 def rmtree(path):
     """Removes the directory `path` with everything in it, if it exists."""
-    if tf.io.gfile.isdir(path):
+    if isdir(path):
         tf.io.gfile.rmtree(path)
 
 
@@ -112,7 +112,8 @@ def check_can_write_file(path):
     directory = parent(path)
     if isdir(path):
         raise errors.FileError(f"cannot write {path}: it is a directory")
-    if directory is not None and not isdir(directory) and not (is_url(path) and not exists(directory)):
+    # On a bucket directories are only names: there, only a file in the way is wrong.
+    if directory is not None and not isdir(directory) and (exists(directory) or not is_url(path)):
         raise errors.FileError(f"cannot write {path}: {directory} is not a directory")
     if not is_url(path) and not os.access(directory, os.W_OK):
         raise errors.FileError(f"cannot write {path}: no permission to write in {directory}")
@@ -173,7 +174,7 @@ def local_copy(path, max_bytes):
         raise errors.FileError(f"{path} is larger than {max_bytes:,} bytes: too large for what it should hold")
     with tempfile.TemporaryDirectory() as directory:
         local = os.path.join(directory, os.path.basename(path))
-        tf.io.gfile.copy(path, local)
+        copy(path, local)
         yield local
 
 

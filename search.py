@@ -36,7 +36,6 @@ class Searcher:
         model_dir: a SavedModel written by export.py.
         corpus_path: a text file, one sentence per line; its embeddings are cached next to it.
         batch_size: sentences embedded per batch.
-
     """
 
     def __init__(self, model_dir, corpus_path, batch_size=256):
