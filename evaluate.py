@@ -6,63 +6,17 @@ embeddings against the gold score, Pearson and Spearman (KorSTS is reported by S
     python evaluate.py --checkpoint=models/RUN/best      # a run's config and vocab are in its directory
     python evaluate.py --checkpoint=klue-bert-base       # so are a Hugging Face directory's
 
-From Python, `evaluate(["korsts:dev"], checkpoint="models/RUN/best")` returns the scores.
+From Python, `sts.evaluate(["korsts:dev"], checkpoint="models/RUN/best")` returns the scores.
 """
 
-import tensorflow as tf
 from absl import flags
 
-import data
 import errors
 import files
-import model
-import model_files
 import model_flags
-import saved_model
 import sts
 
 FLAGS = flags.FLAGS
-
-
-def evaluate(
-    datasets,
-    checkpoint=None,
-    saved_model_dir=None,
-    config_path=None,
-    vocab_path=None,
-    lower_case=None,
-    data_dir=None,
-    max_sequence_length=64,
-    pooling="cls",
-    batch_size=64,
-    verbose=False,
-):
-    """{"name:split": {n, pearson, spearman, alignment, uniformity}} of the model on each STS set in `datasets`
-    ("korsts:dev", ...; every set is looked up first, so a missing split fails before the model is loaded).
-
-    Args:
-        datasets: STS sets as "DATASET:SPLIT".
-        checkpoint: a Google-format checkpoint prefix or its directory, a Hugging Face directory or a Hub id;
-            its config, vocab and lower-casing are its own unless `config_path`, `vocab_path`, `lower_case` say.
-        saved_model_dir: a SavedModel of export.py instead (it has its own tokenizer and pooling).
-        data_dir: the TFDS data directory (None: TFDS's).
-        max_sequence_length, pooling, batch_size: how sentences are encoded (a checkpoint's).
-        verbose: print what is evaluated and a progress bar.
-    """
-    sets = {f"{name}:{split}": data.sts_pairs(name, split, data_dir) for name, split in sts.parse_sets(datasets)}
-    if saved_model_dir:
-        embedder = saved_model.load_saved_embedder(saved_model_dir)
-        tokenizer = tf.identity  # the SavedModel tokenizes inside: it takes the sentences as they are
-        described = f"SavedModel {saved_model_dir}"
-    else:
-        found = model_files.find_checked(checkpoint, max_sequence_length, config_path, vocab_path, lower_case)
-        bert_tokenizer, encoder, loaded = model_files.load_encoder(found, max_sequence_length)
-        tokenizer = bert_tokenizer.trimmed
-        embedder = model.sentence_embedder(encoder, pooling)
-        described = f"checkpoint {loaded}, {pooling} pooling"
-    if verbose:
-        print(described)
-    return sts.StsEvaluator(sets, tokenizer, embedder, batch_size)(verbose=verbose)
 
 
 def print_table(results):
@@ -112,7 +66,7 @@ def define_flags():
 def main():
     if FLAGS.results_json:
         files.check_can_write_file(FLAGS.results_json)
-    results = evaluate(
+    results = sts.evaluate(
         FLAGS.datasets,
         FLAGS.checkpoint,
         FLAGS.saved_model,

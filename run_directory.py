@@ -11,6 +11,8 @@ import errors
 import files
 import google_checkpoint
 
+# The run file that names where training started: {"pretrained_weight": a Hub id, a path, or null}.
+START_FILE = "start.json"
 # Step checkpoints kept besides `best`; older ones are deleted (a KR-BERT base checkpoint is ~0.4 GB).
 KEEP_STEP_CHECKPOINTS = 5
 
@@ -18,7 +20,8 @@ KEEP_STEP_CHECKPOINTS = 5
 class RunDirectory:
     """A run's files, kept consistent through kills and resumes.
 
-    - `run_config.json` (the recipe) and any other run files, written with the directory, all at once.
+    - `run_config.json` (the recipe), `start.json` (the start) and any other run files, written with the directory,
+      all at once.
     - `step-N`: a Google-format checkpoint per evaluation; the newest `keep_step_checkpoints` are kept.
     - `best/`: the checkpoint of the best KorSTS dev Spearman so far, named by its `checkpoint` state file.
     - `eval_history.jsonl`: one record per evaluation, rewritten atomically.
@@ -52,6 +55,11 @@ class RunDirectory:
                 else:
                     files.write_text_atomically(os.path.join(temporary, name), value)
 
+    def start(self):
+        """start.json's {"pretrained_weight": ...}; {} for a run made before training wrote it."""
+        path = os.path.join(self.path, START_FILE)
+        return files.read_json(path) if files.exists(path) else {}
+
     def check_recipe(self, run_config):
         """Raises errors.TrainingError unless the directory was made by a run of `run_config`."""
         if not files.exists(self.config_path):
@@ -75,6 +83,10 @@ class RunDirectory:
     def saved_state(self):
         """The prefix of the newest training state, or None."""
         return tf.train.latest_checkpoint(self.state_dir)
+
+    def best_checkpoint(self):
+        """The prefix of the checkpoint in best/, or None."""
+        return tf.train.latest_checkpoint(self.best_dir)
 
     def saved_step(self):
         """The step of the newest training state, 0 if there is none."""

@@ -17,9 +17,10 @@ FLAGS = flags.FLAGS
 
 def define_flags():
     """The flags of the script, defined when it runs (so that its functions import with any other script's)."""
-    training_flags.define_flags(batch_size=128, learning_rate=5e-5, max_sequence_length=48, evaluation_frequency=125)
-    flags.DEFINE_integer("epochs", 3, "Passes over the training triples.", lower_bound=1)
-    flags.DEFINE_list("train_splits", ["mnli_train", "snli_train"], "KorNLI splits to build triples from.")
+    training_flags.define_flags("supervised")
+    recipe = training_flags.ORIGINAL_RECIPES["supervised"]
+    flags.DEFINE_integer("epochs", recipe["epochs"], "Passes over the training triples.", lower_bound=1)
+    flags.DEFINE_list("train_splits", list(recipe["train_splits"]), "KorNLI splits to build triples from.")
 
 
 def main():

@@ -17,8 +17,9 @@ FLAGS = flags.FLAGS
 
 def define_flags():
     """The flags of the script, defined when it runs (so that its functions import with any other script's)."""
-    training_flags.define_flags(batch_size=64, learning_rate=3e-5, max_sequence_length=64, evaluation_frequency=250)
-    flags.DEFINE_integer("total_steps", 25_000, "Training steps.", lower_bound=1)
+    training_flags.define_flags("unsupervised")
+    total_steps = training_flags.ORIGINAL_RECIPES["unsupervised"]["total_steps"]
+    flags.DEFINE_integer("total_steps", total_steps, "Training steps.", lower_bound=1)
 
 
 def main():

@@ -11,6 +11,7 @@ import shutil
 import keras
 import tensorflow as tf
 from absl import logging
+from tensorboard.plugins.hparams import api as hp
 
 import data
 import distribution
@@ -133,6 +134,7 @@ def train(
     strategy=None,
     run_files=None,
     lower_case=False,
+    start=None,
 ):
     """Trains SimCSE by `recipe`, evaluating every `recipe.evaluation_frequency` steps; returns `run_dir`.
 
@@ -154,6 +156,8 @@ def train(
         strategy: a tf.distribute strategy; None: the default one.
         run_files: {file name: JSON value} written into a new run directory besides run_config.json.
         lower_case: BERT's do_lower_case for the vocab.
+        start: how the run names where it started, in its start.json and TensorBoard's HParams (the Hub id the
+            weights were downloaded from, say); default `pretrained_weight`'s absolute path.
 
     A new run directory also gets the encoder's bert_config.json, vocab.txt and tokenizer_config.json, so its
     checkpoints evaluate and export with nothing else given (`model_files.find`).
@@ -217,12 +221,18 @@ def train(
                 huggingface.VOCAB_FILE: "".join(files.read_lines(vocab_path)),
                 huggingface.TOKENIZER_CONFIG_FILE: huggingface.tokenizer_config(lower_case),
             }
-            run.create({"run_config.json": run_config, **encoder_files, **(run_files or {})})
+            start = start or (files.absolute(pretrained_weight) if pretrained_weight else None)
+            start_file = {run_directory.START_FILE: {"pretrained_weight": start}}
+            run.create({"run_config.json": run_config, **encoder_files, **start_file, **(run_files or {})})
         new_tensorboard_dir = chief and not files.exists(tensorboard_dir)
         if chief:
             logging.info("run directory: %s", run_dir)
+            summary_writer = tf.summary.create_file_writer(tensorboard_dir)
+            if new_tensorboard_dir:
+                with summary_writer.as_default():
+                    hp.hparams(hyperparameters(run_config, run.start()))
             evaluation = chief_evaluation(
-                encoder, state, recipe, config, tokenizer, evaluation_sets, run, history, tensorboard_dir
+                encoder, state, recipe, config, tokenizer, evaluation_sets, run, history, summary_writer
             )
         else:
             state_manager = tf.train.CheckpointManager(state, worker_state_dir, max_to_keep=1)
@@ -246,7 +256,7 @@ def train(
     return run_dir
 
 
-def chief_evaluation(encoder, state, recipe, config, tokenizer, evaluation_sets, run, history, tensorboard_dir):
+def chief_evaluation(encoder, state, recipe, config, tokenizer, evaluation_sets, run, history, summary_writer):
     """The chief's EvaluateAndCheckpoint: STS evaluation of a float32 copy of `encoder`, saved to `run`."""
     float32_encoder = model.BertEncoder(config, dtype="float32")
     return EvaluateAndCheckpoint(
@@ -262,8 +272,18 @@ def chief_evaluation(encoder, state, recipe, config, tokenizer, evaluation_sets,
         ),
         run,
         history,
-        tf.summary.create_file_writer(tensorboard_dir),
+        summary_writer,
     )
+
+
+def hyperparameters(run_config, start):
+    """TensorBoard's HParams of a run: the recipe's fields, the encoder's size and the start, as str, int or float
+    (so runs compare in the HParams dashboard)."""
+    bert_config = run_config["bert_config"]
+    values = {name: value for name, value in run_config.items() if name != "bert_config"}
+    values |= {name: bert_config[name] for name in ("num_hidden_layers", "hidden_size")}
+    values["pretrained_weight"] = start.get("pretrained_weight") or "none (random initialisation)"
+    return {name: ",".join(value) if isinstance(value, list) else value for name, value in values.items()}
 
 
 def run_steps(simcse, strategy, batches, start_step, total_steps, evaluation, show_progress):

@@ -17,10 +17,38 @@ import training
 # the bert_config.json and vocab.txt a checkpoint's directory is searched for.
 KR_BERT_FILES = ("configs/char_bert_base.json", "kr-bert-char/vocab_char_16424.txt")
 
+# The original work's recipes (jeongukjae/KR-BERT-SimCSE): the training scripts' defaults, and what report.py names
+# a run's differences from. The supervised run's steps follow from its triples: epochs x (triples // batch_size).
+ORIGINAL_RECIPES = {
+    "unsupervised": {
+        "total_steps": 25_000,
+        "batch_size": 64,
+        "learning_rate": 3e-5,
+        "warmup_ratio": 0.05,
+        "temperature": 0.05,
+        "max_sequence_length": 64,
+        "evaluation_frequency": 250,
+    },
+    "supervised": {
+        "train_splits": ("mnli_train", "snli_train"),
+        "epochs": 3,
+        "batch_size": 128,
+        "learning_rate": 5e-5,
+        "warmup_ratio": 0.05,
+        "temperature": 0.05,
+        "max_sequence_length": 48,
+        "evaluation_frequency": 125,
+    },
+}
+# The scripts' --seed.
+DEFAULT_SEED = 42
 
-def define_flags(*, batch_size, learning_rate, max_sequence_length, evaluation_frequency, flag_values=flags.FLAGS):
-    """The flags both scripts take, with the script's recipe defaults; values out of range fail at parsing."""
+
+def define_flags(kind, flag_values=flags.FLAGS):
+    """The flags both scripts take, with the defaults of `kind`'s original recipe (`ORIGINAL_RECIPES`);
+    values out of range fail at parsing."""
     fv = flag_values
+    recipe = ORIGINAL_RECIPES[kind]
     flags.DEFINE_string(
         "pretrained_weight",
         hub.KR_BERT_HUB_ID,
@@ -43,25 +71,27 @@ def define_flags(*, batch_size, learning_rate, max_sequence_length, evaluation_f
     )
     flags.DEFINE_integer(
         "batch_size",
-        batch_size,
+        recipe["batch_size"],
         "Sentences (unsupervised) or triples (supervised) per step; at least 2 (in-batch negatives).",
         lower_bound=2,
         flag_values=fv,
     )
-    flags.DEFINE_float("warmup_ratio", 0.05, "Fraction of the steps with linear warm-up, in [0, 1).", flag_values=fv)
-    flags.DEFINE_float("learning_rate", learning_rate, "Peak learning rate.", flag_values=fv)
-    flags.DEFINE_float("temperature", 0.05, "Temperature of the contrastive softmax.", flag_values=fv)
-    model_flags.define_max_sequence_length(max_sequence_length, flag_values=fv)
+    flags.DEFINE_float(
+        "warmup_ratio", recipe["warmup_ratio"], "Fraction of the steps with linear warm-up, in [0, 1).", flag_values=fv
+    )
+    flags.DEFINE_float("learning_rate", recipe["learning_rate"], "Peak learning rate.", flag_values=fv)
+    flags.DEFINE_float("temperature", recipe["temperature"], "Temperature of the contrastive softmax.", flag_values=fv)
+    model_flags.define_max_sequence_length(recipe["max_sequence_length"], flag_values=fv)
     flags.DEFINE_integer(
         "evaluation_frequency",
-        evaluation_frequency,
+        recipe["evaluation_frequency"],
         "Evaluate and save every this many steps.",
         lower_bound=1,
         flag_values=fv,
     )
     flags.DEFINE_string("model_checkpoints", "models", "Directory of the run directories.", flag_values=fv)
     flags.DEFINE_string("tensorboard_log_path", "logs", "Directory of the TensorBoard run directories.", flag_values=fv)
-    flags.DEFINE_integer("seed", 42, "Seed of initialisation, shuffling and dropout.", flag_values=fv)
+    flags.DEFINE_integer("seed", DEFAULT_SEED, "Seed of initialisation, shuffling and dropout.", flag_values=fv)
     flags.DEFINE_integer(
         "mini_batch_size",
         None,
@@ -150,4 +180,5 @@ def train(values, model_files, recipe, strategy, make_batches, run_files=None):
         strategy=strategy,
         run_files=run_files,
         lower_case=model_files.lower_case,
+        start=values.pretrained_weight if hub.is_hub_id(values.pretrained_weight) else None,
     )

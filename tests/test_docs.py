@@ -15,6 +15,7 @@ from helpers import REPO, SHARED_DATA, require_shared
 
 import huggingface
 import model
+import plots
 import simcse
 import sts
 import tokenization
@@ -33,6 +34,7 @@ SCRIPTS = [
     "evaluate.py",
     "export.py",
     "search.py",
+    "report.py",
     "data.py",
     "benchmarks/train_step.py",
 ]
@@ -42,7 +44,7 @@ SCRIPTS = [
 DOCUMENTED_SHARED_DATA = "../shared/data"
 
 
-@pytest.mark.parametrize("module", [huggingface, model, simcse, sts, tokenization, training])
+@pytest.mark.parametrize("module", [huggingface, model, plots, simcse, sts, tokenization, training])
 def test_docstring_examples_run(monkeypatch, module):
     """A module's examples that read the shared data skip without it; the others run from a clone alone."""
     monkeypatch.chdir(REPO)

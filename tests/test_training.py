@@ -503,9 +503,7 @@ def test_training_flags_out_of_range_fail_at_parsing(argument, message):
 
 def parsed_training_flags(*arguments):
     values = flags.FlagValues()
-    training_flags.define_flags(
-        batch_size=64, learning_rate=3e-5, max_sequence_length=64, evaluation_frequency=250, flag_values=values
-    )
+    training_flags.define_flags("unsupervised", flag_values=values)
     values(["script", *arguments])
     return values
 
@@ -603,6 +601,8 @@ def test_train_unsupervised_py_first_run_in_one_command_on_two_cpu_replicas_and_
         run_config = json.loads((run_dir / "run_config.json").read_text())
         assert (run_config["kind"], run_config["batch_size"], run_config["total_steps"]) == ("unsupervised", 16, 10)
         assert run_config["mini_batch_size"] == 4
+        # Where it started, as report.py names it: the Hub id, not the cache it was downloaded into.
+        assert json.loads((run_dir / "start.json").read_text()) == {"pretrained_weight": "test/micro-bert"}
         assert (run_dir / "best" / "checkpoint").exists() and list((tmp_path / "logs" / "run").iterdir())
 
         # Stopped after the evaluation of step 10 but before its state was saved (as in a kill), with the history
