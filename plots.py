@@ -42,7 +42,7 @@ def training_curves(title, histories):
         True
     """
     figure = Figure(figsize=CURVES_SIZE, layout="constrained")
-    figure.suptitle(title)
+    figure.suptitle(title, fontsize="medium")
     axes = figure.subplots(2, 3).flatten()
     for panel, (field, label, scale) in zip(axes, CURVES, strict=False):
         for seed, history in histories:
@@ -73,7 +73,7 @@ def alignment_uniformity(title, paths, start=None):
         True
     """
     figure = Figure(figsize=PLANE_SIZE, layout="constrained")
-    figure.suptitle(title)
+    figure.suptitle(title, fontsize="medium")
     panel = figure.subplots()
     # A set with no pair scored >= 4 has no alignment (None): such an evaluation, or start, has no point.
     defined = start and start["uniformity"] is not None and start["alignment"] is not None
@@ -94,7 +94,9 @@ def alignment_uniformity(title, paths, start=None):
             panel.plot(*placed[best_step], color=line.get_color(), **best)
         if placed:
             last_step = max(placed)
-            panel.annotate(f"step {last_step}", placed[last_step], fontsize=8)
+            panel.annotate(
+                f"step {last_step}", placed[last_step], xytext=(8, -14), textcoords="offset points", fontsize=8
+            )
     panel.plot([], [], marker="o", markersize=12, markerfacecolor="none", color="gray", linestyle="none", label="best")
     panel.set_xlabel("uniformity: log E exp(-2 |x - y|²) over all sentences (lower: more uniform)")
     panel.set_ylabel("alignment: E |x - y|² over pairs scored ≥ 4\n(lower: positives closer)")

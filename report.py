@@ -171,7 +171,7 @@ def make_plots(report):
     figures = {}
     for index, group in enumerate(report["groups"]):
         runs = [run for run in report["runs"] if run["run"] in group["runs"]]
-        title = f"{group['model']}, {group['kind']} SimCSE: {' '.join(group['recipe_flags'])}"
+        title = f"{group['model']}, {group['kind']} SimCSE\n{' '.join(group['recipe_flags'])}"
         prefix = f"{index + 1}-{group['kind']}"
         figures[f"{prefix}-curves.png"] = plots.training_curves(title, [(run["seed"], run["history"]) for run in runs])
         start = (

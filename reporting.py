@@ -217,9 +217,13 @@ def cell(mean, std=None):
     return f"{mean * 100:.2f}" if std is None else f"{mean * 100:.2f} ± {std * 100:.2f}"
 
 
-def table(header, rows, text_columns=2):
-    """A Markdown table; the columns after the first `text_columns` are numbers, right-aligned."""
-    rule = ["---"] * text_columns + ["--:"] * (len(header) - text_columns)
+# The columns of text, left-aligned; the others hold numbers, right-aligned.
+TEXT_COLUMNS = ("model", "training", "recipe", "run", "start")
+
+
+def table(header, rows):
+    """A Markdown table of `rows` under `header`."""
+    rule = ["---" if name in TEXT_COLUMNS else "--:" for name in header]
     return [f"| {' | '.join(map(str, row))} |" for row in [header, rule, *rows]]
 
 
@@ -264,7 +268,7 @@ def results_markdown(report, command, plots):
             + [cell(start["results"][dataset][metric]) for dataset, metric, _ in columns]
             for start in report["starts"]
         ]
-        lines += table(["start", "max length", *(header for _, _, header in columns)], rows, text_columns=1)
+        lines += table(["start", "max length", *(header for _, _, header in columns)], rows)
     lines += ["", "## Reference numbers of the original work", ""]
     lines += [
         f"Published by the original TensorFlow implementation ({REFERENCE_SOURCE}) with KR-BERT character base; not "
