@@ -11,14 +11,15 @@ DPI = 100
 CURVES_SIZE = (12.0, 7.0)
 PLANE_SIZE = (8.0, 6.5)
 
-# The panels of the training curves: (eval_history.jsonl field, axis label, scale).
+# The panels of the training curves: (eval_history.jsonl field, axis label, scale, the start's (set, metric) or None).
 CURVES = (
-    ("loss", "training loss\n(mean since the previous evaluation)", 1),
-    ("korsts_spearman", "KorSTS dev Spearman x100", 100),
-    ("klue_sts_pearson", "KLUE STS dev Pearson x100", 100),
-    ("korsts_alignment", "KorSTS dev alignment\n(lower: positives closer)", 1),
-    ("korsts_uniformity", "KorSTS dev uniformity\n(lower: more uniform)", 1),
+    ("loss", "training loss\n(mean since the previous evaluation)", 1, None),
+    ("korsts_spearman", "KorSTS dev Spearman x100", 100, ("korsts:dev", "spearman")),
+    ("klue_sts_pearson", "KLUE STS dev Pearson x100", 100, ("klue_sts:dev", "pearson")),
+    ("korsts_alignment", "KorSTS dev alignment\n(lower: positives closer)", 1, ("korsts:dev", "alignment")),
+    ("korsts_uniformity", "KorSTS dev uniformity\n(lower: more uniform)", 1, ("korsts:dev", "uniformity")),
 )
+START_MARKER = {"marker": "*", "markersize": 16, "color": "black", "linestyle": "none", "label": "start"}
 
 
 def png(figure):
@@ -28,12 +29,14 @@ def png(figure):
     return buffer.getvalue()
 
 
-def training_curves(title, histories):
-    """The curves of one recipe's runs over training steps, one line per seed.
+def training_curves(title, histories, start=None):
+    """The curves of one recipe's runs over training steps, one line per seed, the start at step 0.
 
     Args:
         title: the figure's title (the recipe).
         histories: [(seed, eval_history.jsonl records)].
+        start: {"korsts:dev": scores, "klue_sts:dev": scores} of the weights training started from (as
+            sts.evaluate gives them; either set may be absent); None: unknown.
 
     Example:
         >>> image = training_curves("a recipe", [(42, [{"step": 10, "loss": 1.0, "korsts_spearman": 0.5,
@@ -44,16 +47,23 @@ def training_curves(title, histories):
     figure = Figure(figsize=CURVES_SIZE, layout="constrained")
     figure.suptitle(title, fontsize="medium")
     axes = figure.subplots(2, 3).flatten()
-    for panel, (field, label, scale) in zip(axes, CURVES, strict=False):
+    for panel, (field, label, scale, start_score) in zip(axes, CURVES, strict=False):
         for seed, history in histories:
             defined = [record for record in history if record.get(field) is not None]
             steps, values = [record["step"] for record in defined], [record[field] * scale for record in defined]
             panel.plot(steps, values, marker="o", markersize=3, label=f"seed {seed}")
+        dataset, metric = start_score or (None, None)
+        if start and start.get(dataset, {}).get(metric) is not None:
+            panel.plot(0, start[dataset][metric] * scale, **START_MARKER)
         panel.set_xlabel("training step")
         panel.set_ylabel(label)
         panel.grid(alpha=0.3)
     axes[-1].axis("off")
-    axes[-1].legend(*axes[0].get_legend_handles_labels(), loc="center", title="runs")
+    handles, labels = axes[0].get_legend_handles_labels()
+    if start:
+        handles.append(axes[-1].plot([], [], **START_MARKER)[0])
+        labels.append("start (step 0)")
+    axes[-1].legend(handles, labels, loc="center", title="runs")
     return png(figure)
 
 
@@ -79,7 +89,7 @@ def alignment_uniformity(title, paths, start=None):
     defined = start and start["uniformity"] is not None and start["alignment"] is not None
     origin = [(start["uniformity"], start["alignment"])] if defined else []
     if origin:
-        panel.plot(*origin[0], marker="*", markersize=16, color="black", linestyle="none", label="start")
+        panel.plot(*origin[0], **START_MARKER)
     for seed, history, best_step in paths:
         placed = {
             record["step"]: (record["korsts_uniformity"], record["korsts_alignment"])
@@ -92,14 +102,11 @@ def alignment_uniformity(title, paths, start=None):
         if best_step in placed:
             best = dict(marker="o", markersize=12, markerfacecolor="none", markeredgewidth=2, linestyle="none")
             panel.plot(*placed[best_step], color=line.get_color(), **best)
-        if placed:
-            last_step = max(placed)
-            panel.annotate(
-                f"step {last_step}", placed[last_step], xytext=(8, -14), textcoords="offset points", fontsize=8
-            )
     panel.plot([], [], marker="o", markersize=12, markerfacecolor="none", color="gray", linestyle="none", label="best")
     panel.set_xlabel("uniformity: log E exp(-2 |x - y|²) over all sentences (lower: more uniform)")
     panel.set_ylabel("alignment: E |x - y|² over pairs scored ≥ 4\n(lower: positives closer)")
+    last_step = max((record["step"] for _, history, _ in paths for record in history), default=0)
+    panel.set_title(f"KorSTS dev, every evaluation from the start to step {last_step}", fontsize="medium")
     panel.grid(alpha=0.3)
     panel.legend()
     return png(figure)

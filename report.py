@@ -74,7 +74,7 @@ def report(runs, datasets, output, data_dir=None, max_sequence_length=None, comm
         report["runs"] += scored
         start = scorer.score_start(first, length)
         if start:
-            report["starts"].append({"name": reporting.model_name(first), **start})
+            report["starts"].append({"name": reporting.model_name(first), "kind": first.kind, **start})
         report["groups"].append(
             {
                 "model": reporting.model_name(first),
@@ -173,14 +173,12 @@ def make_plots(report):
         runs = [run for run in report["runs"] if run["run"] in group["runs"]]
         title = f"{group['model']}, {group['kind']} SimCSE\n{' '.join(group['recipe_flags'])}"
         prefix = f"{index + 1}-{group['kind']}"
-        figures[f"{prefix}-curves.png"] = plots.training_curves(title, [(run["seed"], run["history"]) for run in runs])
-        start = (
-            group["start"]["results"]["korsts:dev"]
-            if group["start"] and "korsts:dev" in group["start"]["results"]
-            else None
+        start = group["start"]["results"] if group["start"] else None
+        figures[f"{prefix}-curves.png"] = plots.training_curves(
+            title, [(run["seed"], run["history"]) for run in runs], start
         )
         figures[f"{prefix}-alignment-uniformity.png"] = plots.alignment_uniformity(
-            title, [(run["seed"], run["history"], run["best_step"]) for run in runs], start
+            title, [(run["seed"], run["history"], run["best_step"]) for run in runs], (start or {}).get("korsts:dev")
         )
     return figures
 

@@ -218,7 +218,7 @@ def cell(mean, std=None):
 
 
 # The columns of text, left-aligned; the others hold numbers, right-aligned.
-TEXT_COLUMNS = ("model", "training", "recipe", "run", "start")
+TEXT_COLUMNS = ("model", "training", "recipe", "run", "start", "of the runs")
 
 
 def table(header, rows):
@@ -264,11 +264,11 @@ def results_markdown(report, command, plots):
     if report["starts"]:
         lines += ["", "## Before training", "", "The start of each recipe, embedded as its runs are.", ""]
         rows = [
-            [start["name"], start["max_sequence_length"]]
+            [start["name"], start["kind"], start["max_sequence_length"]]
             + [cell(start["results"][dataset][metric]) for dataset, metric, _ in columns]
             for start in report["starts"]
         ]
-        lines += table(["start", "max length", *(header for _, _, header in columns)], rows)
+        lines += table(["start", "of the runs", "max length", *(header for _, _, header in columns)], rows)
     lines += ["", "## Reference numbers of the original work", ""]
     lines += [
         f"Published by the original TensorFlow implementation ({REFERENCE_SOURCE}) with KR-BERT character base; not "
