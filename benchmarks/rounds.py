@@ -15,8 +15,12 @@ the least time the step can take (`limit_seconds`), and what a step takes beyond
 import collections
 import dataclasses
 import statistics
+import time
 
 SIDES = ("ours", "theirs")
+# Timed passes of an encoding, of which the median is taken: whole passes of our encoding took either 3.4-3.7 s or
+# 5.2-5.3 s, within one process as across processes (AMX Xeon, 2026-12-03).
+ENCODE_PASSES = 3
 
 
 def round_order(round_index):
@@ -67,6 +71,16 @@ class Product:
     def gradients(self):
         """The two products of the backward pass: dA = dC B^T [m, n] x [n, k], dB = A^T dC [k, m] x [m, n]."""
         return Product(self.batch, self.m, self.n, self.k), Product(self.batch, self.k, self.m, self.n)
+
+
+def median_pass_seconds(encode_all):
+    """The median seconds of ENCODE_PASSES calls of `encode_all`."""
+    seconds = []
+    for _ in range(ENCODE_PASSES):
+        start = time.perf_counter()
+        encode_all()
+        seconds.append(time.perf_counter() - start)
+    return statistics.median(seconds)
 
 
 def forward_products(config, sentences, length):

@@ -9,7 +9,8 @@ The comparison runs in --rounds rounds (benchmarks/rounds.py): each round times 
 precision and kind of step, and the encoding) back to back, each in a fresh process, ours first in even rounds and
 theirs first in odd ones; a cell's ratio is the median over rounds of theirs / ours (above 1: ours is faster),
 with its min and max. A step time is the median of --steps steps after --warmup_steps; it is a full optimizer step
-(forward, backward, Adam update), as training runs it.
+(forward, backward, Adam update), as training runs it. An encoding time is the median of rounds.ENCODE_PASSES passes
+over the sentences after a warm-up batch.
 
 FLOPs are counted analytically, a multiply-add being 2: a sentence of L tokens through N layers of hidden size
 H and intermediate size I costs, forward, N (8 L H^2 + 4 L H I + 4 L^2 H) + 2 H^2 (projections, feed-forward,
@@ -72,7 +73,9 @@ flags.DEFINE_integer(
 flags.DEFINE_integer(
     "steps", 1, "Timed steps per measurement, after the warm-up steps (the rounds repeat them).", lower_bound=1
 )
-flags.DEFINE_integer("warmup_steps", 1, "Untimed steps first (tracing, allocation, caches).", lower_bound=1)
+# Two: PyTorch's bfloat16 step on an AMX Xeon still took 3.3-3.8 s at its second step against 1.8-2.5 s after it
+# (2026-12-03), so with one warm-up step a round's ratio depended on whether the second step was warm yet.
+flags.DEFINE_integer("warmup_steps", 2, "Untimed steps first (tracing, allocation, caches).", lower_bound=1)
 flags.DEFINE_integer("matmul_repeats", 10, "Timed runs of each matrix product of the step's matrix-product limit.")
 flags.DEFINE_boolean(
     "pipeline",
@@ -312,10 +315,7 @@ def ours_encode(settings):
     encode = tf.function(embedder, input_signature=[any_shape])
     for features in batches.take(1):
         encode(features)
-    start = time.perf_counter()
-    for features in batches:
-        encode(features).numpy()
-    return time.perf_counter() - start
+    return rounds.median_pass_seconds(lambda: [encode(features).numpy() for features in batches])
 
 
 def encode_sentences(settings):
@@ -402,9 +402,7 @@ def sentence_transformers_encode(settings):
         encoder = sentence_transformers.SentenceTransformer(modules=[transformer, pooling], device="cpu")
     sentences = encode_sentences(settings)
     encoder.encode(sentences[:ENCODE_BATCH_SIZE], batch_size=ENCODE_BATCH_SIZE)
-    start = time.perf_counter()
-    encoder.encode(sentences, batch_size=ENCODE_BATCH_SIZE)
-    return time.perf_counter() - start
+    return rounds.median_pass_seconds(lambda: encoder.encode(sentences, batch_size=ENCODE_BATCH_SIZE))
 
 
 # === Driver ===

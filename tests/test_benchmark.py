@@ -60,3 +60,10 @@ def test_products_are_timed_alone_at_their_shapes(precision):
     seconds = rounds.product_seconds(products, precision, repeats=2)
     assert set(seconds) == set(products)
     assert all(0 <= value < 1 for value in seconds.values())
+
+
+def test_an_encoding_is_the_median_of_its_passes(monkeypatch):
+    monkeypatch.setattr(rounds.time, "perf_counter", iter([0.0, 3.5, 10.0, 15.2, 20.0, 23.6]).__next__)
+    passes = []
+    assert rounds.median_pass_seconds(lambda: passes.append(len(passes))) == pytest.approx(3.6)
+    assert passes == [0, 1, 2] and rounds.ENCODE_PASSES == 3
