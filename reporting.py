@@ -28,10 +28,9 @@ REFERENCE_ROWS = (
                                                                 "klue_sts:dev": 74.45}),
     ("KR-BERT base SimCSE", "supervised (KorNLI)", {"korsts:dev": 84.88, "korsts:test": 80.72, "klue_sts:dev": 79.42}),
 )  # fmt: skip
-REFERENCE_METRICS = {"korsts": "spearman", "klue_sts": "pearson"}
 
-# A run's fields that are not its recipe's: the seed varies within a group; a supervised run's steps follow from its
-# splits and epochs.
+# run_config.json's fields that the recipe column does not compare with the original recipe: the kind and the BERT
+# config have columns of their own, the seed varies within a group, and --precision is always named, last.
 NOT_RECIPE_FLAGS = ("kind", "seed", "bert_config", "precision")
 
 
