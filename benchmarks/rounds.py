@@ -21,6 +21,12 @@ SIDES = ("ours", "theirs")
 # Timed passes of an encoding, of which the median is taken: whole passes of our encoding took either 3.4-3.7 s or
 # 5.2-5.3 s, within one process as across processes (AMX Xeon, 2026-12-03).
 ENCODE_PASSES = 3
+# glibc's malloc hands a buffer over its mmap threshold (dynamic, at most 32 MiB) back to the kernel when freed,
+# and trims the heap's free top, so a step that frees and re-allocates its activations (a [12288, 2048] float32
+# feed-forward one is 96 MiB) faults every page in again. PyTorch's steps do: its bfloat16 supervised step took
+# 2.5-3.7 s after its fifth step with glibc's defaults, 2.3-2.5 s with both thresholds fixed at 4 GiB; ours took
+# 2.9-3.3 s either way (AMX Xeon, 2026-12-03). Each alone still faults.
+MALLOC_THRESHOLDS = {"MALLOC_MMAP_THRESHOLD_": str(4 << 30), "MALLOC_TRIM_THRESHOLD_": str(4 << 30)}
 
 
 def round_order(round_index):

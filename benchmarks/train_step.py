@@ -45,6 +45,7 @@ import statistics
 import sys
 import tempfile
 import time
+import types
 
 import rounds
 from absl import app, flags, logging
@@ -73,9 +74,15 @@ flags.DEFINE_integer(
 flags.DEFINE_integer(
     "steps", 1, "Timed steps per measurement, after the warm-up steps (the rounds repeat them).", lower_bound=1
 )
-# Two: PyTorch's bfloat16 step on an AMX Xeon still took 3.3-3.8 s at its second step against 1.8-2.5 s after it
-# (2026-12-03), so with one warm-up step a round's ratio depended on whether the second step was warm yet.
-flags.DEFINE_integer("warmup_steps", 2, "Untimed steps first (tracing, allocation, caches).", lower_bound=1)
+# Four: with glibc's thresholds fixed, PyTorch's bfloat16 supervised step took 4.1-4.9, 2.7-3.0, 2.4-2.6 s at its
+# second to fourth steps and 2.3-2.5 s after (AMX Xeon, 2026-12-03); ours is as fast at its second as after.
+flags.DEFINE_integer("warmup_steps", 4, "Untimed steps first (tracing, allocation, caches).", lower_bound=1)
+flags.DEFINE_boolean(
+    "fixed_malloc_thresholds",
+    True,
+    "Run the comparison's processes with glibc malloc's mmap and trim thresholds fixed (rounds.MALLOC_THRESHOLDS), "
+    "so freed memory is reused instead of being returned to the kernel and faulted in again at every step.",
+)
 flags.DEFINE_integer("matmul_repeats", 10, "Timed runs of each matrix product of the step's matrix-product limit.")
 flags.DEFINE_boolean(
     "pipeline",
@@ -329,6 +336,13 @@ def encode_sentences(settings):
 # === PyTorch + transformers ===
 
 
+def bert_config_fields(path):
+    """The bert_config.json's fields as attributes, read without model.py: importing it loads TensorFlow, which
+    PyTorch's processes have no use for (5 s of each)."""
+    with open(path) as config_file:
+        return types.SimpleNamespace(**json.load(config_file))
+
+
 def huggingface_bert(config):
     """transformers' BertModel with the same architecture (GELU in its tanh form, LayerNorm epsilon 1e-12)."""
     import transformers
@@ -357,10 +371,8 @@ def torch_step(args):
     kind, precision, settings = args
     import torch
 
-    import model
-
     torch.manual_seed(0)
-    config = model.BertConfig.from_json_file(settings["config"])
+    config = bert_config_fields(settings["config"])
     bert = huggingface_bert(config).train()
     optimizer = torch.optim.AdamW(bert.parameters(), lr=LEARNING_RATE, weight_decay=0.0, eps=1e-8)
     batch_size, length = settings["batch_size"], settings["max_sequence_length"]
@@ -390,9 +402,7 @@ def sentence_transformers_encode(settings):
     import transformers
     from sentence_transformers.sentence_transformer import modules
 
-    import model
-
-    config = model.BertConfig.from_json_file(settings["config"])
+    config = bert_config_fields(settings["config"])
     with tempfile.TemporaryDirectory() as directory:
         huggingface_bert(config).save_pretrained(directory)
         transformers.BertTokenizerFast(settings["vocab_path"], do_lower_case=False).save_pretrained(directory)
@@ -466,6 +476,8 @@ def main(argv):
     if FLAGS.pipeline:
         print_pipeline(config, settings)
         return
+    if FLAGS.fixed_malloc_thresholds:
+        os.environ.update(rounds.MALLOC_THRESHOLDS)  # read by each fresh process's malloc as it starts
     cells = {}
     for precision in FLAGS.precisions:
         for kind in KINDS:

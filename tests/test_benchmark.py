@@ -1,6 +1,11 @@
 """The benchmark's own logic (benchmarks/rounds.py), on tiny shapes: rounds in alternating order, a cell's median
-ratio and spread, and the matrix products of a step with their FLOPs and time limit."""
+ratio and spread, the matrix products of a step with their FLOPs and time limit, and the malloc thresholds the
+comparison runs with."""
 
+import os
+import platform
+import resource
+import subprocess
 import sys
 
 import pytest
@@ -67,3 +72,34 @@ def test_an_encoding_is_the_median_of_its_passes(monkeypatch):
     passes = []
     assert rounds.median_pass_seconds(lambda: passes.append(len(passes))) == pytest.approx(3.6)
     assert passes == [0, 1, 2] and rounds.ENCODE_PASSES == 3
+
+
+# Frees and re-allocates a 96 MiB buffer (a feed-forward activation of the benchmark's step), printing the page
+# faults each re-allocation takes.
+REUSED_BUFFER_PROGRAM = """
+import ctypes, resource
+libc = ctypes.CDLL(None)
+libc.malloc.restype = ctypes.c_void_p
+size = 96 << 20
+def touched_buffer():
+    buffer = libc.malloc(size)
+    ctypes.memset(buffer, 1, size)
+    libc.free(ctypes.c_void_p(buffer))
+touched_buffer()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(3):
+    touched_buffer()
+print((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) // 3)
+"""
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="the thresholds are glibc malloc's")
+def test_with_the_fixed_malloc_thresholds_a_freed_buffer_is_reused_without_page_faults():
+    def faults(environment):
+        program = [sys.executable, "-c", REUSED_BUFFER_PROGRAM]
+        return int(subprocess.run(program, env=environment, capture_output=True, text=True, check=True).stdout)
+
+    default = {name: value for name, value in os.environ.items() if not name.startswith("MALLOC_")}
+    pages = (96 << 20) // resource.getpagesize()
+    assert faults(default) >= pages  # glibc's defaults: every page faulted in again
+    assert faults({**default, **rounds.MALLOC_THRESHOLDS}) < pages // 100
