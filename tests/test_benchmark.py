@@ -101,5 +101,6 @@ def test_with_the_fixed_malloc_thresholds_a_freed_buffer_is_reused_without_page_
 
     default = {name: value for name, value in os.environ.items() if not name.startswith("MALLOC_")}
     pages = (96 << 20) // resource.getpagesize()
-    assert faults(default) >= pages  # glibc's defaults: every page faulted in again
+    # glibc's defaults: every page faulted in again (every 2 MiB one where transparent huge pages back the buffer)
+    assert faults(default) >= pages // 512
     assert faults({**default, **rounds.MALLOC_THRESHOLDS}) < pages // 100
