@@ -336,15 +336,9 @@ def encode_sentences(settings):
 # === PyTorch + transformers ===
 
 
-def bert_config_fields(path):
-    """The bert_config.json's fields as attributes, read without model.py: importing it loads TensorFlow, which
-    PyTorch's processes have no use for (5 s of each)."""
-    with open(path) as config_file:
-        return types.SimpleNamespace(**json.load(config_file))
-
-
 def huggingface_bert(config):
-    """transformers' BertModel with the same architecture (GELU in its tanh form, LayerNorm epsilon 1e-12)."""
+    """transformers' BertModel with the same architecture (GELU in its tanh form, LayerNorm epsilon 1e-12); `config`
+    a model.BertConfig or its fields as attributes."""
     import transformers
 
     return transformers.BertModel(
@@ -372,7 +366,7 @@ def torch_step(args):
     import torch
 
     torch.manual_seed(0)
-    config = bert_config_fields(settings["config"])
+    config = types.SimpleNamespace(**settings["bert_config"])
     bert = huggingface_bert(config).train()
     optimizer = torch.optim.AdamW(bert.parameters(), lr=LEARNING_RATE, weight_decay=0.0, eps=1e-8)
     batch_size, length = settings["batch_size"], settings["max_sequence_length"]
@@ -402,7 +396,7 @@ def sentence_transformers_encode(settings):
     import transformers
     from sentence_transformers.sentence_transformer import modules
 
-    config = bert_config_fields(settings["config"])
+    config = types.SimpleNamespace(**settings["bert_config"])
     with tempfile.TemporaryDirectory() as directory:
         huggingface_bert(config).save_pretrained(directory)
         transformers.BertTokenizerFast(settings["vocab_path"], do_lower_case=False).save_pretrained(directory)
@@ -450,6 +444,9 @@ def main(argv):
         "config", "batch_size", "max_sequence_length", "steps", "warmup_steps", "vocab_path", "data_dir",
         "nli_split", "encode_sentences", "matmul_repeats",
     )}  # fmt: skip
+    # The config's fields, read once here, for PyTorch's processes: importing model.py there would load TensorFlow,
+    # which they have no use for (5 s of each).
+    settings["bert_config"] = config.to_dict()
     if FLAGS.memory_batches:
         precision, results = FLAGS.precisions[0], {}
         for value in FLAGS.memory_batches:

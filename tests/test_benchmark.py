@@ -74,16 +74,17 @@ def test_an_encoding_is_the_median_of_its_passes(monkeypatch):
     assert passes == [0, 1, 2] and rounds.ENCODE_PASSES == 3
 
 
-# Frees and re-allocates a 96 MiB buffer (a feed-forward activation of the benchmark's step), printing the page
-# faults each re-allocation takes.
-REUSED_BUFFER_PROGRAM = """
+# A feed-forward activation of the benchmark's step: [12288, 2048] float32.
+BUFFER_BYTES = 96 << 20
+HUGE_PAGE_BYTES = 2 << 20
+# Frees and re-allocates a buffer of BUFFER_BYTES, printing the page faults each re-allocation takes.
+REUSED_BUFFER_PROGRAM = f"""
 import ctypes, resource
 libc = ctypes.CDLL(None)
 libc.malloc.restype = ctypes.c_void_p
-size = 96 << 20
 def touched_buffer():
-    buffer = libc.malloc(size)
-    ctypes.memset(buffer, 1, size)
+    buffer = libc.malloc({BUFFER_BYTES})
+    ctypes.memset(buffer, 1, {BUFFER_BYTES})
     libc.free(ctypes.c_void_p(buffer))
 touched_buffer()
 before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
@@ -100,7 +101,6 @@ def test_with_the_fixed_malloc_thresholds_a_freed_buffer_is_reused_without_page_
         return int(subprocess.run(program, env=environment, capture_output=True, text=True, check=True).stdout)
 
     default = {name: value for name, value in os.environ.items() if not name.startswith("MALLOC_")}
-    pages = (96 << 20) // resource.getpagesize()
-    # glibc's defaults: every page faulted in again (every 2 MiB one where transparent huge pages back the buffer)
-    assert faults(default) >= pages // 512
-    assert faults({**default, **rounds.MALLOC_THRESHOLDS}) < pages // 100
+    # glibc's defaults: every page faulted in again (every huge page, where transparent huge pages back the buffer)
+    assert faults(default) >= BUFFER_BYTES // HUGE_PAGE_BYTES
+    assert faults({**default, **rounds.MALLOC_THRESHOLDS}) < BUFFER_BYTES // resource.getpagesize() // 100
