@@ -78,31 +78,23 @@ def random_bert(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def fork_runners(tmp_path_factory):
-    """fork_runners("export"): the session's tests/fork_runner.py of that script, started at the first call."""
+def fork_runner(tmp_path_factory):
+    """The session's tests/fork_runner.py: every script imported once, each run in a fork of it."""
     import fork_runner
 
-    runners = {}
-
-    def runner(script):
-        if script not in runners:
-            runners[script] = fork_runner.ForkRunner(script, tmp_path_factory.mktemp("fork_runner") / "stderr")
-        return runners[script]
-
-    yield runner
-    for started in runners.values():
-        started.__exit__()
+    with fork_runner.ForkRunner(tmp_path_factory.mktemp("fork_runner") / "stderr") as runner:
+        yield runner
 
 
 @pytest.fixture(scope="session")
-def run_in_fork(fork_runners):
+def run_in_fork(fork_runner):
     """run_in_fork("evaluate.py", *args[, code=...]): the script run with `args` as `run_script` runs it, but in a
-    fork of a process that imported it already (`fork_runners`): a one-line error costs no TensorFlow import.
+    fork of a process that imported it already (`fork_runner`): a run costs no TensorFlow import.
     With `code`, that Python code runs instead of the script's main; `cwd`, the directory it runs in."""
     import subprocess
 
     def run(script, *args, code=None, timeout=120, cwd=REPO):
-        answer = fork_runners(script.removesuffix(".py")).run([script, *map(str, args)], cwd, timeout, code)
+        answer = fork_runner.run([script, *map(str, args)], cwd, timeout, code)
         status = answer["exit"] if answer["signal"] is None else -answer["signal"]
         return subprocess.CompletedProcess([script, *args], status, answer["stdout"], answer["stderr"])
 

@@ -1,17 +1,19 @@
-"""Runs a repository script (the module named first: export, evaluate, search...) many times, each in a fork of
-one process that imported it: a test corpus or a one-line error pays TensorFlow's import once, not once per run.
+"""Runs the repository's scripts many times, each run in a fork of one process that imported every script: a test
+corpus or a one-line error pays TensorFlow's import once for the whole session, not once per run or per script.
 
-    python tests/fork_runner.py SCRIPT SCRATCH_DIRECTORY
-    with ForkRunner("export", log_path) as runner: runner.run(argv, cwd, timeout[, code])   # from a test
+    python tests/fork_runner.py SCRATCH_DIRECTORY
+    with ForkRunner(log_path) as runner: runner.run(["export.py", *args], cwd, timeout[, code])   # from a test
 
 Reads one JSON request a line from stdin, {"argv": [...], "cwd": "...", "timeout": seconds}, and answers each
 with one JSON line on stdout: {"exit": status or null, "signal": number or null, "max_rss_kib": the child's peak
-resident memory, "seconds": wall time, "stdout": text, "stderr": text}. The child runs `errors.run(script.main)`
-with that argv, or, if the request has "code", that Python code (what the script imports is imported already), as
-the interpreter would: SystemExit's code is its status, any other exception a traceback and status 1. It is
-killed by SIGALRM at its timeout, and its address space is capped (`ADDRESS_SPACE_HEADROOM` above the parent's)
-so a blow-up fails there instead of taking the machine's memory. The parent never runs a TensorFlow op, so each
-child starts TensorFlow's runtime fresh.
+resident memory, "seconds": wall time, "stdout": text, "stderr": text}. The child runs the script argv[0] names as
+`python <script>.py` would (its flags defined, then `errors.run` of its main), with that argv; or, if the request
+has "code", that Python code, after defining the flags of the script argv[0] names, if it names one (what the
+scripts import is imported already). As the interpreter would: SystemExit's code is its status, any other
+exception a traceback and status 1. It is killed by SIGALRM at its timeout, and its address space is capped
+(`ADDRESS_SPACE_HEADROOM` above the parent's) so a blow-up fails there instead of taking the machine's memory. The
+parent never runs a TensorFlow op and defines no flags, so each child starts TensorFlow's runtime fresh and defines
+only its own script's flags (several scripts define the same names).
 """
 
 import contextlib
@@ -20,6 +22,7 @@ import json
 import os
 import pathlib
 import resource
+import runpy
 import select
 import signal
 import subprocess
@@ -28,6 +31,8 @@ import time
 import traceback
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
+# The repository's scripts, imported by the parent (their flags are defined when they run).
+SCRIPTS = ("data", "evaluate", "export", "report", "search", "train_supervised", "train_unsupervised")
 # What a child may map beyond the parent's address space: room for TensorFlow's runtime, its threads' stacks and
 # malloc arenas, and a few GiB of blow-up to measure, but no more.
 ADDRESS_SPACE_HEADROOM = 6 << 30
@@ -59,9 +64,9 @@ def redirect(fd, path, flags):
     os.close(target)
 
 
-def run_child(errors, script, request, stdout_path, stderr_path):
-    """In the forked child: the script's main (or the request's code) with the request's argv in its cwd; never
-    returns."""
+def run_child(request, stdout_path, stderr_path):
+    """In the forked child: the script argv[0] names (or the request's code) with the request's argv in its cwd;
+    never returns."""
     status = 1
     try:
         redirect(0, os.devnull, os.O_RDONLY)  # the requests are the parent's to read
@@ -72,11 +77,14 @@ def run_child(errors, script, request, stdout_path, stderr_path):
         signal.alarm(int(request["timeout"]))
         os.chdir(request["cwd"])
         sys.argv = list(request["argv"])
+        script = pathlib.Path(sys.argv[0]).stem
         try:
             if "code" in request:
+                if script in SCRIPTS:
+                    sys.modules[script].define_flags()
                 exec(compile(request["code"], "<request>", "exec"), {"__name__": "__main__"})
             else:
-                errors.run(script.main)
+                runpy.run_path(str(REPO / f"{script}.py"), run_name="__main__")
             status = 0
         except SystemExit as exit_:
             status = exit_status(exit_.code)
@@ -101,7 +109,7 @@ def wait(pid, timeout):
     return status, usage
 
 
-def serve(errors, script, requests, answers, scratch):
+def serve(requests, answers, scratch):
     """Answers each request line of `requests` with a line on `answers`."""
     stdout_path, stderr_path = os.path.join(scratch, "stdout"), os.path.join(scratch, "stderr")
     for line in requests:
@@ -110,7 +118,7 @@ def serve(errors, script, requests, answers, scratch):
         start = time.monotonic()
         pid = os.fork()
         if pid == 0:
-            run_child(errors, script, request, stdout_path, stderr_path)
+            run_child(request, stdout_path, stderr_path)
         status, usage = wait(pid, request["timeout"])
         answer = {
             "exit": os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else None,
@@ -125,14 +133,14 @@ def serve(errors, script, requests, answers, scratch):
 
 
 class ForkRunner:
-    """A test's side: this program started in a subprocess for `script`, its stderr (TensorFlow's import logs)
-    in `log_path`, answering `run` calls."""
+    """A test's side: this program started in a subprocess, its stderr (TensorFlow's import logs) in `log_path`,
+    answering `run` calls."""
 
-    def __init__(self, script, log_path):
+    def __init__(self, log_path):
         self.log_path = pathlib.Path(log_path)
         with open(self.log_path, "w") as log:
             self.process = subprocess.Popen(
-                [sys.executable, __file__, script, str(self.log_path.parent)],
+                [sys.executable, __file__, str(self.log_path.parent)],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=log,
@@ -165,10 +173,9 @@ class ForkRunner:
 def main():
     os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
     sys.path.insert(0, str(REPO))
-    errors = importlib.import_module("errors")
-    script = importlib.import_module(sys.argv[1])
-    script.define_flags()  # as the script does when it runs
-    serve(errors, script, sys.stdin, sys.stdout, sys.argv[2])
+    for script in SCRIPTS:
+        importlib.import_module(script)
+    serve(sys.stdin, sys.stdout, sys.argv[1])
 
 
 if __name__ == "__main__":

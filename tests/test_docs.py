@@ -2,7 +2,6 @@
 commands do); every `python <script>.py --flag ...` command of README.md, CONTRIBUTING.md and docs/ names flags
 that script defines; links between the pages resolve; the README stays a front page."""
 
-import concurrent.futures
 import doctest
 import re
 import shlex
@@ -153,13 +152,18 @@ def undefined_flags(arguments, defined):
     return undefined
 
 
-def script_help(script):
+def script_help(script, run_in_fork):
     """absl's --helpxml of `python <script>`, run from the repository root: {"names", "booleans", "short_names",
-    "xml"} of every flag the script defines when it runs (absl's own included). A fresh process per script: several
-    define the same flag names, and data.py defines its flags only when run."""
-    result = subprocess.run(
-        [sys.executable, script, "--helpxml"], cwd=REPO, capture_output=True, text=True, timeout=300, check=False
-    )
+    "xml"} of every flag the script defines when it runs (absl's own included). A process of its own per script
+    (several define the same flag names, data.py defines its flags only when run): a fork of the session's
+    fork_runner for a top-level script (which also knows the flags other scripts' imports define at import, tfds'
+    --tfds_debug_list_dir for export.py), a fresh interpreter for benchmarks/."""
+    if "/" in script:
+        result = subprocess.run(
+            [sys.executable, script, "--helpxml"], cwd=REPO, capture_output=True, text=True, timeout=300, check=False
+        )
+    else:
+        result = run_in_fork(script, "--helpxml")
     start = result.stdout.find("<?xml")
     assert start >= 0, f"{script} --helpxml printed no XML: {result.stderr[-2000:]}"
     root = ElementTree.fromstring(result.stdout[start:])
@@ -173,10 +177,9 @@ def script_help(script):
 
 
 @pytest.fixture(scope="module")
-def script_flags():
-    """{script: script_help(script)} for every script, two at a time."""
-    with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
-        return dict(zip(SCRIPTS, pool.map(script_help, SCRIPTS), strict=True))
+def script_flags(run_in_fork):
+    """{script: script_help(script)} for every script."""
+    return {script: script_help(script, run_in_fork) for script in SCRIPTS}
 
 
 def page_commands():

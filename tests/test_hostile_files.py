@@ -3,7 +3,7 @@
 Whatever the file holds, export.py ends with exit status 1 and one `error:` line on stderr naming the file: no
 traceback, no signal, no code of the file's run, memory and time bounded, nothing written. The corpus is made here
 from the fixture model (tests/fixtures/torch_bert) with the standard library's writers (pickle opcodes, zip
-headers field by field), and each case runs in a fork of tests/fork_runner.py, which imports export.py once.
+headers field by field), and each case runs in a fork of tests/fork_runner.py, which imports the scripts once.
 """
 
 import collections
@@ -777,11 +777,6 @@ def broken_promises(result, replaced, root, baseline_kib):
 
 
 @pytest.fixture(scope="module")
-def runner(fork_runners):
-    return fork_runners("export")
-
-
-@pytest.fixture(scope="module")
 def google_checkpoint(tmp_path_factory):
     """A Google-format checkpoint of the fixture config's shapes, random weights: model.ckpt.index and data."""
     directory = tmp_path_factory.mktemp("google_checkpoint")
@@ -803,14 +798,14 @@ VALID = {
 
 
 @pytest.fixture(scope="module")
-def valid_runs(runner, google_checkpoint, tmp_path_factory):
+def valid_runs(fork_runner, google_checkpoint, tmp_path_factory):
     """{id: (case root, export's result)} of each VALID directory."""
     results = {}
     for name, (base, rewrite) in VALID.items():
         directory = base_directory(base, tmp_path_factory.mktemp("valid"), google_checkpoint)
         if rewrite:
             rewrite(directory)
-        results[name] = (directory.parent, export(runner, directory))
+        results[name] = (directory.parent, export(fork_runner, directory))
     return results
 
 
@@ -833,10 +828,10 @@ def test_a_valid_directory_exports(valid_runs, name):
 @pytest.mark.parametrize(
     ("base", "case"), [pytest.param(base, case, id=case) for base, cases in CASES.items() for case in cases]
 )
-def test_a_hostile_file_is_one_error_line(runner, google_checkpoint, baseline_kib, tmp_path, base, case):
+def test_a_hostile_file_is_one_error_line(fork_runner, google_checkpoint, baseline_kib, tmp_path, base, case):
     directory = base_directory(base, tmp_path, google_checkpoint)
     replaced = CASES[base][case](directory)
-    result = export(runner, directory)
+    result = export(fork_runner, directory)
     broken = broken_promises(result, replaced, tmp_path, baseline_kib)
     assert not broken, "; ".join(broken) + "\n" + printable(result["stderr"][-2000:])
 
@@ -867,7 +862,7 @@ assert all((after[name] == value).all() for name, value in before.items()), "the
 
 
 @pytest.mark.parametrize("weights_file", [PYTORCH, LEGACY])
-def test_a_file_cannot_change_how_the_next_is_read(runner, google_checkpoint, tmp_path, weights_file):
+def test_a_file_cannot_change_how_the_next_is_read(fork_runner, google_checkpoint, tmp_path, weights_file):
     """A pickle reaches the reader's own functions (GLOBAL) and sets their attributes (BUILD, UNDEFAULT): the next
     file of the process reads as before. In a fork, as a changed reader would change the reads of what follows."""
     valid = base_directory(weights_file, tmp_path / "valid", google_checkpoint)
@@ -876,5 +871,5 @@ def test_a_file_cannot_change_how_the_next_is_read(runner, google_checkpoint, tm
         write_torch_zip(hostile, state_dict_pickle(before=UNDEFAULT))
     else:
         write_legacy(hostile, state_dict=legacy_state_dict(before=UNDEFAULT))
-    result = runner.run(["load_again", valid, hostile], tmp_path, TIMEOUT_SECONDS, LOAD_AGAIN)
+    result = fork_runner.run(["load_again", valid, hostile], tmp_path, TIMEOUT_SECONDS, LOAD_AGAIN)
     assert result["exit"] == 0, printable(result["stderr"][-3000:])
