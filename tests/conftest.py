@@ -90,11 +90,12 @@ def fork_runner(tmp_path_factory):
 def run_in_fork(fork_runner):
     """run_in_fork("evaluate.py", *args[, code=...]): the script run with `args` as `run_script` runs it, but in a
     fork of a process that imported it already (`fork_runner`): a run costs no TensorFlow import.
-    With `code`, that Python code runs instead of the script's main; `cwd`, the directory it runs in."""
+    With `code`, that Python code runs instead of the script's main; `cwd`, the directory it runs in; `stdin`, the
+    text on its standard input."""
     import subprocess
 
-    def run(script, *args, code=None, timeout=120, cwd=REPO):
-        answer = fork_runner.run([script, *map(str, args)], cwd, timeout, code)
+    def run(script, *args, code=None, timeout=120, cwd=REPO, stdin=None):
+        answer = fork_runner.run([script, *map(str, args)], cwd, timeout, code, stdin)
         status = answer["exit"] if answer["signal"] is None else -answer["signal"]
         return subprocess.CompletedProcess([script, *args], status, answer["stdout"], answer["stderr"])
 

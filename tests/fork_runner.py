@@ -4,7 +4,8 @@ corpus or a one-line error pays TensorFlow's import once for the whole session, 
     python tests/fork_runner.py SCRATCH_DIRECTORY
     with ForkRunner(log_path) as runner: runner.run(["export.py", *args], cwd, timeout[, code])   # from a test
 
-Reads one JSON request a line from stdin, {"argv": [...], "cwd": "...", "timeout": seconds}, and answers each
+Reads one JSON request a line from stdin, {"argv": [...], "cwd": "...", "timeout": seconds[, "stdin": text]}
+(the child's standard input: that text, else none), and answers each
 with one JSON line on stdout: {"exit": status or null, "signal": number or null, "max_rss_kib": the child's peak
 resident memory, "seconds": wall time, "stdout": text, "stderr": text}. The child runs the script argv[0] names as
 `python <script>.py` would (its flags defined, then `errors.run` of its main), with that argv; or, if the request
@@ -64,12 +65,13 @@ def redirect(fd, path, flags):
     os.close(target)
 
 
-def run_child(request, stdout_path, stderr_path):
-    """In the forked child: the script argv[0] names (or the request's code) with the request's argv in its cwd;
-    never returns."""
+def run_child(request, stdin_path, stdout_path, stderr_path):
+    """In the forked child: the script argv[0] names (or the request's code) with the request's argv in its cwd,
+    its standard input read from `stdin_path` (the requests are the parent's to read); never returns."""
     status = 1
     try:
-        redirect(0, os.devnull, os.O_RDONLY)  # the requests are the parent's to read
+        redirect(0, stdin_path, os.O_RDONLY)
+        sys.stdin = open(0, encoding="utf-8", closefd=False)  # noqa: SIM115 (the process's own, as the interpreter's)
         for fd, path in ((1, stdout_path), (2, stderr_path)):
             redirect(fd, path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
         limit = address_space() + ADDRESS_SPACE_HEADROOM
@@ -111,14 +113,15 @@ def wait(pid, timeout):
 
 def serve(requests, answers, scratch):
     """Answers each request line of `requests` with a line on `answers`."""
-    stdout_path, stderr_path = os.path.join(scratch, "stdout"), os.path.join(scratch, "stderr")
+    stdin_path, stdout_path, stderr_path = (os.path.join(scratch, name) for name in ("stdin", "stdout", "stderr"))
     for line in requests:
         request = json.loads(line)
+        pathlib.Path(stdin_path).write_text(request.get("stdin", ""), encoding="utf-8")
         answers.flush()  # nothing buffered for the child to write again
         start = time.monotonic()
         pid = os.fork()
         if pid == 0:
-            run_child(request, stdout_path, stderr_path)
+            run_child(request, stdin_path, stdout_path, stderr_path)
         status, usage = wait(pid, request["timeout"])
         answer = {
             "exit": os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else None,
@@ -148,11 +151,13 @@ class ForkRunner:
                 cwd=REPO,
             )
 
-    def run(self, argv, cwd, timeout, code=None):
+    def run(self, argv, cwd, timeout, code=None, stdin=None):
         """The answer to one request (see the module docstring)."""
         request = {"argv": [str(arg) for arg in argv], "cwd": str(cwd), "timeout": timeout}
         if code is not None:
             request["code"] = code
+        if stdin is not None:
+            request["stdin"] = stdin
         self.process.stdin.write(json.dumps(request) + "\n")
         self.process.stdin.flush()
         answer = self.process.stdout.readline()

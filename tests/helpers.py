@@ -295,13 +295,9 @@ SMALL_NO_DROPOUT = {**SMALL, "hidden_dropout_prob": 0.0, "attention_probs_dropou
 BENCHMARK_TINY = {**SMALL, "vocab_size": 40, "hidden_size": 8, "num_attention_heads": 2, "intermediate_size": 12}
 # Not Google's numerics: the erf GELU (Hugging Face's "gelu") and another LayerNorm epsilon.
 HUGGINGFACE_NUMERICS = {"hidden_act": "gelu_exact", "layer_norm_eps": 1e-7}
-
-
-def tiny_config_without_dropout():
-    """The tiny checkpoint's config with dropout off, read when called (the shared data may be absent): both of
-    test_multi_worker's runs then compute the same function of the same batches, from a start where the loss
-    depends on which sentences a batch holds, and their losses must agree."""
-    return {**json.loads(TINY["config"].read_text()), "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}
+# MICRO with dropout off: test_multi_worker's runs then compute the same function of the same batches, and their
+# losses must agree.
+MICRO_NO_DROPOUT = {**MICRO, "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}
 
 
 def small_inputs():

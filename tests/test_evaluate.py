@@ -74,6 +74,7 @@ def reference_spearman(files, korsts_file):
     return spearman
 
 
+@pytest.mark.slow
 def test_cls_scores_match_an_independent_bert(prepared_data_dir, reference_korsts_dev_spearman):
     scores = sts_scores(prepared_data_dir[0], float32_embedder(TINY, "cls"), MAX_SEQUENCE_LENGTH, sets=["korsts:dev"])
     assert scores["korsts:dev"]["n"] == 1500

@@ -613,6 +613,7 @@ def test_a_tensor_reaching_outside_its_storage_is_refused(tmp_path, monkeypatch)
                 read_state_dict(path)
 
 
+@pytest.mark.slow
 @needs_torch
 def test_torch_saves_of_odd_tensors_read_as_torch_reads_them(tmp_path):
     import torch

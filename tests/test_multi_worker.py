@@ -11,7 +11,16 @@ import sys
 import time
 
 import pytest
-from helpers import REPO, TINY, VOCAB, assert_failed_cleanly, command_line, eval_history, tiny_config_without_dropout
+from helpers import (
+    MICRO_NO_DROPOUT,
+    REPO,
+    VOCAB,
+    assert_failed_cleanly,
+    command_line,
+    eval_history,
+    google_bert_weights,
+    write_tf1_checkpoint,
+)
 
 import data
 import model
@@ -65,10 +74,13 @@ def finish(workers, timeout=300):
 def test_two_workers_write_once_survive_a_killed_worker_and_match_one_process(prepared_data_dir, tmp_path):
     data_dir = prepared_data_dir[0]
     (tmp_path / "tmp").mkdir()
-    (tmp_path / "config.json").write_text(json.dumps(tiny_config_without_dropout()))
+    # A random BERT of one narrow layer over KR-BERT's vocab, as a Google-format checkpoint: its loss depends on
+    # which sentences a batch holds, and its steps and evaluations take little time beside the processes' start.
+    (tmp_path / "config.json").write_text(json.dumps(MICRO_NO_DROPOUT))
+    checkpoint = write_tf1_checkpoint(tmp_path / "model.ckpt", google_bert_weights(MICRO_NO_DROPOUT))
     options = {
         "config": tmp_path / "config.json",
-        "pretrained_weight": TINY["pretrained_weight"],
+        "pretrained_weight": checkpoint,
         "vocab_path": VOCAB,
         "data_dir": data_dir,
         "model_checkpoints": tmp_path / "runs",
@@ -134,13 +146,13 @@ def test_two_workers_write_once_survive_a_killed_worker_and_match_one_process(pr
     for take in (EVALUATION_FREQUENCY, STEPS):
         training.train(
             recipe,
-            model.BertConfig.from_dict(tiny_config_without_dropout()),
+            model.BertConfig.from_dict(MICRO_NO_DROPOUT),
             str(VOCAB),
             batches(take),
             sets,
             run_dir=str(single_dir / "run"),
             tensorboard_dir=str(single_dir / "logs"),
-            pretrained_weight=str(TINY["pretrained_weight"]),
+            pretrained_weight=checkpoint,
         )
     single = eval_history(single_dir / "run")
     assert [record["step"] for record in single] == [3, 6]

@@ -264,7 +264,7 @@ def assert_same_gradients(gradients, expected, relative=1e-5):
         np.testing.assert_allclose(tf.convert_to_tensor(value).numpy(), wanted, atol=relative * largest, rtol=0)
 
 
-@pytest.mark.parametrize("kind", ["supervised", "unsupervised"])
+@pytest.mark.parametrize("kind", [pytest.param("supervised", marks=pytest.mark.slow), "unsupervised"])
 def test_gradient_caching_replays_the_dropout_masks_and_gives_the_full_batch_gradients(kind):
     # Seeded weights and masks: unseeded, about one run in six parted from the one tape by more than 1e-6 relative
     # in the loss (float32 sums taken in another order; seen before and after the module split alike).
@@ -308,6 +308,7 @@ def test_gradient_caching_in_one_chunk_or_without_dropout_is_the_plain_step():
     assert_same_gradients(cached.loss_and_gradients(inputs)[1], plain.loss_and_gradients(inputs)[1])
 
 
+@pytest.mark.slow
 def test_gradient_caching_under_mixed_float16_carries_the_loss_scale():
     keras.mixed_precision.set_global_policy("mixed_float16")
     try:

@@ -341,6 +341,7 @@ def test_stopped_run_on_two_replicas_resumes_with_every_evaluation_once(
     assert eval_history(run_dir) == history
 
 
+@pytest.mark.slow
 def test_steps_skipped_by_the_loss_scaler_leave_one_step_counter(
     self_made_data_dir, random_bert, tmp_path, monkeypatch
 ):
