@@ -24,7 +24,6 @@ from helpers import (
     needs_openssl,
     needs_shared,
     require_shared,
-    run_script,
     scene,
     tfds_korean_downloads,
     write_vocab,
@@ -476,9 +475,9 @@ def test_prepare_refuses_directories_it_cannot_use(tmp_path):
         data.prepare(["korsts"], str(tmp_path), str(tmp_path / "file" / "tfds"))
 
 
-def test_data_py_prepare_reports_bad_input_in_one_line(tmp_path):
+def test_data_py_prepare_reports_bad_input_in_one_line(run_in_fork, tmp_path):
     (tmp_path / "file").write_text("x")
-    result = run_script("data.py", "prepare", f"--source_dir={tmp_path}", f"--data_dir={tmp_path / 'file' / 'tfds'}")
+    result = run_in_fork("data.py", "prepare", f"--source_dir={tmp_path}", f"--data_dir={tmp_path / 'file' / 'tfds'}")
     assert_failed_cleanly(result, f"error: cannot make directory {tmp_path / 'file' / 'tfds'}")
 
 

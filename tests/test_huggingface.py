@@ -27,7 +27,6 @@ from helpers import (
     TINY,
     command_line,
     require_shared,
-    run_script,
 )
 
 import errors
@@ -229,9 +228,10 @@ def test_a_run_checkpoint_brings_its_own_files(tmp_path):
 
 
 @pytest.fixture(scope="module", params=["tiny checkpoint", "random BERT"])
-def exported(request, tmp_path_factory):
-    """export.py --format=huggingface, pooler output, with evaluate.py's results in its card, and the KorSTS dev file
-    to embed with it: the tiny checkpoint's and the shared data's, or the random BERT's and the self-made one."""
+def exported(request, run_in_fork, tmp_path_factory):
+    """export.py --format=huggingface (in a fork: test_export runs it as a user does), pooler output, with
+    evaluate.py's results in its card, and the KorSTS dev file to embed with it: the tiny checkpoint's and the shared
+    data's, or the random BERT's and the self-made one."""
     if request.param == "tiny checkpoint":
         require_shared()
         files, korsts_dev = TINY, SHARED_DATA / "korsts" / "sts-dev.tsv"
@@ -250,7 +250,7 @@ def exported(request, tmp_path_factory):
         "pooling": "pooled",
         "results_json": results,
     }
-    result = run_script(*command_line("export.py", options))
+    result = run_in_fork(*command_line("export.py", options))
     assert result.returncode == 0, result.stderr[-3000:]
     return directory / "model", korsts_dev
 

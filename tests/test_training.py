@@ -547,7 +547,7 @@ def script_options(data_dir, tmp_path, **options):
 @pytest.mark.slow
 @needs_openssl
 def test_train_unsupervised_py_first_run_in_one_command_on_two_cpu_replicas_and_its_one_line_errors(
-    self_made_source_dir, random_bert, tmp_path, monkeypatch
+    self_made_source_dir, random_bert, run_in_fork, tmp_path, monkeypatch
 ):
     """A first run on a connected machine: no dataset prepared, a Hub id for the weights, nothing else given. The
     internet is two loopback servers: an HTTPS mirror of the tfds-korean builders' URLs, through which tfds
@@ -615,12 +615,12 @@ def test_train_unsupervised_py_first_run_in_one_command_on_two_cpu_replicas_and_
         result = run_script(*command_line("train_unsupervised.py", options))
         assert_failed_cleanly(result, f"error: {history} line 1 is not an evaluation record")
         # A broken run_config.json and a run directory under a file are tested in-process (above).
-        result = run_script(*command_line("train_unsupervised.py", {**options, "total_steps": 0, "run_name": "none"}))
+        result = run_in_fork(*command_line("train_unsupervised.py", {**options, "total_steps": 0, "run_name": "none"}))
         assert_failed_cleanly(result, "error: flag --total_steps=0: 0 is not a positive integer")
 
 
 @pytest.mark.slow
-def test_train_supervised_py_end_to_end(prepared_data_dir, tmp_path, monkeypatch):
+def test_train_supervised_py_end_to_end(prepared_data_dir, run_in_fork, tmp_path, monkeypatch):
     """From a Hugging Face Hub id (the erf GELU, another LayerNorm epsilon), its config and vocab its own, downloaded
     from a loopback Hub (HF_ENDPOINT) into a cache of the test's own (HF_HOME)."""
     config = model.BertConfig.from_dict({**MICRO, **HUGGINGFACE_NUMERICS})
@@ -655,9 +655,12 @@ def test_train_supervised_py_end_to_end(prepared_data_dir, tmp_path, monkeypatch
     assert (run_config["train_splits"], run_config["epochs"], run_config["total_steps"]) == (["xnli_dev"], 1, 12)
     assert [record["step"] for record in eval_history(run_dir)] == [12]  # 830 // 64 steps, evaluated at the last
 
-    result = run_script(*command_line("train_supervised.py", {**options, "batch_size": 1000, "run_name": "big"}))
+    # The one-line errors in forks, from the downloaded directory as a local path (a fork keeps the Hub settings
+    # of the process it was forked from).
+    local = {**options, "pretrained_weight": tmp_path / "hf", "run_name": "big"}
+    result = run_in_fork(*command_line("train_supervised.py", {**local, "batch_size": 1000}))
     assert_failed_cleanly(result, "error: 830 triples in xnli_dev do not fill one batch of 1000")
-    result = run_script(*command_line("train_supervised.py", {**options, "warmup_ratio": 2, "run_name": "big"}))
+    result = run_in_fork(*command_line("train_supervised.py", {**local, "warmup_ratio": 2}))
     assert_failed_cleanly(result, "error: flag --warmup_ratio=2.0: must be in [0, 1)")
     assert not (tmp_path / "runs" / "big").exists()
 
