@@ -14,10 +14,11 @@ import model
 import tokenization
 
 
-@pytest.fixture
-def small_checkpoint(tmp_path):
+@pytest.fixture(scope="module")
+def small_checkpoint(tmp_path_factory):
+    """(prefix, weights) of SMALL's random weights as a Google-format checkpoint, alone in its directory; read only."""
     weights = google_bert_weights(SMALL)
-    return write_tf1_checkpoint(tmp_path / "model.ckpt-2000000", weights), weights
+    return write_tf1_checkpoint(tmp_path_factory.mktemp("small_checkpoint") / "model.ckpt-2000000", weights), weights
 
 
 def test_matches_reference_bert_from_google_checkpoint(small_checkpoint):
