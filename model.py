@@ -169,8 +169,9 @@ class ReplicaDropout(keras.layers.Dropout):
 
     Keras draws dropout seeds from a SeedGenerator whose state is one variable; under a tf.distribute strategy
     that variable is mirrored, so every replica would draw the same masks for the same input. Dropout is
-    unsupervised SimCSE's data augmentation, so each replica offsets the drawn seed by its replica id. On one
-    device (replica 0) the masks are exactly Keras' Dropout's.
+    unsupervised SimCSE's data augmentation, so each replica folds its replica id into the drawn seed
+    (`stateless_fold_in`, a hash): streams that never coincide, where adding the id to the seed's counter would make
+    replica r's draw k replica 0's draw k + r. On one device the masks are exactly Keras' Dropout's.
     """
 
     def call(self, inputs, training=False):
@@ -179,8 +180,7 @@ class ReplicaDropout(keras.layers.Dropout):
         seed = self.seed_generator.next()  # int [2], the same on every replica
         replica = tf.distribute.get_replica_context()
         if replica is not None and replica.num_replicas_in_sync > 1:
-            replica_id = tf.cast(replica.replica_id_in_sync_group, seed.dtype)
-            seed = seed + tf.stack([tf.zeros_like(replica_id), replica_id])
+            seed = tf.random.experimental.stateless_fold_in(seed, replica.replica_id_in_sync_group)  # int [2]
         # int32, as Keras' own TensorFlow dropout casts it (the stateless ops take int32 seeds under XLA).
         seed = tf.cast(tf.math.floormod(seed, tf.int32.max - 1), tf.int32)
         return tf.nn.experimental.stateless_dropout(inputs, rate=self.rate, seed=seed, noise_shape=self.noise_shape)
