@@ -6,6 +6,7 @@ import json
 import os
 
 import tensorflow as tf
+from absl import logging
 
 import errors
 import files
@@ -88,9 +89,22 @@ class RunDirectory:
         """The prefix of the checkpoint in best/, or None."""
         return tf.train.latest_checkpoint(self.best_dir)
 
-    def saved_step(self):
-        """The step of the newest training state, 0 if there is none."""
-        return state_step(self.saved_state())
+    def readable_state(self):
+        """The prefix of the newest training state that reads whole, or None if there is none. A damaged newest
+        state (a disk that filled, a file cut short) is passed over for the one saved before it (training keeps two,
+        training.KEEP_STATES), with a warning; errors.TrainingError if none reads."""
+        saved = tf.train.get_checkpoint_state(self.state_dir)
+        prefixes = list(reversed(saved.all_model_checkpoint_paths)) if saved else []
+        for prefix in prefixes:
+            problem = unreadable(prefix)
+            if problem is None:
+                return prefix
+            logging.warning("training state %s cannot be read (%s): passed over", prefix, problem)
+        if prefixes:
+            raise errors.TrainingError(
+                f"no training state in {self.state_dir} can be read: remove {self.path} to start the run again"
+            )
+        return None
 
     def history(self):
         """The records of eval_history.jsonl; errors.TrainingError naming the line if one is not a record."""
@@ -173,6 +187,17 @@ class RunDirectory:
         for path in files.glob(os.path.join(self.best_dir, "model.ckpt-*")):
             if keep is None or not path.startswith(f"{keep}."):
                 files.remove(path)
+
+
+def unreadable(prefix):
+    """Why the checkpoint at `prefix` cannot be read whole (every tensor, its checksum checked), or None."""
+    try:
+        reader = tf.train.load_checkpoint(prefix)
+        for name in reader.get_variable_to_shape_map():
+            reader.get_tensor(name)
+    except (tf.errors.OpError, IndexError, ValueError) as error:  # IndexError: a data file cut short
+        return errors.one_line(error)
+    return None
 
 
 def state_step(prefix):

@@ -182,10 +182,11 @@ def train(
     # Multi-worker runs: the chief writes the run directory and TensorBoard; every worker reads the run directory
     # (a path all workers share) to resume, and saves its training state where the chief cannot see it.
     chief = strategy.extended.should_checkpoint
-    start_step, history = 0, []
+    resume_from, start_step, history = None, 0, []
     if run.exists():
         run.check_recipe(run_config)
-        start_step = run.saved_step()
+        resume_from = run.readable_state()
+        start_step = run_directory.state_step(resume_from)
         if start_step >= recipe.total_steps:
             logging.info("%s has finished all %d steps already", run_dir, recipe.total_steps)
             return run_dir
@@ -202,7 +203,7 @@ def train(
     try:
         keras.utils.set_random_seed(recipe.seed)
         with strategy.scope():
-            encoder, simcse, state = build_simcse(recipe, config, run.saved_state() if start_step else None)
+            encoder, simcse, state = build_simcse(recipe, config, resume_from)
             if not start_step and pretrained_weight:
                 loaded = model_files.load_encoder_weights(encoder, pretrained_weight)
                 logging.info("loaded pretrained weights from %s", loaded)

@@ -130,7 +130,7 @@ class SmallRun:
         self.run.point_best_at(run_directory.best_step(self.history))
 
     def resume(self):
-        return run_directory.RunDirectory(self.run.path).resume(self.run.saved_step())
+        return run_directory.RunDirectory(self.run.path).resume(run_directory.state_step(self.run.readable_state()))
 
     def best(self):
         """The step the checkpoint in best/ holds, and the files there."""
@@ -339,6 +339,39 @@ def test_stopped_run_on_two_replicas_resumes_with_every_evaluation_once(
 
     train(data_dir, tmp_path, recipe, no_batches, strategy, sets, **untrained)
     assert eval_history(run_dir) == history
+
+
+@pytest.mark.slow
+def test_a_damaged_newest_state_is_passed_over_for_the_one_before(self_made_data_dir, random_bert, tmp_path, caplog):
+    data_dir = self_made_data_dir
+    untrained = {"files": random_bert, "pretrained": False}
+    sentences = data.corpus_sentences(data_dir)
+    recipe = make_recipe(learning_rate=1e-3)
+    sets = training.load_evaluation_sets(data_dir)
+
+    def stopping_at_25(tokenizer, seed):
+        return data.unsupervised_batches(sentences, tokenizer, recipe.batch_size, seed).take(25)
+
+    run_dir = tmp_path / "runs" / "run"
+    train(data_dir, tmp_path, recipe, stopping_at_25, None, sets, **untrained)
+    assert sorted(path.name for path in (run_dir / "state").glob("*.index")) == ["ckpt-10.index", "ckpt-20.index"]
+    # The newest state cut short, as a disk that filled up leaves it.
+    damaged = run_dir / "state" / "ckpt-20.data-00000-of-00001"
+    damaged.write_bytes(damaged.read_bytes()[: damaged.stat().st_size // 2])
+
+    with caplog.at_level("WARNING"):
+        train(data_dir, tmp_path, recipe, None, None, sets, **untrained)
+    passed_over = [record.getMessage() for record in caplog.records if "passed over" in record.getMessage()]
+    assert len(passed_over) == 1 and f"training state {run_dir / 'state' / 'ckpt-20'} cannot be read" in passed_over[0]
+    # Resumed from step 10: step 20 evaluated anew, the optimizer's counter went on from 10.
+    assert [record["step"] for record in eval_history(run_dir)] == [10, 20, 30]
+    assert optimizer_step(tf.train.latest_checkpoint(run_dir / "state")) == 30
+
+    # No state that reads: one error naming what to do, nothing trained.
+    for path in (run_dir / "state").glob("*.data-*"):
+        path.write_bytes(b"")
+    with pytest.raises(errors.TrainingError, match=f"no training state in {re.escape(str(run_dir / 'state'))} can be"):
+        train(data_dir, tmp_path, recipe, None, None, sets, **untrained)
 
 
 @pytest.mark.slow
