@@ -32,6 +32,30 @@ class LinearWarmupDecay(keras.optimizers.schedules.LearningRateSchedule):
         return {"peak": self.peak, "warmup_steps": self.warmup_steps, "total_steps": self.total_steps}
 
 
+class ReplicaLossScaleOptimizer(keras.optimizers.LossScaleOptimizer):
+    """Keras' LossScaleOptimizer, with a step skipped on every replica when any replica's gradients overflow.
+
+    Under a tf.distribute strategy Keras checks the gradients before they are summed over replicas and, on the
+    merge_call path (MirroredStrategy), takes replica 0's verdict: an overflow on another replica alone would reach
+    Adam's moments as inf and the weights as NaN, and several workers could take different branches and hang in the
+    next all-reduce. Here every replica's verdict is all replicas': the replicas that overflowed, counted by an
+    all-reduce.
+
+    Example:
+        >>> optimizer = ReplicaLossScaleOptimizer(keras.optimizers.Adam(1e-3), initial_scale=2.0**15)
+        >>> bool(optimizer.check_finite([tf.constant([1.0, float("inf")])]))
+        False
+    """
+
+    def check_finite(self, grads):
+        finite = super().check_finite(grads)  # bool [], this replica's gradients
+        replica = tf.distribute.get_replica_context()
+        if replica is None or replica.num_replicas_in_sync == 1:
+            return finite
+        overflowed = replica.all_reduce(tf.distribute.ReduceOp.SUM, 1.0 - tf.cast(finite, tf.float32))  # float32 []
+        return tf.equal(overflowed, 0.0)
+
+
 def compile_simcse(
     encoder, temperature, learning_rate, warmup_steps, total_steps, jit_compile="auto", mini_batch_size=None
 ):
@@ -45,6 +69,6 @@ def compile_simcse(
     if keras.mixed_precision.global_policy().name == "mixed_float16":
         # A step whose scaled gradients overflow is skipped, the scale halved; `optimizer.iterations` counts the
         # steps applied (the learning-rate schedule follows it), training.train the steps taken.
-        optimizer = keras.optimizers.LossScaleOptimizer(optimizer, initial_scale=INITIAL_LOSS_SCALE)
+        optimizer = ReplicaLossScaleOptimizer(optimizer, initial_scale=INITIAL_LOSS_SCALE)
     simcse_model.compile(optimizer=optimizer, jit_compile=jit_compile)
     return simcse_model

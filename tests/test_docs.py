@@ -14,6 +14,7 @@ from helpers import REPO, SHARED_DATA, require_shared
 
 import huggingface
 import model
+import optimization
 import plots
 import simcse
 import sts
@@ -43,7 +44,7 @@ SCRIPTS = [
 DOCUMENTED_SHARED_DATA = "../shared/data"
 
 
-@pytest.mark.parametrize("module", [huggingface, model, plots, simcse, sts, tokenization, training])
+@pytest.mark.parametrize("module", [huggingface, model, optimization, plots, simcse, sts, tokenization, training])
 def test_docstring_examples_run(monkeypatch, module):
     """A module's examples that read the shared data skip without it; the others run from a clone alone."""
     monkeypatch.chdir(REPO)

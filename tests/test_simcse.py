@@ -175,6 +175,32 @@ def per_replica_values(strategy, function):
     return [tensor.numpy() for tensor in strategy.experimental_local_results(strategy.run(function))]
 
 
+def test_an_overflow_on_one_replica_skips_the_step_on_every_replica(two_replicas):
+    # Replica 1's gradient is infinite, replica 0's finite: the step is skipped (weights, Adam's moments and the
+    # counter unchanged) and the scale halved, as on one device; then a finite step on both is applied.
+    with two_replicas.scope():
+        weights = keras.Variable(np.ones(3, np.float32))
+        optimizer = optimization.ReplicaLossScaleOptimizer(keras.optimizers.Adam(0.1), initial_scale=2.0**10)
+        optimizer.build([weights])
+
+    @tf.function
+    def step(overflow_on_replica_1):
+        def apply():
+            replica = tf.cast(tf.distribute.get_replica_context().replica_id_in_sync_group, tf.float32)
+            gradient = tf.ones(3) / (1.0 - replica * overflow_on_replica_1)  # inf on replica 1 when asked
+            optimizer.apply([gradient], [weights])
+
+        two_replicas.run(apply)
+
+    step(tf.constant(1.0))
+    np.testing.assert_array_equal(weights.numpy(), np.ones(3))
+    assert int(optimizer.iterations.numpy()) == 0 and float(optimizer.dynamic_scale.numpy()) == 2.0**9
+    assert all(np.isfinite(variable.numpy()).all() for variable in optimizer.variables)
+    step(tf.constant(0.0))
+    assert int(optimizer.iterations.numpy()) == 1 and np.isfinite(weights.numpy()).all()
+    assert (weights.numpy() < 1.0).all()
+
+
 def test_dropout_is_keras_on_one_device_and_independent_on_every_replica(two_replicas):
     ones = tf.ones([4, 64])
     ours, stock = model.ReplicaDropout(0.5, seed=3), keras.layers.Dropout(0.5, seed=3)
