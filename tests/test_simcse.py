@@ -339,6 +339,42 @@ def test_gradient_caching_in_one_chunk_or_without_dropout_is_the_plain_step():
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("kind", ["supervised", "unsupervised"])
+def test_gradient_caching_with_dropout_on_two_replicas_is_one_tape_on_each(two_replicas, kind):
+    # Each replica replays its own masks (its seed states set back, its id folded into every draw): on each, the
+    # loss and gradients of one tape over the same chunks and masks; and the two replicas' masks differ.
+    keras.utils.set_random_seed(0)
+    with two_replicas.scope():
+        cached = compiled_cached_simcse(SMALL, mini_batch_size=2)  # dropout 0.1 everywhere
+    views = random_views(batch=8)
+    inputs = views if kind == "supervised" else views[0]
+    # The global batch of 8 over two replicas: 4 anchors each, in 2 chunks.
+    per_replica = next(
+        iter(two_replicas.experimental_distribute_dataset(tf.data.Dataset.from_tensors(inputs).unbatch().batch(8)))
+    )
+    seed_states = cached.encoder.dropout_seed_states()
+    start = [state.numpy() for state in seed_states]
+
+    def local(results):
+        loss, gradients = results
+        return two_replicas.experimental_local_results(loss), [
+            [tf.convert_to_tensor(g) for g in two_replicas.experimental_local_results(gradient)]
+            for gradient in gradients
+        ]
+
+    losses, gradients = local(two_replicas.run(tf.function(cached.loss_and_gradients), args=(per_replica,)))
+    for state, value in zip(seed_states, start, strict=True):
+        state.assign(value)
+    expected_losses, expected = local(
+        two_replicas.run(tf.function(lambda view: one_tape_over_chunks(cached, view, chunks=2)), args=(per_replica,))
+    )
+    for replica in (0, 1):
+        assert float(losses[replica]) == pytest.approx(float(expected_losses[replica]), rel=1e-6)
+        assert_same_gradients([g[replica] for g in gradients], [g[replica] for g in expected])
+    assert float(losses[0]) != pytest.approx(float(losses[1]), rel=1e-6)
+
+
+@pytest.mark.slow
 def test_gradient_caching_under_mixed_float16_carries_the_loss_scale():
     keras.mixed_precision.set_global_policy("mixed_float16")
     try:
@@ -352,6 +388,14 @@ def test_gradient_caching_under_mixed_float16_carries_the_loss_scale():
         _, expected = plain.loss_and_gradients(inputs)
         # Both scaled by 2^10 (optimizer.apply unscales); float16 compute: equal to 1e-2 of the largest.
         assert_same_gradients(gradients, expected, relative=1e-2)
+        # And 2^10 times float32's gradients of the same weights, without loss scaling: the scale is carried, not
+        # lost on both paths alike.
+        keras.mixed_precision.set_global_policy("float32")
+        float32 = compiled_cached_simcse(one_layer, mini_batch_size=None)
+        float32.encoder.set_weights(cached.encoder.get_weights())
+        _, reference = float32.loss_and_gradients(inputs)
+        assert_same_gradients([tf.convert_to_tensor(g) / 2.0**10 for g in gradients], reference, relative=1e-2)
+        keras.mixed_precision.set_global_policy("mixed_float16")
         before = [weight.numpy() for weight in cached.trainable_weights]
         tf.function(cached.train_step)(inputs)
         assert int(optimizer.iterations) == 1
