@@ -6,7 +6,7 @@ training.py takes plain arguments.
 import os
 import time
 
-from absl import flags
+from absl import flags, logging
 
 import distribution
 import hub
@@ -104,7 +104,8 @@ def define_flags(kind, flag_values=flags.FLAGS):
     flags.DEFINE_string(
         "run_name",
         None,
-        "Run directory under --model_checkpoints (default: <kind>-<date>-<time>); an existing one resumes.",
+        "Run directory under --model_checkpoints (default: <kind>-<date>-<time>; required with several workers, "
+        "which must all name one); an existing one resumes.",
         flag_values=fv,
     )
     flags.DEFINE_enum(
@@ -125,6 +126,13 @@ def define_flags(kind, flag_values=flags.FLAGS):
     for name in ("learning_rate", "temperature", "warmup_ratio"):
         holds, requirement = training.RECIPE_RANGES[name]
         flags.register_validator(name, holds, message=requirement, flag_values=fv)
+    flags.register_multi_flags_validator(
+        ["distribution_strategy", "run_name"],
+        # A default name is the time a worker started: workers started in different seconds would not share a run.
+        lambda values: values["distribution_strategy"] != "multi_worker_mirrored" or bool(values["run_name"]),
+        message="give --run_name with --distribution_strategy=multi_worker_mirrored: every worker names the same run",
+        flag_values=fv,
+    )
     flags.register_multi_flags_validator(
         ["mixed_precision", "precision"],
         lambda values: not (values["mixed_precision"] and values["precision"]),
@@ -168,6 +176,8 @@ def load_model_files(values):
 def train(values, model_files, recipe, strategy, make_batches, run_files=None):
     """training.train with the model files, evaluation sets, directories and start of the flags."""
     run_name = values.run_name or f"{recipe.kind}-{time.strftime('%Y%m%d-%H%M%S')}"
+    if not values.run_name:
+        logging.info("run name: %s (to resume this run, rerun the command with --run_name=%s)", run_name, run_name)
     return training.train(
         recipe,
         model_files.config,

@@ -553,6 +553,9 @@ def test_precision_is_mixed_precisions_choice_or_given():
     assert precision("--precision=mixed_float16") == "mixed_float16"
     with pytest.raises(flags.Error, match="give --mixed_precision or --precision, not both"):
         parsed_training_flags("--mixed_precision", "--precision=float32")
+    with pytest.raises(flags.Error, match="give --run_name with --distribution_strategy=multi_worker_mirrored"):
+        parsed_training_flags("--distribution_strategy=multi_worker_mirrored")
+    parsed_training_flags("--distribution_strategy=multi_worker_mirrored", "--run_name=run")
     with pytest.raises(flags.Error, match=re.escape("flag --precision=float16: value should be one of")):
         parsed_training_flags("--precision=float16")
     with pytest.raises(errors.TrainingError, match="precision must be one of float32, mixed_float16, mixed_bfloat16"):
