@@ -192,7 +192,7 @@ class RunDirectory:
 def unreadable(prefix):
     """Why the checkpoint at `prefix` cannot be read whole (every tensor, its checksum checked), or None."""
     try:
-        reader = tf.train.load_checkpoint(prefix)
+        reader = tf.compat.v1.train.NewCheckpointReader(prefix)  # the prefix as it is: ram:// would call it a directory
         for name in reader.get_variable_to_shape_map():
             reader.get_tensor(name)
     except (tf.errors.OpError, IndexError, ValueError) as error:  # IndexError: a data file cut short
