@@ -242,6 +242,23 @@ def write_file(path, content):
         f.write(content)
 
 
+def create_exclusively(path, text):
+    """Writes `text` to `path` if no file is there (True), else nothing (False). Exclusive on the local disk
+    (O_EXCL); a URL file system creates no file exclusively, so there it is a check, then a write."""
+    if is_url(path):
+        if exists(path):
+            return False
+        write_file(path, text)
+        return True
+    try:
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    except FileExistsError:
+        return False
+    with os.fdopen(descriptor, "w", encoding="utf-8") as f:
+        f.write(text)
+    return True
+
+
 def rename(source, target):
     """Moves the file or directory `source` to `target` (a file there is replaced; a directory must not exist). A
     directory on a bucket moves file by file, as TensorFlow's file systems rename no directory at once."""

@@ -2,8 +2,10 @@
 and resumes; and what a checkpoint's run directory says of it.
 """
 
+import contextlib
 import json
 import os
+import socket
 
 import tensorflow as tf
 from absl import logging
@@ -14,6 +16,8 @@ import google_checkpoint
 
 # The run file that names where training started: {"pretrained_weight": a Hub id, a path, or null}.
 START_FILE = "start.json"
+# The file that names the process training in a run directory: {"host": ..., "pid": ...}.
+LOCK_FILE = "lock"
 # Step checkpoints kept besides `best`; older ones are deleted (a KR-BERT base checkpoint is ~0.4 GB).
 KEEP_STEP_CHECKPOINTS = 5
 
@@ -27,6 +31,7 @@ class RunDirectory:
     - `best/`: the checkpoint of the best KorSTS dev Spearman so far, named by its `checkpoint` state file.
     - `eval_history.jsonl`: one record per evaluation, rewritten atomically.
     - `state/`: the training state, checkpoint number = step (saved by the caller's CheckpointManager).
+    - `lock`: the host and process training in the directory, while it does (`held`).
 
     An evaluation is saved in this order: step checkpoint, best candidate, history, (training state), then
     `best/` is pointed at the best of the history. The state is the commit: a run killed anywhere in between
@@ -41,9 +46,41 @@ class RunDirectory:
         self.history_path = os.path.join(path, "eval_history.jsonl")
         self.best_dir = os.path.join(path, "best")
         self.state_dir = os.path.join(path, "state")
+        self.lock_path = os.path.join(path, LOCK_FILE)
 
     def exists(self):
         return files.exists(self.path)
+
+    @contextlib.contextmanager
+    def held(self):
+        """The directory held by this process while the block runs, through its `lock` file: errors.TrainingError
+        naming the holder if another process holds it. A lock left by a process of this host that no longer runs is
+        taken over, with a warning. Exclusive on the local disk; on a bucket, which creates no file exclusively, a
+        check then a write."""
+        holder = {"host": socket.gethostname(), "pid": os.getpid()}
+        while not files.create_exclusively(self.lock_path, json.dumps(holder) + "\n"):
+            other = self.lock_holder()
+            if other.get("host") != holder["host"] or is_running(other.get("pid")):
+                raise errors.TrainingError(
+                    f"{self.path} is in use by process {other.get('pid', '?')} on {other.get('host', '?')} (its lock "
+                    f"file {self.lock_path}): wait until it ends, or remove the lock file if it has"
+                )
+            logging.warning("%s was held by process %s, which no longer runs: taken over", self.path, other["pid"])
+            files.remove(self.lock_path)
+        try:
+            yield
+        finally:
+            # Gone if the block removed the directory (a run stopped before its first evaluation).
+            if files.exists(self.lock_path) and self.lock_holder() == holder:
+                files.remove(self.lock_path)
+
+    def lock_holder(self):
+        """The lock file's {"host", "pid"}; {} if it is gone, being written, or not a lock."""
+        try:
+            holder = files.read_json(self.lock_path)
+        except (errors.InputError, OSError, *errors.FILE_SYSTEM_ERRORS):
+            return {}
+        return holder if isinstance(holder, dict) else {}
 
     def create(self, run_files):
         """Makes the directory with `run_files` ({name: JSON value for a .json name, text otherwise}) in it, all
@@ -198,6 +235,19 @@ def unreadable(prefix):
     except (tf.errors.OpError, IndexError, ValueError) as error:  # IndexError: a data file cut short
         return errors.one_line(error)
     return None
+
+
+def is_running(pid):
+    """Whether a process `pid` of this host runs (True for what is not a process id: it cannot be told)."""
+    if not isinstance(pid, int) or pid <= 0:
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's
+        return True
+    return True
 
 
 def state_step(prefix):

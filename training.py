@@ -3,6 +3,7 @@ built and resumed, the steps, and STS evaluation and checkpointing during traini
 directory). train_unsupervised.py and train_supervised.py wire their flags to `train` through training_flags.py.
 """
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -182,79 +183,84 @@ def train(
     # Multi-worker runs: the chief writes the run directory and TensorBoard; every worker reads the run directory
     # (a path all workers share) to resume, and saves its training state where the chief cannot see it.
     chief = strategy.extended.should_checkpoint
-    resume_from, start_step, history = None, 0, []
-    if run.exists():
-        run.check_recipe(run_config)
-        resume_from = run.readable_state()
-        start_step = run_directory.state_step(resume_from)
-        if start_step >= recipe.total_steps:
-            logging.info("%s has finished all %d steps already", run_dir, recipe.total_steps)
-            return run_dir
-        if chief:
-            history = run.resume(start_step)
-    if pretrained_weight and not start_step:
-        model_files.resolve_weights(pretrained_weight)
+    # The chief holds the run directory while it trains in it: a second process on it is refused.
+    with contextlib.ExitStack() as holding:
+        resume_from, start_step, history = None, 0, []
+        if run.exists():
+            run.check_recipe(run_config)
+            if chief:
+                holding.enter_context(run.held())
+            resume_from = run.readable_state()
+            start_step = run_directory.state_step(resume_from)
+            if start_step >= recipe.total_steps:
+                logging.info("%s has finished all %d steps already", run_dir, recipe.total_steps)
+                return run_dir
+            if chief:
+                history = run.resume(start_step)
+        if pretrained_weight and not start_step:
+            model_files.resolve_weights(pretrained_weight)
 
-    previous_policy = keras.mixed_precision.global_policy()
-    distribution.set_precision(recipe.precision, on_tpu=isinstance(strategy, tf.distribute.TPUStrategy))
-    worker_state_dir = (
-        None if chief else distribution.worker_state_directory(run_dir, strategy.cluster_resolver.task_id)
-    )
-    try:
-        keras.utils.set_random_seed(recipe.seed)
-        with strategy.scope():
-            encoder, simcse, state = build_simcse(recipe, config, resume_from)
-            if not start_step and pretrained_weight:
-                loaded = model_files.load_encoder_weights(encoder, pretrained_weight)
-                logging.info("loaded pretrained weights from %s", loaded)
-            elif not start_step:
-                logging.warning("no pretrained weights: training from random initialisation")
-        logging.info(
-            "total steps: %d, warm-up steps: %d, starting at step %d",
-            recipe.total_steps,
-            recipe.warmup_steps,
-            start_step,
+        previous_policy = keras.mixed_precision.global_policy()
+        distribution.set_precision(recipe.precision, on_tpu=isinstance(strategy, tf.distribute.TPUStrategy))
+        worker_state_dir = (
+            None if chief else distribution.worker_state_directory(run_dir, strategy.cluster_resolver.task_id)
         )
-        new_run = chief and not run.exists()
-        if new_run:
-            encoder_files = {
-                model_files.GOOGLE_CONFIG_FILE: config.to_dict(),
-                huggingface.VOCAB_FILE: "".join(files.read_lines(vocab_path)),
-                huggingface.TOKENIZER_CONFIG_FILE: huggingface.tokenizer_config(lower_case),
-            }
-            start = start or (files.absolute(pretrained_weight) if pretrained_weight else None)
-            start_file = {run_directory.START_FILE: {"pretrained_weight": start}}
-            run.create({"run_config.json": run_config, **encoder_files, **start_file, **(run_files or {})})
-        new_tensorboard_dir = chief and not files.exists(tensorboard_dir)
-        if chief:
-            logging.info("run directory: %s", run_dir)
-            summary_writer = tf.summary.create_file_writer(tensorboard_dir)
-            if new_tensorboard_dir:
-                with summary_writer.as_default():
-                    hp.hparams(hyperparameters(run_config, run.start()))
-            evaluation = chief_evaluation(
-                encoder, state, recipe, config, tokenizer, evaluation_sets, run, history, summary_writer
-            )
-        else:
-            state_manager = tf.train.CheckpointManager(state, worker_state_dir, max_to_keep=1)
-            evaluation = EvaluateAndCheckpoint(encoder, state_manager, recipe)
         try:
-            # A resumed run draws other batches than the first steps of the run it continues.
-            batches = make_batches(tokenizer, recipe.seed + start_step)
-            run_steps(simcse, strategy, batches, start_step, recipe.total_steps, evaluation, show_progress=chief)
-        finally:
-            if new_run and not run.saved_state():
-                # Stopped before its first evaluation: nothing to resume from, so nothing is left behind.
-                files.rmtree(run_dir)
+            keras.utils.set_random_seed(recipe.seed)
+            with strategy.scope():
+                encoder, simcse, state = build_simcse(recipe, config, resume_from)
+                if not start_step and pretrained_weight:
+                    loaded = model_files.load_encoder_weights(encoder, pretrained_weight)
+                    logging.info("loaded pretrained weights from %s", loaded)
+                elif not start_step:
+                    logging.warning("no pretrained weights: training from random initialisation")
+            logging.info(
+                "total steps: %d, warm-up steps: %d, starting at step %d",
+                recipe.total_steps,
+                recipe.warmup_steps,
+                start_step,
+            )
+            new_run = chief and not run.exists()
+            if new_run:
+                encoder_files = {
+                    model_files.GOOGLE_CONFIG_FILE: config.to_dict(),
+                    huggingface.VOCAB_FILE: "".join(files.read_lines(vocab_path)),
+                    huggingface.TOKENIZER_CONFIG_FILE: huggingface.tokenizer_config(lower_case),
+                }
+                start = start or (files.absolute(pretrained_weight) if pretrained_weight else None)
+                start_file = {run_directory.START_FILE: {"pretrained_weight": start}}
+                run.create({"run_config.json": run_config, **encoder_files, **start_file, **(run_files or {})})
+                holding.enter_context(run.held())
+            new_tensorboard_dir = chief and not files.exists(tensorboard_dir)
+            if chief:
+                logging.info("run directory: %s", run_dir)
+                summary_writer = tf.summary.create_file_writer(tensorboard_dir)
                 if new_tensorboard_dir:
-                    files.rmtree(tensorboard_dir)
-        if evaluation.failure:
-            raise errors.TrainingError(evaluation.failure)
-    finally:
-        keras.mixed_precision.set_global_policy(previous_policy)
-        if worker_state_dir:
-            shutil.rmtree(worker_state_dir, ignore_errors=True)
-    return run_dir
+                    with summary_writer.as_default():
+                        hp.hparams(hyperparameters(run_config, run.start()))
+                evaluation = chief_evaluation(
+                    encoder, state, recipe, config, tokenizer, evaluation_sets, run, history, summary_writer
+                )
+            else:
+                state_manager = tf.train.CheckpointManager(state, worker_state_dir, max_to_keep=1)
+                evaluation = EvaluateAndCheckpoint(encoder, state_manager, recipe)
+            try:
+                # A resumed run draws other batches than the first steps of the run it continues.
+                batches = make_batches(tokenizer, recipe.seed + start_step)
+                run_steps(simcse, strategy, batches, start_step, recipe.total_steps, evaluation, show_progress=chief)
+            finally:
+                if new_run and not run.saved_state():
+                    # Stopped before its first evaluation: nothing to resume from, so nothing is left behind.
+                    files.rmtree(run_dir)
+                    if new_tensorboard_dir:
+                        files.rmtree(tensorboard_dir)
+            if evaluation.failure:
+                raise errors.TrainingError(evaluation.failure)
+        finally:
+            keras.mixed_precision.set_global_policy(previous_policy)
+            if worker_state_dir:
+                shutil.rmtree(worker_state_dir, ignore_errors=True)
+        return run_dir
 
 
 def chief_evaluation(encoder, state, recipe, config, tokenizer, evaluation_sets, run, history, summary_writer):

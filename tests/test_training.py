@@ -3,9 +3,12 @@ train() in-process: learning from the tiny MLM checkpoint; resuming on two repli
 a random BERT on data of the tests' own."""
 
 import json
+import os
 import pathlib
 import re
 import shutil
+import socket
+import subprocess
 
 import loopback
 import pytest
@@ -220,6 +223,47 @@ def test_corrupt_history_and_run_config_are_named(tmp_path):
     (tmp_path / "run" / "run_config.json").write_text('{"kind": ')
     with pytest.raises(errors.InputError, match="run_config.json is not valid JSON"):
         run.run.check_recipe({"kind": "test"})
+
+
+def test_a_run_directory_is_held_by_one_process_at_a_time(tmp_path, caplog):
+    run = SmallRun(tmp_path / "run").run
+    lock = tmp_path / "run" / "lock"
+    host = socket.gethostname()
+    with run.held():
+        assert json.loads(lock.read_text()) == {"host": host, "pid": os.getpid()}
+    assert not lock.exists()
+    # Held by another process that runs on this host (the test's parent), or by one on another host (whether it
+    # runs cannot be told): refused, naming it.
+    for holder in ({"host": host, "pid": os.getppid()}, {"host": "elsewhere", "pid": 1}):
+        lock.write_text(json.dumps(holder))
+        message = f"{run.path} is in use by process {holder['pid']} on {holder['host']} (its lock file {lock})"
+        with pytest.raises(errors.TrainingError, match=re.escape(message)), run.held():
+            pytest.fail("held twice")
+        assert json.loads(lock.read_text()) == holder
+    # Left by a process of this host that ended (killed, say): taken over with a warning, removed at the end.
+    ended = subprocess.Popen(["true"])
+    ended.wait()
+    lock.write_text(json.dumps({"host": host, "pid": ended.pid}))
+    with caplog.at_level("WARNING"), run.held():
+        assert json.loads(lock.read_text())["pid"] == os.getpid()
+    assert f"held by process {ended.pid}, which no longer runs: taken over" in caplog.text
+    assert not lock.exists()
+
+
+def test_a_run_another_process_trains_in_is_refused_before_anything_is_changed(
+    self_made_data_dir, random_bert, tmp_path
+):
+    # The run's directory as a running process leaves it: its lock, and a save in flight.
+    recipe = make_recipe()
+    run_dir = tmp_path / "runs" / "run"
+    run_dir.mkdir(parents=True)
+    config = model.BertConfig.from_json_file(random_bert["config"])
+    (run_dir / "run_config.json").write_text(json.dumps(recipe.run_config(config)))
+    (run_dir / "lock").write_text(json.dumps({"host": socket.gethostname(), "pid": os.getppid()}))
+    (run_dir / "step-20.tmp-1.index").write_bytes(b"in flight")
+    with pytest.raises(errors.TrainingError, match=f"is in use by process {os.getppid()}"):
+        train(self_made_data_dir, tmp_path, recipe, files=random_bert, pretrained=False)
+    assert sorted(path.name for path in run_dir.iterdir()) == ["lock", "run_config.json", "step-20.tmp-1.index"]
 
 
 # === train(), in-process ===
