@@ -1,5 +1,5 @@
 """Where and how a run computes: the tf.distribute strategy (one device, mirrored replicas, several workers,
-TPU), the Keras precision policy, and what a worker of a multi-worker run keeps and says on its own.
+TPU), the Keras precision policy, and what a worker of a multi-worker run keeps, waits for and says on its own.
 """
 
 import hashlib
@@ -7,11 +7,13 @@ import os
 import re
 import shutil
 import tempfile
+import time
 
 import keras
 import tensorflow as tf
 from absl import logging
 
+import data
 import errors
 import files
 
@@ -20,6 +22,8 @@ import files
 # bounds the rest (a host that stopped answering). It must exceed the chief's evaluation, which the others wait
 # for at every evaluation point.
 COLLECTIVE_TIMEOUT_SECONDS = 900
+# How often a worker looks whether the chief has prepared the datasets.
+PREPARATION_POLL_SECONDS = 5
 
 
 # The Keras dtype policies a run can train in.
@@ -87,6 +91,25 @@ def worker_state_directory(run_dir, task_id):
     shutil.rmtree(path, ignore_errors=True)
     os.makedirs(path)
     return path
+
+
+def wait_for_the_chiefs_datasets(names, data_dir, timeout_seconds):
+    """For a worker of a multi-worker run other than the chief: returns once every tfds-korean dataset of `names` is
+    prepared in `data_dir`. The chief alone prepares them: two preparations in one shared directory would remove
+    each other's files. errors.DataError, with the command that prepares them first, if they are not prepared
+    within `timeout_seconds`."""
+    deadline = time.monotonic() + timeout_seconds
+    while unprepared := [name for name in names if not data.BUILDERS[name](data_dir=data_dir).is_prepared()]:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            where = f" --data_dir={data_dir}" if data_dir else ""
+            raise errors.DataError(
+                f"{', '.join(unprepared)} not prepared after {timeout_seconds} s of waiting for the chief, which "
+                f"prepares a multi-worker run's datasets: prepare them before starting the workers, "
+                f"`python data.py prepare --datasets={','.join(unprepared)}{where}`"
+            )
+        logging.info("waiting for the chief to prepare %s", ", ".join(unprepared))
+        time.sleep(min(PREPARATION_POLL_SECONDS, left))
 
 
 def lost_worker_message(error, step, saved_step):

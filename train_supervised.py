@@ -25,6 +25,7 @@ def define_flags():
 
 def main():
     strategy = training_flags.make_strategy(FLAGS)
+    training_flags.wait_for_datasets(FLAGS, strategy, "kornli")
     model_files = training_flags.load_model_files(FLAGS)
     triples, counts = data.nli_triples_of_splits(FLAGS.train_splits, FLAGS.data_dir)
     for split, count in counts.items():

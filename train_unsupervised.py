@@ -24,6 +24,7 @@ def define_flags():
 
 def main():
     strategy = training_flags.make_strategy(FLAGS)
+    training_flags.wait_for_datasets(FLAGS, strategy, "korean_wikipedia_corpus")
     model_files = training_flags.load_model_files(FLAGS)
     recipe = training_flags.make_recipe(FLAGS, "unsupervised", FLAGS.total_steps)
     sentences = data.corpus_sentences(FLAGS.data_dir)

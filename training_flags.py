@@ -167,6 +167,15 @@ def make_recipe(values, kind, total_steps, **supervised):
     )
 
 
+def wait_for_datasets(values, strategy, training_dataset):
+    """Several workers: the chief prepares what is not prepared yet, as it loads it; the others wait for it here,
+    before they load anything (`distribution.wait_for_the_chiefs_datasets`)."""
+    if strategy.extended.should_checkpoint:
+        return
+    names = [training_dataset, *dict(training.EVALUATION_SETS)]
+    distribution.wait_for_the_chiefs_datasets(names, values.data_dir, distribution.COLLECTIVE_TIMEOUT_SECONDS)
+
+
 def load_model_files(values):
     """The config, vocab and lower-casing of the flags or of --pretrained_weight, the config checked against
     --max_sequence_length: before any data is read."""

@@ -43,16 +43,17 @@ def free_ports(count):
     return ports
 
 
-def start_workers(options, tmp_path, attempt):
-    """Both workers of a new cluster, each `python train_unsupervised.py ...` with its TF_CONFIG; their output
-    goes to files (tmp_path/<attempt>-worker-<i>.log), their temporary files to tmp_path/tmp."""
+def start_workers(options, tmp_path, attempt, interpreter_options=()):
+    """Both workers of a new cluster, each `python [interpreter_options] train_unsupervised.py ...` with its
+    TF_CONFIG; their output goes to files (tmp_path/<attempt>-worker-<i>.log), their temporary files to
+    tmp_path/tmp."""
     addresses = [f"127.0.0.1:{port}" for port in free_ports(2)]
     workers = []
     for index in range(2):
         tf_config = {"cluster": {"worker": addresses}, "task": {"type": "worker", "index": index}}
         log = open(tmp_path / f"{attempt}-worker-{index}.log", "w")  # noqa: SIM115 (closed by the caller)
         env = {**os.environ, "TF_CONFIG": json.dumps(tf_config), "TMPDIR": str(tmp_path / "tmp")}
-        command = [sys.executable, *map(str, command_line("train_unsupervised.py", options))]
+        command = [sys.executable, *interpreter_options, *map(str, command_line("train_unsupervised.py", options))]
         workers.append((subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT), log))
     return workers
 
@@ -159,3 +160,33 @@ def test_two_workers_write_once_survive_a_killed_worker_and_match_one_process(pr
     for one_process, two_workers in zip(single, records, strict=True):
         assert two_workers["loss"] == pytest.approx(one_process["loss"], abs=1e-5)
         assert two_workers["learning_rate"] == pytest.approx(one_process["learning_rate"], rel=1e-6)
+
+
+def test_only_the_chief_prepares_datasets_and_the_other_worker_waits_for_them(random_bert, tmp_path):
+    # Both workers on a data directory nothing is prepared in, with no network: the chief tries to prepare and
+    # fails with its one line, leaving nothing; worker 1 downloads and prepares nothing (two preparations in one
+    # shared directory remove each other's files), waits for the chief (its wait cut to 5 s here) and says how to
+    # prepare the datasets first.
+    (tmp_path / "tmp").mkdir()
+    options = {
+        **{name: random_bert[name] for name in ("config", "vocab_path", "pretrained_weight")},
+        "data_dir": tmp_path / "tfds",
+        "model_checkpoints": tmp_path / "runs",
+        "tensorboard_log_path": tmp_path / "logs",
+        "run_name": "run",
+        "distribution_strategy": "multi_worker_mirrored",
+    }
+    with_a_short_wait = (
+        "import runpy, sys; sys.argv = sys.argv[1:]; import distribution; distribution.COLLECTIVE_TIMEOUT_SECONDS = 5; "
+        "runpy.run_path('train_unsupervised.py', run_name='__main__')"
+    )
+    chief, worker = finish(start_workers(options, tmp_path, "first", ["-c", with_a_short_wait]))
+    assert_failed_cleanly(chief, "error: korean_wikipedia_corpus is not prepared in")
+    assert_failed_cleanly(
+        worker,
+        "error: korean_wikipedia_corpus, korsts, klue_sts not prepared after 5 s of waiting for the chief, which "
+        "prepares a multi-worker run's datasets: prepare them before starting the workers, `python data.py prepare "
+        f"--datasets=korean_wikipedia_corpus,korsts,klue_sts --data_dir={tmp_path / 'tfds'}`",
+    )
+    assert "is not prepared in" not in worker.stderr and "downloading" not in worker.stderr.lower()
+    assert not (tmp_path / "tfds").exists() and not (tmp_path / "runs").exists()

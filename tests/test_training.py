@@ -9,6 +9,7 @@ import re
 import shutil
 import socket
 import subprocess
+import time
 
 import loopback
 import pytest
@@ -584,6 +585,15 @@ def parsed_training_flags(*arguments):
     training_flags.define_flags("unsupervised", flag_values=values)
     values(["script", *arguments])
     return values
+
+
+def test_a_worker_waits_for_datasets_the_chief_prepares(self_made_data_dir, tmp_path):
+    started = time.monotonic()
+    distribution.wait_for_the_chiefs_datasets(["korsts", "klue_sts"], str(self_made_data_dir), 60)
+    assert time.monotonic() - started < 5  # prepared already: no wait
+    with pytest.raises(errors.DataError, match=re.escape("korsts not prepared after 0 s of waiting for the chief")):
+        distribution.wait_for_the_chiefs_datasets(["korsts"], str(tmp_path / "empty"), 0)
+    assert not (tmp_path / "empty").exists()
 
 
 def test_precision_is_mixed_precisions_choice_or_given():
