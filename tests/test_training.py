@@ -10,6 +10,7 @@ import shutil
 import socket
 import subprocess
 import time
+import types
 
 import loopback
 import pytest
@@ -594,6 +595,27 @@ def test_a_worker_waits_for_datasets_the_chief_prepares(self_made_data_dir, tmp_
     with pytest.raises(errors.DataError, match=re.escape("korsts not prepared after 0 s of waiting for the chief")):
         distribution.wait_for_the_chiefs_datasets(["korsts"], str(tmp_path / "empty"), 0)
     assert not (tmp_path / "empty").exists()
+
+
+def test_a_default_run_name_is_logged_with_the_flag_that_resumes_it(
+    self_made_data_dir, random_bert, monkeypatch, caplog
+):
+    values = parsed_training_flags(f"--data_dir={self_made_data_dir}", "--model_checkpoints=models")
+    recipe = training_flags.make_recipe(values, "unsupervised", 10)
+    model_files = types.SimpleNamespace(
+        config=model.BertConfig.from_json_file(random_bert["config"]),
+        vocab_path=str(random_bert["vocab_path"]),
+        weights=None,
+        lower_case=False,
+    )
+    trained = []
+    monkeypatch.setattr(training, "train", lambda *args, run_dir, **kwargs: trained.append(run_dir))
+    with caplog.at_level("INFO"):
+        training_flags.train(values, model_files, recipe, None, None)
+    (run_dir,) = trained
+    name = pathlib.Path(run_dir).name
+    assert re.fullmatch(r"unsupervised-\d{8}-\d{6}", name)
+    assert f"run name: {name} (to resume this run, rerun the command with --run_name={name})" in caplog.text
 
 
 def test_precision_is_mixed_precisions_choice_or_given():
