@@ -34,8 +34,12 @@ HUB_LOWER_CASE = {KR_BERT_HUB_ID: False}
 
 
 def is_hub_id(weights):
-    """Whether `weights` names a Hub model: an `owner/name[@revision]` that is no local path or checkpoint prefix."""
-    if not weights or HUB_ID.fullmatch(weights) is None:
+    """Whether `weights` names a Hub model: an `owner/name[@revision]` that is no local path or checkpoint prefix,
+    nor meant as one: a path that starts with ./ or ../, or whose first component is a local directory (a mistyped
+    `kr-bert-char/model.ckpt-200000`), is a local path that is not found, not a Hub model to download."""
+    if not weights or HUB_ID.fullmatch(weights) is None or weights.startswith(("./", "../")):
+        return False
+    if files.isdir(weights.split("/", 1)[0]):
         return False
     return not (files.exists(weights) or files.exists(f"{weights}.index"))
 

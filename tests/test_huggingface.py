@@ -8,6 +8,7 @@ import io
 import json
 import os
 import pickle
+import re
 import shutil
 import sys
 import types
@@ -222,7 +223,10 @@ def test_a_run_checkpoint_brings_its_own_files(tmp_path):
     (run / "tokenizer_config.json").write_text(json.dumps(huggingface.tokenizer_config(True)))
     files = model_files.find(str(run / "best"))
     assert files.config.hidden_act == "gelu_exact" and files.vocab_path == str(run / "vocab.txt") and files.lower_case
+    (run / "best" / "model.ckpt-5.index").write_bytes(b"")  # a checkpoint prefix that exists (never read here)
     assert not model_files.find(str(run / "best" / "model.ckpt-5"), lower_case=False).lower_case
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "model.ckpt.index").write_bytes(b"")
     with pytest.raises(errors.InputError, match="has no bert_config.json and vocab.txt beside it: give its config"):
         model_files.find(str(tmp_path / "elsewhere" / "model.ckpt"))
 
@@ -474,6 +478,12 @@ def test_local_paths_and_checkpoint_prefixes_are_no_hub_ids(tmp_path, monkeypatc
     monkeypatch.chdir(tmp_path)
     assert hub.is_hub_id("kr-bert-char/model.ckpt-2000000") and hub.is_hub_id("klue/bert-base@main")
     (tmp_path / "kr-bert-char").mkdir()
+    # A local path meant, mistyped: its first component is a local directory, or it starts with ./ or ../; found
+    # nowhere, it is "not found", not a Hub model to download.
+    for meant_local in ("kr-bert-char/model.ckpt-200000", "./kr-bert/model.ckpt", "../kr-bert/model.ckpt"):
+        assert not hub.is_hub_id(meant_local)
+        with pytest.raises(errors.CheckpointError, match=re.escape(f"checkpoint not found: {meant_local} (expected")):
+            model_files.find(meant_local)
     (tmp_path / "kr-bert-char" / "model.ckpt-2000000.index").write_bytes(b"")
     assert not hub.is_hub_id("kr-bert-char/model.ckpt-2000000")  # KR-BERT's TensorFlow release
     assert not hub.is_hub_id("kr-bert-char") and not hub.is_hub_id("/abs/path") and not hub.is_hub_id("")
