@@ -60,6 +60,11 @@ def isdir(path):
     return tf.io.gfile.isdir(path) and _listed(path)
 
 
+def exists_as_path_or_prefix(path):
+    """Whether `path` is a file or directory, or the prefix of a TensorFlow checkpoint (`path.index`)."""
+    return exists(path) or exists(f"{path}.index")
+
+
 def _listed(path):
     """Whether a URL is listed in its directory (a local path: True). ram:// takes a name that begins another for
     a file and a directory (model.ckpt, of model.ckpt.index); the listing of its directory does not."""

@@ -41,7 +41,7 @@ def is_hub_id(weights):
         return False
     if files.isdir(weights.split("/", 1)[0]):
         return False
-    return not (files.exists(weights) or files.exists(f"{weights}.index"))
+    return not files.exists_as_path_or_prefix(weights)
 
 
 def download_from_hub(hub_id):

@@ -68,7 +68,7 @@ def find(weights, config_path=None, vocab_path=None, lower_case=None, default_fi
         vocab_path = vocab_path or os.path.join(weights, huggingface.VOCAB_FILE)
         lower_case = huggingface.read_lower_case(weights) if lower_case is None else lower_case
         return ModelFiles(config, vocab_path, lower_case, weights)
-    if weights and not (files.exists(weights) or files.exists(f"{weights}.index")):
+    if weights and not files.exists_as_path_or_prefix(weights):
         # Said before the config is looked for beside it: a mistyped path is not a model without a config.
         raise errors.CheckpointError(f"checkpoint not found: {weights} (expected {weights}.index and its data files)")
     directory = checkpoint_directory(weights)

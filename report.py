@@ -152,7 +152,7 @@ class Scorer:
         if start is None:
             return None
         local = hub.download_from_hub(start) if hub.is_hub_id(start) else start
-        if not (files.exists(local) or files.exists(f"{local}.index")):
+        if not files.exists_as_path_or_prefix(local):
             logging.warning("%s started from %s, which is not found here: its start is left out", run.path, start)
             return None
         own_files = {
