@@ -14,11 +14,9 @@ A split whose source file is absent is left out (with a warning naming the file)
 fails with an error that says which file to provide.
 """
 
-import math
 import os
 import re
 import urllib.parse
-import zipfile
 
 # What tfds downloads with: a reachability check through it sees the same proxies (HTTPS_PROXY) and CA bundle
 # (REQUESTS_CA_BUNDLE) as the download.
@@ -26,38 +24,29 @@ import requests
 import tensorflow as tf
 import tensorflow_datasets as tfds
 import tfds_korean.klue_sts
+import tfds_korean.klue_tc
 import tfds_korean.korean_wikipedia_corpus
 import tfds_korean.kornli
+import tfds_korean.korquad
 import tfds_korean.korsts
+import tfds_korean.nsmc
+import tfds_korean.question_pair
 from absl import flags, logging
 
 import errors
 import files
+import source_files
 
-# Upstream file of every split, relative to --source_dir, laid out as ../shared/data is.
-SOURCE_FILES = {
-    "korsts": {
-        "train": "korsts/sts-train.tsv",
-        "dev": "korsts/sts-dev.tsv",
-        "test": "korsts/sts-test.tsv",
-    },
-    "klue_sts": {
-        "train": "klue_sts/klue-sts-v1.1_train.json",
-        "dev": "klue_sts/klue-sts-v1.1_dev.json",
-    },
-    "kornli": {
-        "mnli_train": "kornli/multinli.train.ko.tsv",
-        "snli_train": "kornli/snli_1.0_train.ko.tsv",
-        "xnli_dev": "kornli/xnli.dev.ko.tsv",
-        "xnli_test": "kornli/xnli.test.ko.tsv",
-    },
-    "korean_wikipedia_corpus": {"train": "korean_wikipedia_corpus/corpus.zip"},
-}
 BUILDERS = {
     "korsts": tfds_korean.korsts.Korsts,
     "klue_sts": tfds_korean.klue_sts.KlueSts,
     "kornli": tfds_korean.kornli.Kornli,
     "korean_wikipedia_corpus": tfds_korean.korean_wikipedia_corpus.KoreanWikipediaCorpus,
+    "nsmc": tfds_korean.nsmc.Nsmc,
+    "klue_tc": tfds_korean.klue_tc.KlueTc,
+    "question_pair": tfds_korean.question_pair.QuestionPair,
+    # Its first config, tfds' default: KorQuAD 1.0.
+    "korquad": tfds_korean.korquad.Korquad,
 }
 # The gold similarity feature of each STS dataset (both on a 0-5 scale).
 STS_SCORE_FEATURES = {"korsts": "score", "klue_sts": "label"}
@@ -83,69 +72,24 @@ class _LocalDownloads:
         return self.extract(self.download(url_or_urls))
 
 
-# Rows as the tfds-korean builders split them: `line.strip().split("\t")` after a header line.
-_TSV_COLUMNS = {
-    "korsts": ("genre", "filename", "year", "id", "score", "sentence1", "sentence2"),
-    "kornli": ("sentence1", "sentence2", "gold_label"),
-}
-_NLI_LABELS = ("entailment", "neutral", "contradiction")
-
-
-def check_source_file(name, path):
-    """Raises errors.DataError naming the file and line of the first row the tfds-korean builder would fail on."""
-    if name in _TSV_COLUMNS:
-        columns = _TSV_COLUMNS[name]
-        for number, line in enumerate(files.read_lines(path)[1:], start=2):  # after the header
-            row = dict(zip(columns, line.strip().split("\t"), strict=False))
-            if len(row) < len(columns):
-                raise errors.DataError(
-                    f"{path} line {number}: {len(row)} tab-separated columns, expected {len(columns)} "
-                    f"({', '.join(columns)})"
-                )
-            if name == "korsts" and not _is_number(row["score"]):
-                raise errors.DataError(f"{path} line {number}: score {row['score']!r} is not a number")
-            if name == "kornli" and row["gold_label"] not in _NLI_LABELS:
-                raise errors.DataError(
-                    f"{path} line {number}: gold_label {row['gold_label']!r} is not one of {_NLI_LABELS}"
-                )
-    elif name == "klue_sts":
-        pairs = files.read_json(path)
-        for index, pair in enumerate(pairs if isinstance(pairs, list) else [None]):
-            labels = pair.get("labels") if isinstance(pair, dict) else None
-            if not (
-                {"guid", "sentence1", "sentence2"} <= set(pair or {})
-                and isinstance(labels, dict)
-                and all(_is_number(labels.get(key)) for key in ("label", "real-label", "binary-label"))
-            ):
-                raise errors.DataError(
-                    f"{path} item {index}: expected guid, sentence1, sentence2 and numeric labels "
-                    "(label, real-label, binary-label)"
-                )
-    else:
-        with files.open_file(path, "rb") as f:
-            if not zipfile.is_zipfile(f):
-                raise errors.DataError(f"{path} is not a zip archive")
-
-
-def _is_number(value):
-    try:
-        return math.isfinite(float(value))
-    except (TypeError, ValueError):
-        return False
+def _has_source_files(name, source_dir):
+    return any(files.exists(os.path.join(source_dir, path)) for path in source_files.SOURCE_FILES[name].values())
 
 
 def _offline_builder(name, source_dir):
     """The tfds-korean builder `name`, its downloads served from `source_dir`, absent splits left out."""
     registered = BUILDERS[name]
     available = {}
-    for split, relative in SOURCE_FILES[name].items():
+    for split, relative in source_files.SOURCE_FILES[name].items():
         if files.exists(os.path.join(source_dir, relative)):
-            check_source_file(name, os.path.join(source_dir, relative))
+            source_files.check(name, os.path.join(source_dir, relative))
             available[split] = relative
         else:
             logging.warning("%s: %s is absent from %s, so split '%s' is left out", name, relative, source_dir, split)
     if not available:
-        raise errors.DataError(f"{name}: none of {', '.join(SOURCE_FILES[name].values())} is in {source_dir}")
+        raise errors.DataError(
+            f"{name}: none of {', '.join(source_files.SOURCE_FILES[name].values())} is in {source_dir}"
+        )
 
     class OfflineBuilder(registered, skip_registration=True):
         def _split_generators(self, dl_manager):
@@ -158,14 +102,21 @@ def _offline_builder(name, source_dir):
 
 def prepare(names, source_dir, data_dir):
     """Builds each dataset in `names` into `data_dir`: from the upstream files under `source_dir`, or, when
-    `source_dir` is None, downloaded by tfds (`download_and_prepare`)."""
-    for name in names:
-        if name not in BUILDERS:
-            raise errors.DataError(f"unknown dataset '{name}' (choose from {', '.join(BUILDERS)})")
+    `source_dir` is None, downloaded by tfds (`download_and_prepare`). `names` None: every dataset, but, from
+    `source_dir`, those with none of their files there (a warning names them)."""
     if source_dir is not None and not files.isdir(source_dir):
         raise errors.DataError(f"--source_dir {source_dir} is not a directory")
     if data_dir:
         files.check_can_make_directory(data_dir)
+    if names is None:
+        names = [name for name in BUILDERS if source_dir is None or _has_source_files(name, source_dir)]
+        for name in sorted(BUILDERS.keys() - set(names)):
+            logging.warning("%s: none of its files is in %s, so it is left out", name, source_dir)
+        if not names:
+            raise errors.DataError(f"none of the datasets' files is in {source_dir} (laid out as docs/data.md shows)")
+    for name in names:
+        if name not in BUILDERS:
+            raise errors.DataError(f"unknown dataset '{name}' (choose from {', '.join(BUILDERS)})")
     for name in names:
         if source_dir is None:
             builder = download_and_prepare(name, data_dir)
@@ -192,7 +143,7 @@ def upstream_urls(name):
 
 
 def offline_instructions(name, data_dir_root):
-    upstream = ", ".join(SOURCE_FILES[name].values())
+    upstream = ", ".join(source_files.SOURCE_FILES[name].values())
     return (
         f"`python data.py prepare --source_dir=DIR --data_dir={data_dir_root} --datasets={name}` "
         f"with the upstream files in DIR ({upstream})"
@@ -272,10 +223,12 @@ def _entries_a_preparation_adds_to(root, name):
 def load(name, split, data_dir=None):
     """`tfds.load` of a tfds-korean split, the dataset downloaded and prepared first if it is not yet, with errors
     that say how to fix them."""
-    if name not in SOURCE_FILES:
-        raise errors.DataError(f"unknown dataset '{name}' (choose from {', '.join(SOURCE_FILES)})")
-    if split not in SOURCE_FILES[name]:
-        raise errors.DataError(f"unknown split '{split}' of {name} (choose from {', '.join(SOURCE_FILES[name])})")
+    if name not in source_files.SOURCE_FILES:
+        raise errors.DataError(f"unknown dataset '{name}' (choose from {', '.join(source_files.SOURCE_FILES)})")
+    if split not in source_files.SOURCE_FILES[name]:
+        raise errors.DataError(
+            f"unknown split '{split}' of {name} (choose from {', '.join(source_files.SOURCE_FILES[name])})"
+        )
     builder = tfds.builder(name, data_dir=data_dir)
     if not builder.is_prepared():
         logging.info("%s is not prepared in %s: downloading and preparing it", name, builder.data_dir_root)
@@ -283,7 +236,8 @@ def load(name, split, data_dir=None):
     if split not in builder.info.splits:
         raise errors.DataError(
             f"{name}:{split} was not prepared in {builder.data_dir_root} because its source file was absent: "
-            f"put {SOURCE_FILES[name][split]} under --source_dir and rerun `python data.py prepare --datasets={name}`"
+            f"put {source_files.SOURCE_FILES[name][split]} under --source_dir and rerun "
+            f"`python data.py prepare --datasets={name}`"
         )
     return tfds.load(name, split=split, data_dir=data_dir, download=False)
 
@@ -300,6 +254,38 @@ def sts_pairs(name, split, data_dir=None):
             "score": example[score],
         }
     )
+
+
+# === Transfer tasks: evaluation beyond STS ===
+
+# The text and class features of each classification dataset (nsmc's label is 0 negative, 1 positive; klue_tc's
+# is the topic's name).
+CLASSIFICATION_FEATURES = {"nsmc": ("document", "label"), "klue_tc": ("title", "label")}
+
+
+def labelled_sentences(name, split, data_dir=None):
+    """A classification split as a dataset of {"sentence", "label"}, the label the class as a string."""
+    if name not in CLASSIFICATION_FEATURES:
+        raise errors.DataError(
+            f"unknown classification dataset '{name}' (choose from {', '.join(CLASSIFICATION_FEATURES)})"
+        )
+    text, label = CLASSIFICATION_FEATURES[name]
+    examples = load(name, split, data_dir)
+    as_string = tf.identity if examples.element_spec[label].dtype == tf.string else tf.strings.as_string
+    return examples.map(lambda example: {"sentence": example[text], "label": as_string(example[label])})
+
+
+def question_pairs(split, data_dir=None):
+    """question_pair as a dataset of {"sentence1", "sentence2", "label"}: label 1 where the two questions ask the same
+    thing, which upstream marks is_duplicate 0 (759 of the 760 pairs of identical questions in its train split)."""
+    return load("question_pair", split, data_dir).map(
+        lambda pair: {"sentence1": pair["question1"], "sentence2": pair["question2"], "label": 1 - pair["is_duplicate"]}
+    )
+
+
+def questions_and_passages(split, data_dir=None):
+    """KorQuAD 1.0 as a dataset of {"question", "passage"}: each question with the paragraph it was asked on."""
+    return load("korquad", split, data_dir).map(lambda qa: {"question": qa["question"], "passage": qa["context"]})
 
 
 # === Training data ===
@@ -441,7 +427,9 @@ def define_flags():
         "Directory with the upstream files, laid out as docs/data.md shows (default: download them with tfds).",
     )
     flags.DEFINE_string("data_dir", None, "TFDS data directory to prepare into (default: TFDS's).")
-    flags.DEFINE_list("datasets", list(BUILDERS), "Datasets to prepare.")
+    flags.DEFINE_list(
+        "datasets", None, "Datasets to prepare (default: all; from --source_dir, those with files there)."
+    )
 
 
 if __name__ == "__main__":

@@ -1,34 +1,53 @@
-"""Scores a BERT checkpoint as a sentence encoder on STS sets: cosine similarity of the two sentences'
-embeddings against the gold score, Pearson and Spearman (KorSTS is reported by Spearman, KLUE STS by Pearson).
+"""Scores a BERT checkpoint as a sentence encoder: on STS sets, the cosine similarity of the two sentences'
+embeddings against the gold score, Pearson and Spearman (KorSTS is reported by Spearman, KLUE STS by Pearson); on
+transfer tasks, classification, pair classification and retrieval scores as MTEB computes them (transfer.py).
 
     python evaluate.py --config=configs/char_bert_base.json --checkpoint=KR-BERT/model.ckpt-2000000 \\
         --vocab_path=KR-BERT/vocab_char_16424.txt --datasets=korsts:dev,korsts:test,klue_sts:dev
     python evaluate.py --checkpoint=models/RUN/best      # a run's config and vocab are in its directory
-    python evaluate.py --checkpoint=klue-bert-base       # so are a Hugging Face directory's
+    python evaluate.py --checkpoint=models/RUN/best --datasets=nsmc:test,klue_tc:dev,question_pair:test,korquad:dev
 
-From Python, `sts.evaluate(["korsts:dev"], checkpoint="models/RUN/best")` returns the scores.
+From Python, `evaluation.evaluate(["korsts:dev"], checkpoint="models/RUN/best")` returns the scores.
 """
 
 from absl import flags
 
 import errors
+import evaluation
 import files
 import model_flags
-import sts
+import tokenization
 
 FLAGS = flags.FLAGS
 
+# Each kind's columns of the printed table: (heading, the metric, the metric's standard deviation over experiments).
+TABLE_COLUMNS = {
+    "sts": (("pearson", "pearson", None), ("spearman", "spearman", None)),
+    "classification": (("accuracy", "accuracy", "accuracy_std"), ("macro-F1", "macro_f1", "macro_f1_std")),
+    "pair classification": (("AP", "average_precision", None), ("accuracy", "accuracy", None)),
+    "retrieval": (("nDCG@10", "ndcg_at_10", None), ("MRR@10", "mrr_at_10", None), ("R@1", "recall_at_1", None),
+                  ("R@10", "recall_at_10", None)),
+}  # fmt: skip
+
 
 def print_table(results):
-    """The scores x100 as a table; "n/a" where a correlation is undefined (constant predictions)."""
-    print(f"{'set':<16}{'n':>6}{'pearson':>10}{'spearman':>10}   (x100)")
-    for key, scores in results.items():
-        pearson, spearman = (percent(scores[name]) for name in ("pearson", "spearman"))
-        print(f"{key:<16}{scores['n']:>6}{pearson:>10}{spearman:>10}")
+    """The scores x100, one table per kind of set; "n/a" where a metric is undefined (constant predictions)."""
+    kinds = {}
+    for key in results:
+        kinds.setdefault(evaluation.kind(key), []).append(key)
+    for kind, keys in kinds.items():
+        columns = TABLE_COLUMNS[kind]
+        print(f"{'set':<20}{'n':>7}" + "".join(f"{heading:>16}" for heading, _, _ in columns) + "   (x100)")
+        for key in keys:
+            scores = results[key]
+            cells = [percent(scores[name], scores.get(spread) if spread else None) for _, name, spread in columns]
+            print(f"{key:<20}{scores['n']:>7}" + "".join(f"{cell:>16}" for cell in cells))
 
 
-def percent(value):
-    return "n/a" if value is None else f"{value * 100:.2f}"
+def percent(value, spread=None):
+    if value is None:
+        return "n/a"
+    return f"{value * 100:.2f}" + ("" if spread is None else f" ± {spread * 100:.2f}")
 
 
 CHECKPOINT_FLAGS = ("checkpoint", "config", "vocab_path", "do_lower_case")
@@ -49,12 +68,24 @@ def define_flags():
         "saved_model", None, "A SavedModel of export.py, instead of --config, --checkpoint and --vocab_path."
     )
     model_flags.define_data_dir()
-    flags.DEFINE_list("datasets", ["korsts:dev", "korsts:test", "klue_sts:dev"], "STS sets as DATASET:SPLIT.")
+    flags.DEFINE_list(
+        "datasets",
+        ["korsts:dev", "korsts:test", "klue_sts:dev"],
+        "Sets as DATASET:SPLIT: STS (korsts, klue_sts) and transfer tasks (nsmc, klue_tc, question_pair, korquad).",
+    )
     model_flags.define_max_sequence_length(64, " (a SavedModel has its own)")
     model_flags.define_pooling(" (a SavedModel has its own)")
     model_flags.define_batch_size(64)
+    flags.DEFINE_integer(
+        "max_examples", None, "Score at most this many examples of each set, a seeded sample (default: all).",
+        lower_bound=1,
+    )  # fmt: skip
+    flags.DEFINE_integer(
+        "passage_length", None, "Tokens of each retrieval paragraph (default: the model's max_position_embeddings; "
+        "a SavedModel has its own).", lower_bound=tokenization.MIN_SEQUENCE_LENGTH,
+    )  # fmt: skip
     flags.DEFINE_string(
-        "results_json", None, "Write {set: {n, pearson, spearman, alignment, uniformity}} here (null: undefined)."
+        "results_json", None, "Write {set: {n, metric: value, ...}} here (null: undefined); docs/evaluation.md."
     )
     flags.register_multi_flags_validator(
         [*CHECKPOINT_FLAGS, "saved_model"],
@@ -66,7 +97,7 @@ def define_flags():
 def main():
     if FLAGS.results_json:
         files.check_can_write_file(FLAGS.results_json)
-    results = sts.evaluate(
+    results = evaluation.evaluate(
         FLAGS.datasets,
         FLAGS.checkpoint,
         FLAGS.saved_model,
@@ -77,6 +108,8 @@ def main():
         FLAGS.max_sequence_length,
         FLAGS.pooling,
         FLAGS.batch_size,
+        FLAGS.max_examples,
+        FLAGS.passage_length,
         verbose=True,
     )
     print_table(results)

@@ -36,7 +36,7 @@ def training_curves(title, histories, start=None):
         title: the figure's title (the recipe).
         histories: [(seed, eval_history.jsonl records)].
         start: {"korsts:dev": scores, "klue_sts:dev": scores} of the weights training started from (as
-            sts.evaluate gives them; either set may be absent); None: unknown.
+            evaluation.evaluate gives them; either set may be absent); None: unknown.
 
     Example:
         >>> image = training_curves("a recipe", [(42, [{"step": 10, "loss": 1.0, "korsts_spearman": 0.5,

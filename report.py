@@ -1,5 +1,6 @@
-"""Turns training runs into results: every run's `best/` scored on STS sets, runs of one recipe (equal but for the
-seed) summarised as mean ± standard deviation over their seeds, beside the original work's reference numbers.
+"""Turns training runs into results: every run's `best/` scored on STS sets (and transfer tasks, if given), runs of
+one recipe (equal but for the seed) summarised as mean ± standard deviation over their seeds, beside the original
+work's reference numbers.
 
     python report.py --runs=models/unsup-seed1,models/unsup-seed2,models/unsup-seed3 --output=reports/unsup
 
@@ -22,6 +23,7 @@ from absl import flags, logging
 
 import data
 import errors
+import evaluation
 import files
 import hub
 import huggingface
@@ -29,7 +31,7 @@ import model_files
 import model_flags
 import plots
 import reporting
-import sts
+import transfer
 
 FLAGS = flags.FLAGS
 
@@ -45,7 +47,7 @@ def report(runs, datasets, output, data_dir=None, max_sequence_length=None, comm
 
     Args:
         runs: run directories of train_unsupervised.py or train_supervised.py.
-        datasets: STS sets as "DATASET:SPLIT" (KorSTS and KLUE STS).
+        datasets: sets as "DATASET:SPLIT": STS sets and transfer tasks, as for evaluation.evaluate.
         output: the directory to write to (made if need be; report.py's files there are replaced).
         data_dir: the TFDS data directory (None: TFDS's).
         max_sequence_length: tokens per sentence; None: each run's own, as training evaluated it.
@@ -57,12 +59,14 @@ def report(runs, datasets, output, data_dir=None, max_sequence_length=None, comm
         for name in ("results.json", "results.md"):
             files.check_can_write_file(os.path.join(output, name))
     groups = reporting.group_runs([reporting.read_run(path) for path in runs])
-    datasets = [f"{name}:{split}" for name, split in sts.parse_sets(datasets)]
+    datasets = [f"{name}:{split}" for name, split in evaluation.parse_sets(datasets)]
     for dataset in datasets:
         name, split = dataset.split(":")
-        if name not in reporting.REPORTED_METRICS:
-            raise errors.DataError(f"{dataset}: report.py reports {' and '.join(reporting.REPORTED_METRICS)} sets")
-        data.sts_pairs(name, split, data_dir)  # a set that is not prepared fails here, before any evaluation
+        # A set that is not prepared fails here, before any evaluation.
+        if name in transfer.KINDS:
+            transfer.load(name, split, data_dir)
+        else:
+            data.sts_pairs(name, split, data_dir)
     stored = reporting.stored_evaluations(results_json)
     scorer = Scorer(datasets, data_dir, stored)
 
@@ -112,7 +116,8 @@ class Scorer:
         self.stored = stored
 
     def score(self, weights_file, max_sequence_length, **model):
-        """{"digest", "max_sequence_length", "pooling", "results"} of the checkpoint; `model` as sts.evaluate's."""
+        """{"digest", "max_sequence_length", "pooling", "results"} of the checkpoint; `model` as for
+        evaluation.evaluate."""
         digest = reporting.checkpoint_digest(weights_file)
         key = {
             dataset: reporting.evaluation_key(digest, dataset, max_sequence_length, POOLING)
@@ -122,7 +127,7 @@ class Scorer:
         missing = [dataset for dataset in self.datasets if dataset not in results]
         if missing:
             logging.info("scoring %s on %s", model["checkpoint"], ", ".join(missing))
-            scores = sts.evaluate(
+            scores = evaluation.evaluate(
                 missing, data_dir=self.data_dir, max_sequence_length=max_sequence_length, pooling=POOLING,
                 batch_size=BATCH_SIZE, **model,
             )  # fmt: skip
@@ -187,7 +192,9 @@ def define_flags():
     """The flags of the script, defined when it runs (so that its functions import with any other script's)."""
     flags.DEFINE_list("runs", None, "Run directories of train_unsupervised.py or train_supervised.py.", required=True)
     flags.DEFINE_list(
-        "datasets", ["korsts:dev", "korsts:test", "klue_sts:dev"], "STS sets as DATASET:SPLIT (KorSTS, KLUE STS)."
+        "datasets",
+        ["korsts:dev", "korsts:test", "klue_sts:dev"],
+        "Sets as DATASET:SPLIT: STS (korsts, klue_sts) and transfer tasks (nsmc, klue_tc, question_pair, korquad).",
     )
     model_flags.define_data_dir()
     model_flags.define_max_sequence_length(None, " (default: each run's own, as training evaluated it)")

@@ -15,10 +15,54 @@ import hub
 import run_directory
 import training_flags
 
-# The correlations reported of each dataset: KorSTS by Spearman, as the original work; KLUE STS by Pearson, as the
-# original work, and by Spearman, as MTEB and the Korean leaderboards (on its dev split: its test set is not public).
-REPORTED_METRICS = {"korsts": ("spearman",), "klue_sts": ("pearson", "spearman")}
-DATASET_NAMES = {"korsts": "KorSTS", "klue_sts": "KLUE STS"}
+# The metrics reported of each dataset: KorSTS by Spearman, as the original work; KLUE STS by Pearson, as the
+# original work, and by Spearman, as MTEB and the Korean leaderboards (on its dev split: its test set is not public);
+# the transfer tasks by MTEB's main score of their kind, and KLUE TC (YNAT) by KLUE's own, macro-F1.
+REPORTED_METRICS = {
+    "korsts": ("spearman",),
+    "klue_sts": ("pearson", "spearman"),
+    "nsmc": ("accuracy",),
+    "klue_tc": ("macro_f1",),
+    "question_pair": ("average_precision",),
+    "korquad": ("ndcg_at_10",),
+}
+DATASET_NAMES = {
+    "korsts": "KorSTS",
+    "klue_sts": "KLUE STS",
+    "nsmc": "NSMC",
+    "klue_tc": "KLUE TC",
+    "question_pair": "Question pair",
+    "korquad": "KorQuAD 1.0",
+}
+METRIC_NAMES = {
+    "pearson": "Pearson",
+    "spearman": "Spearman",
+    "accuracy": "accuracy",
+    "macro_f1": "macro-F1",
+    "average_precision": "AP",
+    "ndcg_at_10": "nDCG@10",
+}
+# Every metric summarised over a group's runs (into results.json), by dataset.
+STS_METRICS = ("pearson", "spearman", "alignment", "uniformity")
+SUMMARISED_METRICS = {
+    "korsts": STS_METRICS,
+    "klue_sts": STS_METRICS,
+    "nsmc": ("accuracy", "macro_f1"),
+    "klue_tc": ("accuracy", "macro_f1"),
+    "question_pair": ("average_precision", "accuracy"),
+    "korquad": ("ndcg_at_10", "mrr_at_10", "recall_at_1", "recall_at_10"),
+}
+# What a reported metric of a transfer task is, for the results' notes.
+TASK_NOTES = {
+    "nsmc": "NSMC (movie-review sentiment) accuracy: the mean of 10 logistic regressions on frozen embeddings, each "
+    "trained on 8 reviews of each class of its train split",
+    "klue_tc": "KLUE TC (YNAT news-headline topics) macro-F1: the mean of 10 logistic regressions on frozen "
+    "embeddings, each trained on 8 headlines of each topic of its train split",
+    "question_pair": "Question pair AP: the average precision of ranking the question pairs by cosine similarity, "
+    "paraphrases first",
+    "korquad": "KorQuAD 1.0 nDCG@10: each question's paragraph ranked among every paragraph of the split by cosine "
+    "similarity",
+}
 
 # The original work's published numbers (jeongukjae/KR-BERT-SimCSE's README, KR-BERT character base), x100: KorSTS
 # by Spearman, KLUE STS by Pearson. Reference numbers, never results of this repository.
@@ -190,7 +234,7 @@ def group_summary(results, datasets):
     return {
         dataset: {
             metric: summary([scores[dataset][metric] for scores in results])
-            for metric in ("pearson", "spearman", "alignment", "uniformity")
+            for metric in SUMMARISED_METRICS[dataset.split(":")[0]]
         }
         for dataset in datasets
     }
@@ -205,7 +249,7 @@ def metric_columns(datasets):
     for dataset in datasets:
         name, split = dataset.split(":")
         for metric in REPORTED_METRICS[name]:
-            columns.append((dataset, metric, f"{DATASET_NAMES[name]} {split} {metric.capitalize()}"))
+            columns.append((dataset, metric, f"{DATASET_NAMES[name]} {split} {METRIC_NAMES[metric]}"))
     return columns
 
 
@@ -252,7 +296,11 @@ def results_markdown(report, command, plots):
         for group in report["groups"]
     ]
     lines += table(["model", "training", "n", *(header for _, _, header in columns), "recipe"], rows)
-    lines += ["", "n/a: a correlation that is undefined (constant similarities) in a run."]
+    lines += ["", "n/a: a metric that is undefined (constant similarities) in a run."]
+    tasks = dict.fromkeys(dataset.split(":")[0] for dataset in datasets if dataset.split(":")[0] in TASK_NOTES)
+    if tasks:
+        lines += ["", "Beyond STS (docs/evaluation.md), as MTEB scores them:", ""]
+        lines += [f"- {TASK_NOTES[name]}." for name in tasks]
     lines += ["", "## Runs", ""]
     rows = [
         [f"`{run['run']}`", run["kind"], run["seed"], best_step_cell(run)]

@@ -13,7 +13,6 @@ import contextlib
 import hashlib
 import sys
 
-import keras
 import numpy as np
 import tensorflow as tf
 from absl import flags, logging
@@ -45,19 +44,8 @@ class Searcher:
         self.corpus = corpus_embeddings(self.embed, self.sentences, cache_path(model_dir, corpus_path))  # [corpus, h]
 
     def embed(self, sentences, verbose=False):
-        """[sentences, hidden] L2-normalised embeddings, in the order given; embedded shortest first
-        (`sts.shortest_first`)."""
-        progress = keras.utils.Progbar(len(sentences), verbose=int(verbose), unit_name="sentence")
-        order = sts.shortest_first(sentences)
-        batches = []
-        for start in range(0, len(sentences), self.batch_size):
-            rows = order[start : start + self.batch_size]
-            batches.append(self.embedder(tf.constant([sentences[row] for row in rows])))
-            progress.add(len(batches[-1]))
-        shortest_first = np.concatenate(batches)  # [sentences, hidden]
-        embeddings = np.empty_like(shortest_first)
-        embeddings[order] = shortest_first
-        return embeddings
+        """[sentences, hidden] L2-normalised embeddings, in the order given (`sts.embed_in_order`)."""
+        return sts.embed_in_order(sentences, self.embedder, self.batch_size, verbose)
 
     def search(self, queries, top_k=5):
         """[(query, [(cosine similarity, corpus sentence), ...best first, at most top_k]), ...]."""

@@ -3,30 +3,12 @@ their cosine similarity against the gold score with Pearson and Spearman correla
 embeddings' alignment and uniformity (Wang & Isola, 2020), the two diagnostics of the SimCSE paper."""
 
 import math
+import time
 
 import keras
 import numpy as np
 import scipy.stats
 import tensorflow as tf
-
-import data
-import errors
-import model
-import model_files
-import saved_model
-
-
-def parse_sets(specs):
-    """["korsts:dev", ...] -> [("korsts", "dev"), ...]."""
-    if not specs:
-        raise errors.DataError("no STS set given (e.g. korsts:dev)")
-    sets = []
-    for spec in specs:
-        name, _, split = spec.partition(":")
-        if not name or not split:
-            raise errors.DataError(f"'{spec}' is not DATASET:SPLIT (e.g. korsts:dev)")
-        sets.append((name, split))
-    return sets
 
 
 def shortest_first(sentences):
@@ -37,45 +19,28 @@ def shortest_first(sentences):
     return np.argsort(lengths, kind="stable")
 
 
-def evaluate(
-    datasets,
-    checkpoint=None,
-    saved_model_dir=None,
-    config_path=None,
-    vocab_path=None,
-    lower_case=None,
-    data_dir=None,
-    max_sequence_length=64,
-    pooling="cls",
-    batch_size=64,
-    verbose=False,
-):
-    """{"name:split": {n, pearson, spearman, alignment, uniformity}} of the model on each STS set in `datasets`
-    ("korsts:dev", ...; every set is looked up first, so a missing split fails before the model is loaded).
+# A progress bar is drawn once an encoding has taken this long: a shorter one would only flicker.
+PROGRESS_AFTER_SECONDS = 3.0
 
-    Args:
-        datasets: STS sets as "DATASET:SPLIT".
-        checkpoint: a Google-format checkpoint prefix or its directory, a Hugging Face directory or a Hub id;
-            its config, vocab and lower-casing are its own unless `config_path`, `vocab_path`, `lower_case` say.
-        saved_model_dir: a SavedModel of export.py instead (it has its own tokenizer and pooling).
-        data_dir: the TFDS data directory (None: TFDS's).
-        max_sequence_length, pooling, batch_size: how sentences are encoded (a checkpoint's).
-        verbose: print what is evaluated and a progress bar.
-    """
-    sets = {f"{name}:{split}": data.sts_pairs(name, split, data_dir) for name, split in parse_sets(datasets)}
-    if saved_model_dir:
-        embedder = saved_model.load_saved_embedder(saved_model_dir)
-        tokenizer = tf.identity  # the SavedModel tokenizes inside: it takes the sentences as they are
-        described = f"SavedModel {saved_model_dir}"
-    else:
-        found = model_files.find_checked(checkpoint, max_sequence_length, config_path, vocab_path, lower_case)
-        bert_tokenizer, encoder, loaded = model_files.load_encoder(found, max_sequence_length)
-        tokenizer = bert_tokenizer.trimmed
-        embedder = model.sentence_embedder(encoder, pooling)
-        described = f"checkpoint {loaded}, {pooling} pooling"
-    if verbose:
-        print(described)
-    return StsEvaluator(sets, tokenizer, embedder, batch_size)(verbose=verbose)
+
+def embed_in_order(sentences, embed, batch_size, verbose=False):
+    """[len(sentences), hidden] embeddings of `sentences` (str or UTF-8 bytes), in the order given: `embed`
+    (strings [batch] -> [batch, hidden]) runs on batches of them shortest first (`shortest_first`); with `verbose`, a
+    progress bar once it has taken PROGRESS_AFTER_SECONDS."""
+    order = shortest_first(sentences)
+    started, progress = time.monotonic(), None
+    batches = []
+    for start in range(0, len(sentences), batch_size):
+        rows = order[start : start + batch_size]
+        batches.append(np.asarray(embed(tf.constant([sentences[row] for row in rows]))))
+        if verbose and progress is None and time.monotonic() - started > PROGRESS_AFTER_SECONDS:
+            progress = keras.utils.Progbar(len(sentences), unit_name="sentence")
+        if progress:
+            progress.update(start + len(rows))
+    shortest_first_embeddings = np.concatenate(batches)  # [sentences, hidden]
+    embeddings = np.empty_like(shortest_first_embeddings)
+    embeddings[order] = shortest_first_embeddings
+    return embeddings
 
 
 class StsEvaluator:

@@ -19,6 +19,7 @@ import tensorflow as tf
 import data
 import google_checkpoint
 import model
+import source_files
 import sts
 import tokenization
 
@@ -188,7 +189,7 @@ def tfds_korean_downloads(directory, source_dir=SHARED_DATA, stand_in_rows=STAND
 
     Upstream files the shared data holds are served as they are: their checksums are the registered ones. Absent
     files get stand-ins of `stand_in_rows` rows, and corpus.zip is the shared sample, not the release: those, and
-    every self-made file, have checksums of their own.
+    every self-made file, have checksums of their own. Datasets with a file that is neither are left out.
     """
     stand_ins = {
         "korsts/sts-test.tsv": ("korsts/sts-dev.tsv", 0),
@@ -198,7 +199,9 @@ def tfds_korean_downloads(directory, source_dir=SHARED_DATA, stand_in_rows=STAND
         "kornli/xnli.test.ko.tsv": ("kornli/xnli.dev.ko.tsv", 2),
     }
     files = {}
-    for name, sources in data.SOURCE_FILES.items():
+    for name, sources in source_files.SOURCE_FILES.items():
+        if not all((source_dir / path).exists() or path in stand_ins for path in sources.values()):
+            continue  # a dataset with a file neither present nor stood in for is not mirrored
         checksums = []
         for url in data.upstream_urls(name):
             (relative,) = [path for path in sources.values() if url.endswith("/" + path.rsplit("/", 1)[-1])]
@@ -388,7 +391,58 @@ def write_upstream_files(source_dir):
     (source_dir / "korean_wikipedia_corpus").mkdir(parents=True)
     with zipfile.ZipFile(source_dir / "korean_wikipedia_corpus" / "corpus.zip", "w") as corpus:
         corpus.writestr("text-preprocessed/AA/wiki_00", "".join("\n".join(lines) + "\n\n" for lines in documents))
+    write_task_files(source_dir)
     return source_dir
+
+
+# The self-made classes: NSMC's label by what is done (dancing and singing 1, positive), KLUE TC's topic by where.
+POSITIVE_WHAT = (0, 1)
+TOPICS = ("사회", "생활문화", "세계")
+
+
+def write_task_files(source_dir):
+    """Upstream files of the transfer tasks, of the scenes: NSMC train and test (24 reviews each), KLUE TC (YNAT)
+    train and dev (24 headlines each, 3 topics), Question pair train, validation and test (16, 8 and 8 pairs: a
+    scene and the scene elsewhere are the same question, is_duplicate 0; a scene and the scene doing something else
+    are not, 1), and KorQuAD 1.0 dev (2 articles of 6 paragraphs, each 4 scenes of one who and where, and 2
+    questions on each: who does what)."""
+    for split, parts in (("train", SCENES[0::2]), ("test", SCENES[1::2])):
+        rows = [f"{index}\t{scene(*p)}\t{int(p[2] in POSITIVE_WHAT)}" for index, p in enumerate(parts)]
+        write_text(source_dir / "nsmc" / f"ratings_{split}.txt", ["id\tdocument\tlabel", *rows])
+    for split, parts in (("train", SCENES[0::2]), ("dev", SCENES[1::2])):
+        headlines = [
+            {"guid": f"ynat-v1_{split}_{index:05d}", "title": scene(*p), "predefined_news_category": TOPICS[p[1]],
+             "label": TOPICS[p[1]], "url": f"https://news.example/{index}", "date": "2016.06.30. 오전 10:36"}
+            for index, p in enumerate(parts)
+        ]  # fmt: skip
+        (source_dir / "klue_tc").mkdir(exist_ok=True)
+        (source_dir / "klue_tc" / f"ynat-v1.1_{split}.json").write_text(
+            json.dumps(headlines, ensure_ascii=False), "utf-8"
+        )
+    pairs = []
+    for index, (who, where, what) in enumerate(SCENES):
+        if index % 2:
+            pairs.append(f"{scene(who, where, what)}\t{scene(who, (where + 1) % len(WHERE), what)}\t0")
+        else:
+            pairs.append(f"{scene(who, where, what)}\t{scene(who, where, (what + 1) % len(WHAT))}\t1")
+    for split, rows in (("train", pairs[:16]), ("validation", pairs[16:24]), ("test", pairs[24:32])):
+        write_text(source_dir / "question_pair" / f"{split}.txt", ["question1\tquestion2\tis_duplicate", *rows])
+    articles = []
+    for article in range(2):
+        paragraphs = []
+        for who, where in itertools.product(range(article * 2, article * 2 + 2), range(len(WHERE))):
+            qas = [
+                {"id": f"{article}-{who}-{where}-{what}", "question": f"{WHO[who]} {WHAT[what]}",
+                 "answers": [{"text": WHERE[where], "answer_start": len(WHO[who]) + 1}]}
+                for what in (where % len(WHAT), (where + 2) % len(WHAT))
+            ]  # fmt: skip
+            context = " ".join(scene(who, where, what) for what in range(len(WHAT)))
+            paragraphs.append({"context": context, "qas": qas})
+        articles.append({"title": f"문서 {article}", "paragraphs": paragraphs})
+    (source_dir / "korquad").mkdir()
+    (source_dir / "korquad" / "KorQuAD_v1.0_dev.json").write_text(
+        json.dumps({"version": "KorQuAD_v1.0_dev", "data": articles}, ensure_ascii=False), "utf-8"
+    )
 
 
 def write_text(path, lines):

@@ -13,6 +13,7 @@ from helpers import REPO
 
 import data
 import errors
+import evaluation
 import export
 import files
 import google_checkpoint
@@ -20,7 +21,6 @@ import model
 import model_files
 import saved_model
 import search
-import sts
 import training
 
 RECIPE = {
@@ -113,7 +113,7 @@ def test_evaluation_export_and_search_on_ram(ram_run, self_made_data_dir, random
     recorded = next(record for record in history if record["step"] == step)
 
     # evaluate.py's work, its results JSON on ram://: the scores training recorded for the same checkpoint.
-    results = sts.evaluate(
+    results = evaluation.evaluate(
         ["korsts:dev"], checkpoint=f"{run}/best", data_dir=str(self_made_data_dir), max_sequence_length=16, batch_size=8
     )
     files.write_json_atomically(f"{root}/results.json", results)

@@ -17,10 +17,10 @@ from tensorboard.plugins.hparams import plugin_data_pb2
 
 import data
 import errors
+import evaluation
 import model
 import report
 import reporting
-import sts
 import training
 
 # Four steps, evaluated at 2 and 4: a run in seconds.
@@ -38,9 +38,15 @@ RECIPE = {
 }
 # Two seeds of one recipe, one of another.
 RUNS = {"a-seed42": {}, "a-seed43": {"seed": 43}, "b-seed42": {"learning_rate": 1e-4}}
-DATASETS = ["korsts:dev", "klue_sts:dev"]
+DATASETS = ["korsts:dev", "klue_sts:dev", "nsmc:test", "question_pair:test"]
 # (dataset, metric) of the results table's score columns, in order.
-COLUMNS = [("korsts:dev", "spearman"), ("klue_sts:dev", "pearson"), ("klue_sts:dev", "spearman")]
+COLUMNS = [
+    ("korsts:dev", "spearman"),
+    ("klue_sts:dev", "pearson"),
+    ("klue_sts:dev", "spearman"),
+    ("nsmc:test", "accuracy"),
+    ("question_pair:test", "average_precision"),
+]
 
 
 def train_run(recipe, bert, data_dir, directory, name):
@@ -130,7 +136,8 @@ def test_report_summarises_the_seeds_of_each_recipe_as_evaluate_py_scores_them(
     tables = markdown_tables((output / "results.md").read_text())
     results = tables["Results"]
     assert results[0] == [
-        "model", "training", "n", "KorSTS dev Spearman", "KLUE STS dev Pearson", "KLUE STS dev Spearman", "recipe",
+        "model", "training", "n", "KorSTS dev Spearman", "KLUE STS dev Pearson", "KLUE STS dev Spearman",
+        "NSMC test accuracy", "Question pair test AP", "recipe",
     ]  # fmt: skip
     name = pathlib.Path(random_bert["pretrained_weight"]).parent.name
     size = f"{MICRO_CHARACTER['num_hidden_layers']} layers, hidden {MICRO_CHARACTER['hidden_size']}"
@@ -148,6 +155,9 @@ def test_report_summarises_the_seeds_of_each_recipe_as_evaluate_py_scores_them(
         for group, recipe in zip(groups, recipes, strict=True)
     ]
     assert "±" in results[1][3] and "±" not in results[2][3]
+    text = (output / "results.md").read_text()
+    assert "- NSMC (movie-review sentiment) accuracy: the mean of 10 logistic regressions" in text
+    assert "- Question pair AP: the average precision of ranking the question pairs" in text
     # The start, and the original work's numbers, labelled as such and as the README gives them.
     assert [row[0] for row in tables["Before training"][1:]] == [f"{name} ({size})"] * 2
     reference = tables["Reference numbers of the original work"]
@@ -165,7 +175,7 @@ def test_report_summarises_the_seeds_of_each_recipe_as_evaluate_py_scores_them(
         assert f"]({png})" in (output / "results.md").read_text()
 
     # Reported again into the same directory: the stored scores of the same weights are reused, nothing evaluated.
-    monkeypatch.setattr(sts, "evaluate", lambda *args, **kwargs: pytest.fail("evaluated again"))
+    monkeypatch.setattr(evaluation, "evaluate", lambda *args, **kwargs: pytest.fail("evaluated again"))
     again = report.report([str(path) for path in runs.values()], DATASETS, str(output), str(self_made_data_dir))
     assert [run["results"] for run in again["runs"]] == [run["results"] for run in made["runs"]]
 
@@ -237,7 +247,7 @@ def copy_run(run_dir, destination, *remove):
         ("one seed twice", errors.FileError, "are runs of one recipe with the same seed 42"),
         ("not prepared", errors.DataError, "korsts is not prepared in"),
         ("absent split", errors.DataError, "korsts:test was not prepared"),
-        ("not an STS set", errors.DataError, "kornli:dev: report.py reports korsts and klue_sts sets"),
+        ("not an STS set or task", errors.DataError, "unknown dataset 'kornli' in kornli:dev (choose from korsts, "),
     ],
 )
 def test_bad_input_fails_before_anything_is_written(runs, self_made_data_dir, tmp_path, case, error, message):
@@ -251,7 +261,7 @@ def test_bad_input_fails_before_anything_is_written(runs, self_made_data_dir, tm
         "one seed twice": lambda: [first, copy_run(first, tmp_path / "run")],
     }
     bad_runs = runs_of.get(case, lambda: [first])()
-    datasets = {"absent split": ["korsts:test"], "not an STS set": ["kornli:dev"]}.get(case, DATASETS)
+    datasets = {"absent split": ["korsts:test"], "not an STS set or task": ["kornli:dev"]}.get(case, DATASETS)
     data_dir = tmp_path / "empty" if case == "not prepared" else self_made_data_dir
     output = tmp_path / "report"
     with pytest.raises(error, match=re.escape(message)):

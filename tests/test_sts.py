@@ -7,7 +7,6 @@ import pytest
 import scipy.stats
 import tensorflow as tf
 
-import errors
 import sts
 
 
@@ -78,10 +77,3 @@ def test_undefined_metrics_are_none():
         scores = evaluator()["toy"]
     assert scores["pearson"] is None and scores["spearman"] is None and scores["alignment"] is None
     assert scores["uniformity"] == pytest.approx(0.0)  # all at distance 0: log(mean(exp(0))) = 0
-
-
-def test_sets_are_dataset_colon_split():
-    assert sts.parse_sets(["korsts:dev", "klue_sts:dev"]) == [("korsts", "dev"), ("klue_sts", "dev")]
-    for specs, message in [([], "no STS set given"), (["korsts"], "'korsts' is not DATASET:SPLIT")]:
-        with pytest.raises(errors.InputError, match=message):
-            sts.parse_sets(specs)
