@@ -138,8 +138,10 @@ DOWNLOAD_ERRORS = (OSError, tfds.download.DownloadError, tfds.download.download_
 
 
 def upstream_urls(name):
-    """The URLs the tfds-korean builder `name` downloads: those its registered checksums list."""
-    return sorted(BUILDERS[name].url_infos)
+    """The URLs the tfds-korean builder `name` downloads: those its registered checksums list for the files of
+    SOURCE_FILES (korquad's also list KorQuAD 2.1's, which the 1.0 config never downloads)."""
+    names = {path.rsplit("/", 1)[-1] for path in source_files.SOURCE_FILES[name].values()}
+    return sorted(url for url in BUILDERS[name].url_infos if url.rsplit("/", 1)[-1] in names)
 
 
 def offline_instructions(name, data_dir_root):

@@ -1,6 +1,6 @@
 """The benchmark's own logic (benchmarks/rounds.py), on tiny shapes: rounds in alternating order, a cell's median
 ratio and spread, the matrix products of a step with their FLOPs and time limit, and the malloc thresholds the
-comparison runs with."""
+comparison runs with; the transfer-task timer (benchmarks/transfer_tasks.py) on stand-ins of the tests' own."""
 
 import os
 import platform
@@ -104,3 +104,19 @@ def test_with_the_fixed_malloc_thresholds_a_freed_buffer_is_reused_without_page_
     # glibc's defaults: every page faulted in again (every huge page, where transparent huge pages back the buffer)
     assert faults(default) >= BUFFER_BYTES // HUGE_PAGE_BYTES
     assert faults({**default, **rounds.MALLOC_THRESHOLDS}) < BUFFER_BYTES // resource.getpagesize() // 100
+
+
+def test_the_transfer_task_timer_runs_every_task_on_its_stand_ins(random_bert, self_made_source_dir, tmp_path):
+    import transfer_tasks
+
+    corpus = self_made_source_dir / "korean_wikipedia_corpus" / "corpus.zip"
+    timed = transfer_tasks.time_tasks(
+        random_bert["config"], random_bert["vocab_path"], corpus, self_made_source_dir / "question_pair", scale=1e-4,
+        work_dir=tmp_path,
+    )  # fmt: skip
+    # The stand-ins' smallest size (16), and the self-made validation split's 8 pairs.
+    assert {task: examples for task, (examples, _, _) in timed.items()} == {
+        "nsmc:test": 16, "klue_tc:dev": 16, "question_pair:validation": 8, "korquad:dev": 16,
+    }  # fmt: skip
+    assert all(seconds > 0 for _, seconds, _ in timed.values())
+    assert timed["korquad:dev"][2]["passages"] >= 4
