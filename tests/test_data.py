@@ -188,6 +188,10 @@ def test_prepared_datasets_match_the_source_files(prepared_data_dir):
     # Absent upstream files were named when they were left out.
     for missing in ("korsts/sts-test.tsv", "klue_sts/klue-sts-v1.1_train.json", "kornli/multinli.train.ko.tsv"):
         assert missing in log
+    # The datasets with none of their files there are named and left out; Question pair's two files are read.
+    for absent in ("nsmc", "klue_tc", "korquad"):
+        assert f"{absent}: none of its files is in {SHARED_DATA}, so it is left out" in log
+    assert len(list(data.question_pairs("validation", data_dir))) == 682
 
 
 def test_self_made_datasets_match_their_source_files(self_made_source_dir, self_made_data_dir):
@@ -380,6 +384,59 @@ GOOD_STS_ROW = "main-captions\tMSRvid\t2012test\t0001\t4.5\t한 남자가 춤을
             "klue-sts-v1.1_dev.json item 0: expected guid, sentence1, sentence2 and numeric labels",
         ),
         ({"korean_wikipedia_corpus/corpus.zip": "not a zip"}, "korean_wikipedia_corpus", "corpus.zip is not a zip"),
+        (
+            {"nsmc/ratings_test.txt": "id\tdocument\tlabel\n1\t좋다\t2\n"},
+            "nsmc",
+            "ratings_test.txt line 2: label '2' is not 0 or 1",
+        ),
+        (
+            {"nsmc/ratings_test.txt": "id\tdocument\tlabel\n1\t좋다\n"},
+            "nsmc",
+            "ratings_test.txt line 2: fewer tab-separated columns",
+        ),
+        (
+            {"nsmc/ratings_test.txt": "id\treview\tlabel\n"},
+            "nsmc",
+            "ratings_test.txt: the header names ['id', 'review', 'label']",
+        ),
+        (
+            {"question_pair/validation.txt": "question1\tquestion2\tis_duplicate\n가\t나\t예\n"},
+            "question_pair",
+            "validation.txt line 2: is_duplicate '예' is not 0 or 1",
+        ),
+        (
+            {"klue_tc/ynat-v1.1_dev.json": json.dumps([{"guid": "x", "title": "제목", "label": "사회"}])},
+            "klue_tc",
+            "ynat-v1.1_dev.json item 0: expected the strings guid, title, predefined_news_category, label, url, date",
+        ),
+        ({"korquad/KorQuAD_v1.0_dev.json": "[]"}, "korquad", 'KorQuAD_v1.0_dev.json: expected {"data": [articles]}'),
+        (
+            {
+                "korquad/KorQuAD_v1.0_dev.json": json.dumps(
+                    {
+                        "data": [
+                            {
+                                "title": "t",
+                                "paragraphs": [
+                                    {
+                                        "context": "c",
+                                        "qas": [
+                                            {
+                                                "id": "1",
+                                                "question": "q",
+                                                "answers": [{"text": "a", "answer_start": "0"}],
+                                            }
+                                        ],
+                                    }
+                                ],
+                            }
+                        ]
+                    }
+                )
+            },
+            "korquad",
+            "KorQuAD_v1.0_dev.json article 0: expected a title and paragraphs of a context and qas",
+        ),
     ],
 )
 def test_malformed_source_rows_are_named_and_nothing_is_prepared(tmp_path, files, dataset, message):
@@ -387,6 +444,12 @@ def test_malformed_source_rows_are_named_and_nothing_is_prepared(tmp_path, files
     with pytest.raises(errors.InputError, match=re.escape(message)):
         data.prepare([dataset], str(tmp_path / "source"), str(tmp_path / "tfds"))
     assert not (tmp_path / "tfds" / dataset).exists()
+
+
+def test_prepare_without_datasets_needs_some_datasets_files(tmp_path):
+    (tmp_path / "source").mkdir()
+    with pytest.raises(errors.DataError, match=re.escape(f"none of the datasets' files is in {tmp_path / 'source'}")):
+        data.prepare(None, str(tmp_path / "source"), str(tmp_path / "tfds"))
 
 
 def test_corpus_without_sentences_is_refused(tmp_path):
