@@ -73,7 +73,7 @@ def define_flags():
         ["korsts:dev", "korsts:test", "klue_sts:dev"],
         "Sets as DATASET:SPLIT: STS (korsts, klue_sts) and transfer tasks (nsmc, klue_tc, question_pair, korquad).",
     )
-    model_flags.define_max_sequence_length(64, " (a SavedModel has its own)")
+    model_flags.define_max_sequence_length(None, model_flags.RUN_LENGTH_NOTE + "; a SavedModel has its own)")
     model_flags.define_pooling(" (a SavedModel has its own)")
     model_flags.define_batch_size(64)
     flags.DEFINE_integer(

@@ -55,7 +55,7 @@ def evaluate(
     vocab_path=None,
     lower_case=None,
     data_dir=None,
-    max_sequence_length=64,
+    max_sequence_length=None,
     pooling="cls",
     batch_size=64,
     max_examples=None,
@@ -70,7 +70,9 @@ def evaluate(
             its config, vocab and lower-casing are its own unless `config_path`, `vocab_path`, `lower_case` say.
         saved_model_dir: a SavedModel of export.py instead (its own tokenizer, length and pooling, for everything).
         data_dir: the TFDS data directory (None: TFDS's).
-        max_sequence_length, pooling, batch_size: how sentences are encoded (a checkpoint's).
+        max_sequence_length: tokens per sentence (a checkpoint's); None: the run's own for a checkpoint of a run
+            (its run_config.json), else model_files.DEFAULT_MAX_SEQUENCE_LENGTH.
+        pooling, batch_size: how sentences are encoded (a checkpoint's).
         max_examples: score at most this many examples of each set, a seeded sample (None: all).
         passage_length: tokens of each retrieval paragraph (None: the model's max_position_embeddings).
         verbose: print what is evaluated and progress bars.
@@ -86,8 +88,10 @@ def evaluate(
     if saved_model_dir:
         embedder = saved_model.load_saved_embedder(saved_model_dir)
         tokenizer = passage_tokenizer = tf.identity  # the SavedModel tokenizes inside: it takes the sentences
-        described = f"SavedModel {saved_model_dir}"
+        max_sequence_length = passage_length = embedder.max_sequence_length
+        described = f"SavedModel {saved_model_dir}, max length {max_sequence_length or 'not recorded'}"
     else:
+        max_sequence_length = max_sequence_length or model_files.run_sequence_length(checkpoint)
         found = model_files.find_checked(checkpoint, max_sequence_length, config_path, vocab_path, lower_case)
         passage_length = passage_length or found.config.max_position_embeddings
         found.config.check_sequence_length(passage_length)
@@ -97,12 +101,12 @@ def evaluate(
             found.vocab_path, passage_length, found.config.vocab_size, found.lower_case
         ).trimmed
         embedder = model.sentence_embedder(encoder, pooling)
-        described = f"checkpoint {loaded}, {pooling} pooling"
+        described = f"checkpoint {loaded}, {pooling} pooling, max length {max_sequence_length}"
     if verbose:
         print(described)
     results = sts.StsEvaluator(sts_sets, tokenizer, embedder, batch_size)(verbose) if sts_sets else {}
     for scores in results.values():
-        scores["max_examples"] = max_examples
+        scores |= {"max_examples": max_examples, "max_sequence_length": max_sequence_length}
     encode = tf.function(embedder, reduce_retracing=True)
 
     def embedding(sentences_tokenizer):
@@ -114,6 +118,7 @@ def evaluate(
         if verbose:
             print(f"{key}: {task.kind}")
         results[key] = task.score(embedding(tokenizer), embedding(passage_tokenizer), verbose)
-        if task.kind == "retrieval" and not saved_model_dir:
+        results[key]["max_sequence_length"] = max_sequence_length
+        if task.kind == "retrieval":
             results[key]["passage_length"] = passage_length
     return {f"{name}:{split}": results[f"{name}:{split}"] for name, split in parse_sets(datasets)}

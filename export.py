@@ -37,15 +37,18 @@ def export(
     config_path=None,
     vocab_path=None,
     lower_case=None,
-    max_sequence_length=64,
+    max_sequence_length=None,
     pooling="cls",
     results_json=None,
 ):
     """Writes the model at `checkpoint` to the new directory `output` as a SavedModel (`output_format`
     "savedmodel") or a Hugging Face directory ("huggingface", its model card with the scores of `results_json`,
-    evaluate.py's); returns what was read. `checkpoint`, `config_path`, `vocab_path` and `lower_case` are as for
-    evaluate.py's `evaluate`."""
+    evaluate.py's); returns what was read. `checkpoint`, `config_path`, `vocab_path`, `lower_case` and
+    `max_sequence_length` (None: the run's own, else 64) are as for `evaluation.evaluate`; the SavedModel records its
+    length (`saved_model.load_saved_embedder`), the Hugging Face directory in its tokenizer and sentence-transformers
+    configs."""
     files.check_new_directory(output)
+    max_sequence_length = max_sequence_length or model_files.run_sequence_length(checkpoint)
     results = files.read_json(results_json) if results_json else None
     found = model_files.find_checked(checkpoint, max_sequence_length, config_path, vocab_path, lower_case)
     tokenizer, encoder, loaded = model_files.load_encoder(found, max_sequence_length)
@@ -74,7 +77,7 @@ def define_flags():
     model_flags.define_model_flags()
     flags.DEFINE_string("output", None, "Directory to write to; it must not exist yet.")
     flags.DEFINE_enum("format", "savedmodel", ["savedmodel", "huggingface"], "What to write.")
-    model_flags.define_max_sequence_length(64)
+    model_flags.define_max_sequence_length(None, model_flags.RUN_LENGTH_NOTE + ")")
     model_flags.define_pooling()
     flags.DEFINE_string(
         "results_json", None, "evaluate.py's --results_json of this checkpoint, for the model card (Hugging Face)."

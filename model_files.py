@@ -12,10 +12,28 @@ import google_checkpoint
 import hub
 import huggingface
 import model
+import run_directory
 import tokenization
 
 # What training writes into a run directory besides the checkpoints, so a checkpoint there needs nothing else.
 GOOGLE_CONFIG_FILE = "bert_config.json"
+# Tokens per sentence of a model that is not a run's: the original work's evaluation length.
+DEFAULT_MAX_SEQUENCE_LENGTH = 64
+
+
+def run_sequence_length(weights):
+    """The max_sequence_length the run that saved the checkpoint `weights` trained and evaluated at (its
+    run_config.json), or DEFAULT_MAX_SEQUENCE_LENGTH for weights that are not a run's (a Hub id, a Hugging Face
+    directory, a release, a path that is not found)."""
+    local = weights and not hub.is_hub_id(weights) and files.exists_as_path_or_prefix(weights)
+    if not local or huggingface.is_huggingface_directory(weights):
+        return DEFAULT_MAX_SEQUENCE_LENGTH
+    try:
+        prefix = google_checkpoint.resolve_checkpoint(weights)
+    except errors.CheckpointError:  # said again, in full, where the checkpoint is read
+        return DEFAULT_MAX_SEQUENCE_LENGTH
+    run_config, _ = run_directory.checkpoint_run(prefix)
+    return run_config["max_sequence_length"] if run_config else DEFAULT_MAX_SEQUENCE_LENGTH
 
 
 def check_weights(config, weights):

@@ -47,6 +47,13 @@ def define_pooling(note=""):
     flags.DEFINE_enum("pooling", "cls", model.POOLINGS, f"{POOLING_HELP}{note}.")
 
 
+# The default of evaluate.py's and export.py's --max_sequence_length (model_files.run_sequence_length), for their help.
+RUN_LENGTH_NOTE = (
+    f" (default: the run's own, from the run_config.json of a checkpoint of a run, else "
+    f"{model_files.DEFAULT_MAX_SEQUENCE_LENGTH}"
+)
+
+
 def define_max_sequence_length(default, note="", flag_values=flags.FLAGS):
     """--max_sequence_length with the script's default; `note` as for `define_pooling`."""
     flags.DEFINE_integer(

@@ -12,12 +12,14 @@ import files
 
 class SentenceEmbedder(tf.Module):
     """Tokenizer and embedder in one graph: strings [batch] -> {"embeddings": float32 [batch, hidden]},
-    L2-normalised. `tokenizer` is a `tokenization.KrBertTokenizer`; its vocab becomes an asset of the SavedModel."""
+    L2-normalised. `tokenizer` is a `tokenization.KrBertTokenizer`; its vocab becomes an asset of the SavedModel, and
+    its length the SavedModel's `max_sequence_length` (a variable, read back by `load_saved_embedder`)."""
 
     def __init__(self, tokenizer, embedder):
         super().__init__()
         self.tokenizer = tokenizer
         self.embedder = embedder
+        self.max_sequence_length = tf.Variable(tokenizer.max_sequence_length, trainable=False, dtype=tf.int32)
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="sentences")])
     def serve(self, sentences):
@@ -45,7 +47,8 @@ def saved_model_fingerprint(path):
 
 
 def load_saved_embedder(path):
-    """The `serving_default` function of a SavedModel written by export.py: strings [batch] -> embeddings."""
+    """The `serving_default` function of a SavedModel written by export.py: strings [batch] -> embeddings; its
+    `max_sequence_length` is the export's (None for an export made before it was recorded)."""
     import tensorflow_text  # noqa: F401  (registers the ops of the SavedModel's in-graph tokenizer)
 
     if not files.exists(os.path.join(path, "saved_model.pb")):
@@ -62,4 +65,6 @@ def load_saved_embedder(path):
         return serve(sentences=sentences)["embeddings"]  # float32 [batch, hidden], L2-normalised
 
     embed.saved_model = loaded  # keeps the loaded objects alive as long as the function
+    recorded = getattr(loaded, "max_sequence_length", None)
+    embed.max_sequence_length = None if recorded is None else int(recorded.numpy())
     return embed

@@ -1,6 +1,7 @@
 """SavedModels against the checkpoint they came from (a random BERT), for every pooling; export.py and search.py
 end to end (search.py's ranking with the tiny checkpoint)."""
 
+import json
 import shutil
 
 import numpy as np
@@ -18,11 +19,15 @@ from helpers import (
 
 import data
 import errors
+import evaluation
+import export as export_module
 import google_checkpoint
 import model
+import model_files
 import saved_model
 import sts
 import tokenization
+import training
 
 SENTENCES = ["안전모를 가진 한 남자가 춤을 추고 있다.", "KR-BERT 문장 임베딩", "😀", "", "가" * 500]
 
@@ -179,3 +184,30 @@ def test_loading_what_is_not_a_saved_model(tmp_path):
     (tmp_path / "broken" / "saved_model.pb").write_bytes(b"not a graph")
     with pytest.raises(errors.CheckpointError, match="is not a loadable SavedModel"):
         saved_model.load_saved_embedder(str(tmp_path / "broken"))
+
+
+def test_a_supervised_runs_best_is_evaluated_and_exported_at_the_runs_own_length(
+    self_made_data_dir, random_bert, tmp_path
+):
+    """No length given: the run's own (its run_config.json), 48 for the supervised recipe, not the default 64."""
+    recipe = training.Recipe(
+        kind="supervised", total_steps=2, batch_size=8, learning_rate=5e-5, warmup_ratio=0.05, temperature=0.05,
+        max_sequence_length=48, evaluation_frequency=2, seed=42, precision="float32", train_splits=("xnli_dev",),
+        epochs=1,
+    )  # fmt: skip
+    triples, _ = data.nli_triples_of_splits(["xnli_dev"], self_made_data_dir)
+    run = training.train(
+        recipe, model.BertConfig.from_json_file(random_bert["config"]), str(random_bert["vocab_path"]),
+        lambda tokenizer, seed: data.supervised_batches(triples, tokenizer, recipe.batch_size, seed),
+        training.load_evaluation_sets(self_made_data_dir), run_dir=str(tmp_path / "run"),
+        tensorboard_dir=str(tmp_path / "logs"), pretrained_weight=str(random_bert["pretrained_weight"]),
+    )  # fmt: skip
+    results = evaluation.evaluate(["korsts:dev"], checkpoint=f"{run}/best", data_dir=str(self_made_data_dir))
+    assert results["korsts:dev"]["max_sequence_length"] == 48
+    # The score training recorded, at 48: the same length, the same number.
+    recorded = json.loads((tmp_path / "run" / "eval_history.jsonl").read_text().splitlines()[-1])
+    assert results["korsts:dev"]["spearman"] == pytest.approx(recorded["korsts_spearman"], abs=1e-6)
+    export_module.export(f"{run}/best", str(tmp_path / "exported"))
+    assert saved_model.load_saved_embedder(str(tmp_path / "exported")).max_sequence_length == 48
+    # A checkpoint that is not a run's: 64.
+    assert model_files.run_sequence_length(str(random_bert["pretrained_weight"])) == 64
