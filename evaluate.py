@@ -2,8 +2,8 @@
 embeddings against the gold score, Pearson and Spearman (KorSTS is reported by Spearman, KLUE STS by Pearson); on
 transfer tasks, classification, pair classification and retrieval scores as MTEB computes them (transfer.py).
 
-    python evaluate.py --config=configs/char_bert_base.json --checkpoint=KR-BERT/model.ckpt-2000000 \\
-        --vocab_path=KR-BERT/vocab_char_16424.txt --datasets=korsts:dev,korsts:test,klue_sts:dev
+    python evaluate.py --checkpoint=KR-BERT-char16424/model.ckpt-2000000 \\
+        --datasets=korsts:dev,korsts:test,klue_sts:dev  # KR-BERT's TensorFlow release (docs/training.md)
     python evaluate.py --checkpoint=models/RUN/best      # a run's config and vocab are in its directory
     python evaluate.py --checkpoint=models/RUN/best --datasets=nsmc:test,klue_tc:dev,question_pair:test,korquad:dev
 

@@ -36,7 +36,7 @@ HUB_LOWER_CASE = {KR_BERT_HUB_ID: False}
 def is_hub_id(weights):
     """Whether `weights` names a Hub model: an `owner/name[@revision]` that is no local path or checkpoint prefix,
     nor meant as one: a path that starts with ./ or ../, or whose first component is a local directory (a mistyped
-    `kr-bert-char/model.ckpt-200000`), is a local path that is not found, not a Hub model to download."""
+    `KR-BERT-char16424/model.ckpt-200000`), is a local path that is not found, not a Hub model to download."""
     if not weights or HUB_ID.fullmatch(weights) is None or weights.startswith(("./", "../")):
         return False
     if files.isdir(weights.split("/", 1)[0]):
@@ -75,7 +75,10 @@ def download_hub_file(hub_id, repo_id, revision, names):
             ) from None
         except (OSError, huggingface_hub.errors.HfHubHTTPError, httpx2.HTTPError) as error:
             # httpx2 (huggingface_hub's HTTP client): a connection refused, cut off or timed out.
-            raise errors.CheckpointError(f"could not download {name} of {hub_id}: {errors.one_line(error)}") from None
+            raise errors.CheckpointError(
+                f"{hub_id} is no local path, and as a Hub model its {name} could not be downloaded: "
+                f"{errors.one_line(error)}"
+            ) from None
     if names == (huggingface.TOKENIZER_CONFIG_FILE,):
         return None  # offline too: the files are fetched together, so a cached model without one has none
     wanted = " or ".join(names)

@@ -17,6 +17,9 @@ import tokenization
 
 # What training writes into a run directory besides the checkpoints, so a checkpoint there needs nothing else.
 GOOGLE_CONFIG_FILE = "bert_config.json"
+# KR-BERT character's TensorFlow release (snunlp/KR-BERT) names its config and vocab otherwise: unpacked into one
+# directory, its checkpoint lies beside these two (docs/training.md, "KR-BERT's TensorFlow release").
+KR_BERT_RELEASE_FILES = ("bert_config_char16424.json", "vocab_char_16424.txt")
 # Tokens per sentence of a model that is not a run's: the original work's evaluation length.
 DEFAULT_MAX_SEQUENCE_LENGTH = 64
 
@@ -59,14 +62,14 @@ class ModelFiles:
     weights: str | None
 
 
-def find(weights, config_path=None, vocab_path=None, lower_case=None, default_files=(None, None)):
+def find(weights, config_path=None, vocab_path=None, lower_case=None):
     """The config, vocab, lower-casing and local weights of the model at `weights`: each as given, else the
     model's own.
 
     A Hub id is downloaded first (`hub.download_from_hub`). A Hugging Face directory brings all three. A Google-format
     checkpoint brings the bert_config.json, vocab.txt and tokenizer_config.json beside it (or, for a run's `best/`,
-    in the run directory), as training writes them and Google's releases ship the first two; without a
-    tokenizer_config.json it does not lower-case.
+    in the run directory), as training writes them and Google's releases ship the first two, else KR-BERT's release
+    files beside it (KR_BERT_RELEASE_FILES); without a tokenizer_config.json it does not lower-case.
 
     Args:
         weights: a Hub id, a Hugging Face directory, a checkpoint prefix or its directory, or None (random
@@ -74,8 +77,6 @@ def find(weights, config_path=None, vocab_path=None, lower_case=None, default_fi
         config_path: a Google-format bert_config.json, instead of the model's own.
         vocab_path: a vocab file, instead of the model's own.
         lower_case: BERT's do_lower_case, instead of the model's own.
-        default_files: (config path, vocab path) where the model has none of its own (KR-BERT's release has
-            neither under these names).
     """
     if hub.is_hub_id(weights):
         if lower_case is None:
@@ -95,11 +96,15 @@ def find(weights, config_path=None, vocab_path=None, lower_case=None, default_fi
         vocab_path = vocab_path or os.path.join(directory, huggingface.VOCAB_FILE)
         if lower_case is None and files.exists(os.path.join(directory, huggingface.TOKENIZER_CONFIG_FILE)):
             lower_case = huggingface.read_lower_case(directory)
-    config_path, vocab_path = config_path or default_files[0], vocab_path or default_files[1]
+    elif weights:
+        release_config, release_vocab = (os.path.join(checkpoint_parent(weights), n) for n in KR_BERT_RELEASE_FILES)
+        config_path = config_path or (release_config if files.exists(release_config) else None)
+        vocab_path = vocab_path or (release_vocab if files.exists(release_vocab) else None)
     if not config_path or not vocab_path:
         raise errors.ConfigError(
             f"{weights or 'a model from random initialisation'} has no {GOOGLE_CONFIG_FILE} and "
-            f"{huggingface.VOCAB_FILE} beside it: give its config and vocab"
+            f"{huggingface.VOCAB_FILE} (nor KR-BERT's {' and '.join(KR_BERT_RELEASE_FILES)}) beside it: give its "
+            "config and vocab"
         )
     return ModelFiles(model.BertConfig.from_json_file(config_path), vocab_path, bool(lower_case), weights)
 
@@ -108,12 +113,17 @@ def checkpoint_directory(weights):
     """The directory with the bert_config.json and vocab.txt of the checkpoint at `weights`, or None."""
     if not weights:
         return None
-    directory = weights if files.isdir(weights) else files.parent(weights)
+    directory = checkpoint_parent(weights)
     for candidate in (directory, files.parent(directory)):
         needed = (GOOGLE_CONFIG_FILE, huggingface.VOCAB_FILE)
         if candidate and all(files.exists(os.path.join(candidate, name)) for name in needed):
             return candidate
     return None
+
+
+def checkpoint_parent(weights):
+    """The directory a checkpoint prefix lies in, or the checkpoint directory itself."""
+    return weights if files.isdir(weights) else files.parent(weights)
 
 
 def resolve_weights(weights):
@@ -131,12 +141,10 @@ def load_encoder_weights(encoder, weights):
     return google_checkpoint.load_checkpoint(encoder, weights)
 
 
-def find_checked(
-    weights, max_sequence_length, config_path=None, vocab_path=None, lower_case=None, default_files=(None, None)
-):
+def find_checked(weights, max_sequence_length, config_path=None, vocab_path=None, lower_case=None):
     """`find`, the config checked against `max_sequence_length` and the weights against the config: before any
     data is read or model built."""
-    files = find(weights, config_path, vocab_path, lower_case, default_files)
+    files = find(weights, config_path, vocab_path, lower_case)
     files.config.check_sequence_length(max_sequence_length)
     if files.weights:
         check_weights(files.config, files.weights)

@@ -80,9 +80,9 @@ def define_batch_size(default):
     flags.DEFINE_integer("batch_size", default, "Sentences embedded per batch.", lower_bound=1)
 
 
-def find_model_files(values, weights, default_files=(None, None)):
+def find_model_files(values, weights):
     """model_files.ModelFiles of the model at `weights` with the flags' overrides, checked against
     --max_sequence_length and its weights (`model_files.find_checked`)."""
     return model_files.find_checked(
-        weights, values.max_sequence_length, values.config, values.vocab_path, values.do_lower_case, default_files
+        weights, values.max_sequence_length, values.config, values.vocab_path, values.do_lower_case
     )

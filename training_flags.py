@@ -13,10 +13,6 @@ import hub
 import model_flags
 import training
 
-# KR-BERT character's TensorFlow release, as the README lays it out: it names its config and vocab otherwise than
-# the bert_config.json and vocab.txt a checkpoint's directory is searched for.
-KR_BERT_FILES = ("configs/char_bert_base.json", "kr-bert-char/vocab_char_16424.txt")
-
 # The original work's recipes (jeongukjae/KR-BERT-SimCSE): the training scripts' defaults, and what report.py names
 # a run's differences from. The supervised run's steps follow from its triples: epochs x (triples // batch_size).
 ORIGINAL_RECIPES = {
@@ -179,7 +175,7 @@ def wait_for_datasets(values, strategy, training_dataset):
 def load_model_files(values):
     """The config, vocab and lower-casing of the flags or of --pretrained_weight, the config checked against
     --max_sequence_length: before any data is read."""
-    return model_flags.find_model_files(values, values.pretrained_weight or None, KR_BERT_FILES)
+    return model_flags.find_model_files(values, values.pretrained_weight or None)
 
 
 def train(values, model_files, recipe, strategy, make_batches, run_files=None):

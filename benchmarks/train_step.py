@@ -89,7 +89,9 @@ flags.DEFINE_boolean(
     False,
     "Instead of the comparison: our step on tf.data pipeline batches against synthetic ids, and the pipeline alone.",
 )
-flags.DEFINE_string("vocab_path", "kr-bert-char/vocab_char_16424.txt", "BERT vocab file of the config's size.")
+flags.DEFINE_string(
+    "vocab_path", "KR-BERT-char16424/vocab_char_16424.txt", "BERT vocab file of the config's size (KR-BERT's release)."
+)
 flags.DEFINE_string("data_dir", None, "TFDS data directory with korean_wikipedia_corpus and kornli prepared.")
 flags.DEFINE_string("nli_split", "xnli_dev", "KorNLI split of the supervised pipeline measurement.")
 flags.DEFINE_integer("encode_sentences", 1024, "Corpus sentences encoded by each encoder.")

@@ -214,7 +214,7 @@ def test_what_cannot_be_read_is_named(tmp_path, case):
     assert errors.one_line(raised.value).startswith(message.format(d=directory))
 
 
-def test_a_run_checkpoint_brings_its_own_files(tmp_path):
+def test_a_run_checkpoint_and_kr_berts_release_bring_their_own_files(tmp_path, monkeypatch):
     """What training writes beside its checkpoints: bert_config.json, vocab.txt, tokenizer_config.json."""
     run = tmp_path / "run"
     (run / "best").mkdir(parents=True)
@@ -227,8 +227,23 @@ def test_a_run_checkpoint_brings_its_own_files(tmp_path):
     assert not model_files.find(str(run / "best" / "model.ckpt-5"), lower_case=False).lower_case
     (tmp_path / "elsewhere").mkdir()
     (tmp_path / "elsewhere" / "model.ckpt.index").write_bytes(b"")
-    with pytest.raises(errors.InputError, match="has no bert_config.json and vocab.txt beside it: give its config"):
+    message = (
+        "has no bert_config.json and vocab.txt (nor KR-BERT's bert_config_char16424.json and vocab_char_16424.txt)"
+    )
+    with pytest.raises(errors.InputError, match=re.escape(message)):
         model_files.find(str(tmp_path / "elsewhere" / "model.ckpt"))
+    # KR-BERT character's TensorFlow release, unpacked: its own names beside the checkpoint, wherever it is run from.
+    release = tmp_path / "KR-BERT-char16424"
+    release.mkdir()
+    (release / "model.ckpt-2000000.index").write_bytes(b"")
+    model.BertConfig.from_dict(MICRO).to_json_file(release / "bert_config_char16424.json")
+    micro_vocab(release / "vocab_char_16424.txt")
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    files = model_files.find(str(release / "model.ckpt-2000000"))
+    assert (
+        files.vocab_path == str(release / "vocab_char_16424.txt") and files.config.hidden_size == MICRO["hidden_size"]
+    )
+    assert not files.lower_case
 
 
 @pytest.fixture(scope="module", params=["tiny checkpoint", "random BERT"])
@@ -453,7 +468,7 @@ HUB_FAILURES = {
     "dropped connection": (
         "test/micro-bert",
         {"drop": ["model.safetensors"]},
-        "could not download model.safetensors of test/micro-bert: ",
+        "test/micro-bert is no local path, and as a Hub model its model.safetensors could not be downloaded: ",
     ),
 }
 
@@ -476,17 +491,17 @@ def test_hub_failures_are_one_line_and_leave_nothing(tmp_path, hub_cache, monkey
 
 def test_local_paths_and_checkpoint_prefixes_are_no_hub_ids(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    assert hub.is_hub_id("kr-bert-char/model.ckpt-2000000") and hub.is_hub_id("klue/bert-base@main")
-    (tmp_path / "kr-bert-char").mkdir()
+    assert hub.is_hub_id("KR-BERT-char16424/model.ckpt-2000000") and hub.is_hub_id("klue/bert-base@main")
+    (tmp_path / "KR-BERT-char16424").mkdir()
     # A local path meant, mistyped: its first component is a local directory, or it starts with ./ or ../; found
     # nowhere, it is "not found", not a Hub model to download.
-    for meant_local in ("kr-bert-char/model.ckpt-200000", "./kr-bert/model.ckpt", "../kr-bert/model.ckpt"):
+    for meant_local in ("KR-BERT-char16424/model.ckpt-200000", "./kr-bert/model.ckpt", "../kr-bert/model.ckpt"):
         assert not hub.is_hub_id(meant_local)
         with pytest.raises(errors.CheckpointError, match=re.escape(f"checkpoint not found: {meant_local} (expected")):
             model_files.find(meant_local)
-    (tmp_path / "kr-bert-char" / "model.ckpt-2000000.index").write_bytes(b"")
-    assert not hub.is_hub_id("kr-bert-char/model.ckpt-2000000")  # KR-BERT's TensorFlow release
-    assert not hub.is_hub_id("kr-bert-char") and not hub.is_hub_id("/abs/path") and not hub.is_hub_id("")
+    (tmp_path / "KR-BERT-char16424" / "model.ckpt-2000000.index").write_bytes(b"")
+    assert not hub.is_hub_id("KR-BERT-char16424/model.ckpt-2000000")  # KR-BERT's TensorFlow release
+    assert not hub.is_hub_id("KR-BERT-char16424") and not hub.is_hub_id("/abs/path") and not hub.is_hub_id("")
 
 
 def test_hub_unreachable_and_nothing_cached(tmp_path, hub_cache, monkeypatch):

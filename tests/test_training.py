@@ -818,5 +818,3 @@ def test_defaults_are_the_original_recipe(run_in_fork, script, recipe):
     result = run_in_fork(f"{script}.py", code=f"import json\nfrom absl import flags\n{print_defaults}")
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout.splitlines()[-1]) == recipe
-    # Where a Google-format checkpoint has no config and vocab beside it (KR-BERT's TensorFlow release).
-    assert training_flags.KR_BERT_FILES == ("configs/char_bert_base.json", "kr-bert-char/vocab_char_16424.txt")
