@@ -70,7 +70,15 @@ def report(runs, datasets, output, data_dir=None, max_sequence_length=None, comm
     stored = reporting.stored_evaluations(results_json)
     scorer = Scorer(datasets, data_dir, stored)
 
-    report = {"date": time.strftime("%Y-%m-%d"), "datasets": datasets, "runs": [], "groups": [], "starts": []}
+    report = {
+        "date": time.strftime("%Y-%m-%d"),
+        "machine": reporting.machine(),
+        "data_dir": files.absolute(data_dir) if data_dir else None,
+        "datasets": datasets,
+        "runs": [],
+        "groups": [],
+        "starts": [],
+    }
     for group in groups:
         first = group[0]
         length = max_sequence_length or first.run_config["max_sequence_length"]
@@ -83,7 +91,9 @@ def report(runs, datasets, output, data_dir=None, max_sequence_length=None, comm
             {
                 "model": reporting.model_name(first),
                 "kind": first.kind,
+                "kr_bert": is_kr_bert(first),
                 "recipe_flags": reporting.recipe_flags(first.run_config),
+                "precision": first.run_config["precision"],
                 "max_sequence_length": length,
                 "n": len(group),
                 "runs": [run.path for run in group],
@@ -171,12 +181,26 @@ class Scorer:
         )
 
 
+def is_kr_bert(run):
+    """Whether a run started from the original work's model, KR-BERT character: its Hub id, or a checkpoint beside
+    the TensorFlow release's files."""
+    start = run.pretrained_weight
+    if not start:
+        return False
+    if hub.is_hub_id(start):
+        return start.partition("@")[0] == hub.KR_BERT_HUB_ID
+    directory = model_files.checkpoint_parent(start) if files.exists_as_path_or_prefix(start) else None
+    return bool(directory) and all(
+        files.exists(os.path.join(directory, name)) for name in model_files.KR_BERT_RELEASE_FILES
+    )
+
+
 def make_plots(report):
     """{file name: PNG bytes}: each recipe's training curves and alignment-uniformity plane."""
     figures = {}
     for index, group in enumerate(report["groups"]):
         runs = [run for run in report["runs"] if run["run"] in group["runs"]]
-        title = f"{group['model']}, {group['kind']} SimCSE\n{' '.join(group['recipe_flags'])}"
+        title = f"{group['model']}, {group['kind']} SimCSE\n{' '.join([*group['recipe_flags'], group['precision']])}"
         prefix = f"{index + 1}-{group['kind']}"
         start = group["start"]["results"] if group["start"] else None
         figures[f"{prefix}-curves.png"] = plots.training_curves(

@@ -7,6 +7,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import platform
 import statistics
 
 import errors
@@ -74,7 +75,7 @@ REFERENCE_ROWS = (
 )  # fmt: skip
 
 # run_config.json's fields that the recipe column does not compare with the original recipe: the kind and the BERT
-# config have columns of their own, the seed varies within a group, and --precision is always named, last.
+# config and the precision have columns of their own, and the seed varies within a group.
 NOT_RECIPE_FLAGS = ("kind", "seed", "bert_config", "precision")
 
 
@@ -162,7 +163,7 @@ def group_runs(runs):
 
 
 def recipe_flags(run_config):
-    """The training flags of a run's recipe that differ from its kind's original recipe, then its --precision."""
+    """The training flags of a run's recipe that differ from its kind's original recipe."""
     original = training_flags.ORIGINAL_RECIPES[run_config["kind"]]
     flags = []
     for name, value in run_config.items():
@@ -172,7 +173,23 @@ def recipe_flags(run_config):
             value = tuple(value)
         if original.get(name) != value:
             flags.append(f"--{name}={','.join(value) if isinstance(value, tuple) else value}")
-    return [*flags, f"--precision={run_config['precision']}"]
+    return flags
+
+
+def machine():
+    """The CPU scores are computed on, as results name it: its model name, logical CPUs, and the bfloat16 units that
+    decide its speed (amx_bf16, avx512_bf16)."""
+    name, cpu_flags = platform.processor() or "unknown CPU", set()
+    if os.path.exists("/proc/cpuinfo"):
+        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+            for line in cpuinfo:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name":
+                    name = value.strip()
+                elif key.strip() == "flags":
+                    cpu_flags = set(value.split())
+    units = [unit for unit in ("amx_bf16", "avx512_bf16") if unit in cpu_flags]
+    return f"{name}, {os.cpu_count()} CPUs" + (f" ({', '.join(units)})" if units else "")
 
 
 def model_name(run):
@@ -261,7 +278,7 @@ def cell(mean, std=None):
 
 
 # The columns of text, left-aligned; the others hold numbers, right-aligned.
-TEXT_COLUMNS = ("model", "training", "recipe", "run", "start", "of the runs")
+TEXT_COLUMNS = ("model", "training", "precision", "recipe", "run", "start", "of the runs")
 
 
 def table(header, rows):
@@ -280,6 +297,7 @@ def results_markdown(report, command, plots):
         "",
         f"Made on {report['date']} by `{command}`.",
         "",
+        *provenance(report),
         "Scores x100 of each run's `best/` (its step of the best KorSTS dev Spearman during training), embedded with "
         "[CLS] at the run's own maximum length unless the command says otherwise: mean ± sample standard deviation "
         "over the n seeds of a recipe (no spread for n = 1). The recipe column gives the training flags that differ "
@@ -292,10 +310,10 @@ def results_markdown(report, command, plots):
             cell(group["scores"][dataset][metric]["mean"], group["scores"][dataset][metric]["std"])
             for dataset, metric, _ in columns
         ]
-        + [" ".join(f"`{flag}`" for flag in group["recipe_flags"])]
+        + [group["precision"], " ".join(f"`{flag}`" for flag in group["recipe_flags"]) or "the original"]
         for group in report["groups"]
     ]
-    lines += table(["model", "training", "n", *(header for _, _, header in columns), "recipe"], rows)
+    lines += table(["model", "training", "n", *(header for _, _, header in columns), "precision", "recipe"], rows)
     lines += ["", "n/a: a metric that is undefined (constant similarities) in a run."]
     tasks = dict.fromkeys(dataset.split(":")[0] for dataset in datasets if dataset.split(":")[0] in TASK_NOTES)
     if tasks:
@@ -328,9 +346,34 @@ def results_markdown(report, command, plots):
          for model, kind, scores in REFERENCE_ROWS],
     )  # fmt: skip
     for index, group in enumerate(report["groups"]):
-        lines += ["", f"## Plots: {group['model']}, {group['kind']}, {' '.join(group['recipe_flags'])}", ""]
+        lines += [
+            "",
+            f"## Plots: {group['model']}, {group['kind']}, {' '.join([*group['recipe_flags'], group['precision']])}",
+            "",
+        ]
         lines += [f"![{title}]({name})" for title, name in plots.get(index, [])]
     return "\n".join(lines) + "\n"
+
+
+def provenance(report):
+    """The lines that say where the numbers come from: the machine, the data, and which models are not the original
+    work's (their numbers are not comparable to the reference rows)."""
+    sizes = ", ".join(
+        f"{dataset} (n = {report['runs'][0]['results'][dataset]['n']:,})" for dataset in report["datasets"]
+    )
+    lines = [
+        f"Scored on {report['machine']}, from the TFDS data directory {report['data_dir'] or 'TFDS uses by default'}: "
+        f"{sizes}.",
+        "",
+    ]
+    others = list(dict.fromkeys(group["model"] for group in report["groups"] if not group["kr_bert"]))
+    if others:
+        lines += [
+            f"Not KR-BERT: {' and '.join(others)} {'is' if len(others) == 1 else 'are'} not the original work's "
+            "KR-BERT character, so these numbers are not comparable to its reference rows below.",
+            "",
+        ]
+    return lines
 
 
 def best_step_cell(run):

@@ -137,25 +137,32 @@ def test_report_summarises_the_seeds_of_each_recipe_as_evaluate_py_scores_them(
     results = tables["Results"]
     assert results[0] == [
         "model", "training", "n", "KorSTS dev Spearman", "KLUE STS dev Pearson", "KLUE STS dev Spearman",
-        "NSMC test accuracy", "Question pair test AP", "recipe",
+        "NSMC test accuracy", "Question pair test AP", "precision", "recipe",
     ]  # fmt: skip
     name = pathlib.Path(random_bert["pretrained_weight"]).parent.name
     size = f"{MICRO_CHARACTER['num_hidden_layers']} layers, hidden {MICRO_CHARACTER['hidden_size']}"
     groups = [("a-seed42", "a-seed43"), ("b-seed42",)]
     recipes = [
-        "`--total_steps=4` `--batch_size=8` `--max_sequence_length=16` `--evaluation_frequency=2` "
-        "`--precision=float32`",
+        "`--total_steps=4` `--batch_size=8` `--max_sequence_length=16` `--evaluation_frequency=2`",
         "`--total_steps=4` `--batch_size=8` `--learning_rate=0.0001` `--max_sequence_length=16` "
-        "`--evaluation_frequency=2` `--precision=float32`",
+        "`--evaluation_frequency=2`",
     ]
     assert results[1:] == [
         [f"{name} ({size})", "unsupervised", str(len(group))]
         + [expected_cell([scores[run][dataset][metric] for run in group]) for dataset, metric in COLUMNS]
-        + [recipe]
+        + ["float32", recipe]
         for group, recipe in zip(groups, recipes, strict=True)
     ]
     assert "±" in results[1][3] and "±" not in results[2][3]
     text = (output / "results.md").read_text()
+    # Where the numbers come from, first: the machine, the data, and that the model is not KR-BERT.
+    assert (
+        f"Scored on {reporting.machine()}, from the TFDS data directory {self_made_data_dir}: korsts:dev (n = 24), "
+        in text
+    )
+    assert (
+        f"Not KR-BERT: {name} ({size}) is not the original work's KR-BERT character, so these numbers are not" in text
+    )
     assert "- NSMC (movie-review sentiment) accuracy: the mean of 10 logistic regressions" in text
     assert "- Question pair AP: the average precision of ranking the question pairs" in text
     # The start, and the original work's numbers, labelled as such and as the README gives them.
@@ -188,16 +195,22 @@ def test_results_table_has_the_original_readmes_columns_and_says_what_is_undefin
         "history": [{"step": 6}], "run_config": {"total_steps": 9},
     }  # fmt: skip
     group = {
-        "model": "m", "kind": "supervised", "n": 1, "recipe_flags": ["--precision=float32"],
+        "model": "m", "kind": "supervised", "n": 1, "recipe_flags": [], "precision": "mixed_bfloat16", "kr_bert": True,
         "scores": reporting.group_summary([run["results"]], datasets),
     }  # fmt: skip
-    report = {"date": "2026-12-03", "datasets": datasets, "runs": [run], "groups": [group], "starts": []}
-    tables = markdown_tables(reporting.results_markdown(report, "python report.py", {}))
+    report = {
+        "date": "2026-12-03", "machine": "a CPU", "data_dir": None, "datasets": datasets, "runs": [run],
+        "groups": [group], "starts": [],
+    }  # fmt: skip
+    text = reporting.results_markdown(report, "python report.py", {})
+    tables = markdown_tables(text)
     assert tables["Results"] == [
         ["model", "training", "n", "KorSTS dev Spearman", "KorSTS test Spearman", "KLUE STS dev Pearson",
-         "KLUE STS dev Spearman", "recipe"],
-        ["m", "supervised", "1", "n/a", "n/a", "50.00", "n/a", "`--precision=float32`"],
+         "KLUE STS dev Spearman", "precision", "recipe"],
+        ["m", "supervised", "1", "n/a", "n/a", "50.00", "n/a", "mixed_bfloat16", "the original"],
     ]  # fmt: skip
+    assert "from the TFDS data directory TFDS uses by default: korsts:dev (n = 10)," in text
+    assert "Not KR-BERT" not in text  # a KR-BERT start is comparable to the reference rows
     assert tables["Runs"][1][3] == "6 (stopped at 6 of 9)"
 
 
@@ -299,3 +312,19 @@ def test_report_py_end_to_end_on_a_run_of_the_tiny_checkpoint(prepared_data_dir,
     assert entry["results"]["korsts:dev"]["n"] == 1500 and entry["results"]["klue_sts:dev"]["n"] == 519
     assert stored["starts"][0]["pretrained_weight"] == str(pathlib.Path(TINY["pretrained_weight"]).absolute())
     assert "| tiny-char-mlm (4 layers, hidden 256) | unsupervised | 1 |" in (output / "results.md").read_text()
+
+
+def test_only_kr_berts_hub_id_or_release_counts_as_the_original_works_model(tmp_path, monkeypatch):
+    def run(start):
+        return reporting.Run("models/r", {}, {"pretrained_weight": start}, [], "models/r/best/model.ckpt-1")
+
+    monkeypatch.chdir(tmp_path)
+    assert report.is_kr_bert(run("snunlp/KR-BERT-char16424")) and report.is_kr_bert(run("snunlp/KR-BERT-char16424@v1"))
+    assert not report.is_kr_bert(run("klue/bert-base")) and not report.is_kr_bert(run(None))
+    release = tmp_path / "KR-BERT-char16424"
+    release.mkdir()
+    (release / "model.ckpt-2000000.index").write_bytes(b"")
+    assert not report.is_kr_bert(run(str(release / "model.ckpt-2000000")))  # not without the release's files
+    for name in ("bert_config_char16424.json", "vocab_char_16424.txt"):
+        (release / name).write_text("{}")
+    assert report.is_kr_bert(run(str(release / "model.ckpt-2000000")))
