@@ -9,9 +9,11 @@ import subprocess
 import sys
 import xml.etree.ElementTree as ElementTree
 
+import numpy as np
 import pytest
 from helpers import REPO, SHARED_DATA, require_shared
 
+import google_checkpoint
 import huggingface
 import model
 import optimization
@@ -239,6 +241,140 @@ python -m pytest -q
         "evaluate.py": ["--no_such_flag"],
         "search.py": [],
     }
+
+
+# === Flags that tables and prose say a script takes ===
+
+TOP_LEVEL_SCRIPTS = [script for script in SCRIPTS if "/" not in script]
+TRAINING_SCRIPTS = ["train_unsupervised.py", "train_supervised.py"]
+# How the tables' "where" column names scripts.
+WHERE = {
+    "evaluate": ["evaluate.py"],
+    "export": ["export.py"],
+    "search": ["search.py"],
+    "report": ["report.py"],
+    "prepare": ["data.py"],
+    "`data.py prepare`": ["data.py"],
+    "training": TRAINING_SCRIPTS,
+    "train_unsupervised": ["train_unsupervised.py"],
+    "train_supervised": ["train_supervised.py"],
+    "every script": TOP_LEVEL_SCRIPTS,
+    "everywhere": TOP_LEVEL_SCRIPTS,
+}
+FLAG = re.compile(r"--([a-z][a-z0-9_]*)")
+
+
+def table_rows(text):
+    """{header cell: cell} of every row of every Markdown table in the prose of a page."""
+    _, prose = code_blocks_and_prose(text)
+    rows, header = [], None
+    for line in [*prose.splitlines(), ""]:
+        if not line.startswith("|"):
+            header = None
+            continue
+        cells = [cell.strip() for cell in line.strip().strip("|").split(" | ")]
+        if set(line) <= set("|-: "):
+            continue
+        if header is None:
+            header = cells
+        else:
+            rows.append(dict(zip(header, cells, strict=False)))
+    return rows
+
+
+def scripts_in(where):
+    """The scripts a "where" cell names ("evaluate, export, search"); a name it does not know is an error."""
+    named = []
+    for part in where.split(","):
+        part = part.strip().removesuffix(" (the scripts)")
+        assert part in WHERE, f"'{part}' names no script: add it to WHERE"
+        named += WHERE[part]
+    return named
+
+
+def scripts_named(text):
+    """The scripts a piece of prose names: `X.py` (or X.py), "every script", "both training scripts"."""
+    scripts = [name for name in re.findall(r"([\w/]+\.py)\b", text) if name in SCRIPTS]
+    scripts += TOP_LEVEL_SCRIPTS * ("every script" in text.lower())
+    scripts += TRAINING_SCRIPTS * ("both training scripts" in text.lower())
+    return sorted(set(scripts))
+
+
+def claims_in_prose(text):
+    """[(scripts, flags, sentence)] of every sentence of prose (tables and headings aside) that says scripts take
+    flags: it names scripts (`scripts_named`), `--flag`s, and the verb take. A flag followed by the scripts in
+    parentheses ("`--checkpoint` (evaluate.py, export.py)") is claimed of those alone."""
+    _, prose = code_blocks_and_prose(text)
+    lines = [line for line in prose.splitlines() if not line.startswith(("|", "#"))]
+    claims = []
+    for sentence in re.split(r"(?<=[.;])\s+|\n\s*\n", " ".join(lines).replace("  ", "\n\n")):
+        if not re.search(r"\btakes?\b", sentence):
+            continue
+        paired = [
+            (scripts_named(names), [flag], sentence)
+            for flag, names in re.findall(r"`--([a-z][a-z0-9_]*)[^`]*`\s*\(([^)]*)\)", sentence)
+            if scripts_named(names)
+        ]
+        if paired:
+            claims += paired
+            continue
+        scripts = scripts_named(" ".join(re.findall(r"`([^`]+)`", sentence)) + " " + sentence)
+        flags = FLAG.findall(" ".join(re.findall(r"`([^`]+)`", sentence)))
+        if scripts and flags:
+            claims.append((scripts, sorted(set(flags)), sentence))
+    return claims
+
+
+def test_flags_tables_and_prose_name_for_a_script_are_its_own(script_flags):
+    """docs/errors.md's rows: every flag of the input holds for every script their "where" names (what happens may
+    name another script's flag, as a fix to run); a sentence that says scripts take a flag holds for every script it
+    names."""
+    problems = []
+    for page in PAGES:
+        text = page.read_text()
+        for row in table_rows(text):
+            if "where" not in row:
+                continue
+            flags = set(FLAG.findall(row["input"]))
+            for script in scripts_in(row["where"]):
+                missing = sorted(flag for flag in flags if flag not in script_flags[script]["names"])
+                if missing:
+                    problems.append(f"{page.name}: {script} has no --{', --'.join(missing)}: {row}")
+        for scripts, flags, sentence in claims_in_prose(text):
+            for script in scripts:
+                missing = [flag for flag in flags if flag not in script_flags[script]["names"]]
+                if missing:
+                    problems.append(f"{page.name}: {script} has no --{', --'.join(missing)}: {sentence}")
+    assert not problems, "\n".join(problems)
+
+
+def test_the_table_and_prose_checker_reads_what_it_should():
+    page = """
+| input | where | what happens | test |
+|---|---|---|---|
+| `--top_k=0` | search | `flag --top_k=0: 0 is not a positive integer` | test_errors |
+
+Every script takes `--data_dir` (a claim). `export.py` writes a SavedModel. Both training scripts take `--seed`.
+"""
+    assert table_rows(page) == [
+        {"input": "`--top_k=0`", "where": "search", "what happens": "`flag --top_k=0: 0 is not a positive integer`",
+         "test": "test_errors"},
+    ]  # fmt: skip
+    assert scripts_in("evaluate, export, training") == ["evaluate.py", "export.py", *TRAINING_SCRIPTS]
+    assert [(scripts, flags) for scripts, flags, _ in claims_in_prose(page)] == [
+        (sorted(TOP_LEVEL_SCRIPTS), ["data_dir"]),
+        (sorted(TRAINING_SCRIPTS), ["seed"]),
+    ]
+
+
+def test_parameter_counts_are_the_encoders():
+    """Every "N parameters" of the pages is what the encoder of KR-BERT character's config loads (its checkpoint
+    variables: no pretraining heads)."""
+    config = model.BertConfig.from_json_file(REPO / "configs" / "char_bert_base.json")
+    encoder_parameters = sum(int(np.prod(shape)) for shape in google_checkpoint.checkpoint_shapes(config).values())
+    counts = {page.name: re.findall(r"([\d,]{9,}) parameters", page.read_text()) for page in PAGES}
+    assert counts["README.md"] and counts["data.md"]
+    assert {count for found in counts.values() for count in found} == {f"{encoder_parameters:,}"}
 
 
 def test_code_fences_are_closed():
