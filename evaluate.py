@@ -37,11 +37,11 @@ def print_table(results):
         kinds.setdefault(evaluation.kind(key), []).append(key)
     for kind, keys in kinds.items():
         columns = TABLE_COLUMNS[kind]
-        print(f"{'set':<20}{'n':>7}" + "".join(f"{heading:>16}" for heading, _, _ in columns) + "   (x100)")
+        print(f"{'set':<26}{'n':>7}" + "".join(f"{heading:>16}" for heading, _, _ in columns) + "   (x100)")
         for key in keys:
             scores = results[key]
             cells = [percent(scores[name], scores.get(spread) if spread else None) for _, name, spread in columns]
-            print(f"{key:<20}{scores['n']:>7}" + "".join(f"{cell:>16}" for cell in cells))
+            print(f"{key:<26}{scores['n']:>7}" + "".join(f"{cell:>16}" for cell in cells))
 
 
 def percent(value, spread=None):

@@ -200,7 +200,7 @@ def make_plots(report):
     figures = {}
     for index, group in enumerate(report["groups"]):
         runs = [run for run in report["runs"] if run["run"] in group["runs"]]
-        title = f"{group['model']}, {group['kind']} SimCSE\n{' '.join([*group['recipe_flags'], group['precision']])}"
+        title = f"{group['model']}, {group['kind']} SimCSE\n{' '.join(group['recipe_flags'])} ({group['precision']})"
         prefix = f"{index + 1}-{group['kind']}"
         start = group["start"]["results"] if group["start"] else None
         figures[f"{prefix}-curves.png"] = plots.training_curves(

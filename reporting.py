@@ -348,7 +348,7 @@ def results_markdown(report, command, plots):
     for index, group in enumerate(report["groups"]):
         lines += [
             "",
-            f"## Plots: {group['model']}, {group['kind']}, {' '.join([*group['recipe_flags'], group['precision']])}",
+            f"## Plots: {group['model']}, {group['kind']}, {' '.join(group['recipe_flags'])} ({group['precision']})",
             "",
         ]
         lines += [f"![{title}]({name})" for title, name in plots.get(index, [])]
@@ -366,6 +366,14 @@ def provenance(report):
         f"{sizes}.",
         "",
     ]
+    for group in report["groups"]:
+        runs = [run for run in report["runs"] if run["run"] in group["runs"]]
+        seeds = ", ".join(str(run["seed"]) for run in runs)
+        lines += [
+            f"Trained by `train_{group['kind']}.py` from `{runs[0]['start'] or 'random initialisation'}` with the "
+            f"recipe column's flags, {group['precision']}, seed{'s' * (len(runs) > 1)} {seeds}.",
+            "",
+        ]
     others = list(dict.fromkeys(group["model"] for group in report["groups"] if not group["kr_bert"]))
     if others:
         lines += [

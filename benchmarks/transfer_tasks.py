@@ -46,7 +46,7 @@ SIZES = {
     "korquad": {"questions": 5_774, "paragraphs": 960},
 }
 YNAT_TOPICS = ("IT과학", "경제", "사회", "생활문화", "세계", "스포츠", "정치")
-# A stand-in paragraph's characters, drawn uniformly: about one token each, so most fill the 512 positions.
+# A stand-in paragraph's characters, drawn uniformly: about one token each, so the longer ones are cut at 512 tokens.
 PARAGRAPH_CHARACTERS = (300, 900)
 TASKS = ("nsmc:test", "klue_tc:dev", "question_pair:validation", "korquad:dev")
 
@@ -65,7 +65,9 @@ def write_stand_ins(source_dir, sentences, scale, rng):
         return [sentences[i] for i in rng.integers(0, len(sentences), max(int(count * scale), 16))]
 
     for split, count in SIZES["nsmc"].items():
-        rows = [f"{i}\t{text}\t{rng.integers(0, 2)}" for i, text in enumerate(draw(count))]
+        # The builder reads with csv's default quoting: a '"' would join rows, so the stand-ins have none.
+        texts = [text.replace('"', "") for text in draw(count)]
+        rows = [f"{i}\t{text}\t{rng.integers(0, 2)}" for i, text in enumerate(texts)]
         write(source_dir / "nsmc" / f"ratings_{split}.txt", "\n".join(["id\tdocument\tlabel", *rows]) + "\n")
     for split, count in SIZES["klue_tc"].items():
         headlines = [

@@ -39,6 +39,7 @@ SCRIPTS = [
     "report.py",
     "data.py",
     "benchmarks/train_step.py",
+    "benchmarks/transfer_tasks.py",
 ]
 
 

@@ -160,6 +160,8 @@ def test_report_summarises_the_seeds_of_each_recipe_as_evaluate_py_scores_them(
         f"Scored on {reporting.machine()}, from the TFDS data directory {self_made_data_dir}: korsts:dev (n = 24), "
         in text
     )
+    trained = "Trained by `train_unsupervised.py` from `{}` with the recipe column's flags, float32, seeds 42, 43."
+    assert trained.format(random_bert["pretrained_weight"]) in text
     assert (
         f"Not KR-BERT: {name} ({size}) is not the original work's KR-BERT character, so these numbers are not" in text
     )
@@ -192,10 +194,11 @@ def test_results_table_has_the_original_readmes_columns_and_says_what_is_undefin
     datasets = ["korsts:dev", "korsts:test", "klue_sts:dev"]
     run = {
         "run": "models/r", "kind": "supervised", "seed": 1, "best_step": 6, "results": dict.fromkeys(datasets, scores),
-        "history": [{"step": 6}], "run_config": {"total_steps": 9},
+        "history": [{"step": 6}], "run_config": {"total_steps": 9}, "start": "snunlp/KR-BERT-char16424",
     }  # fmt: skip
     group = {
         "model": "m", "kind": "supervised", "n": 1, "recipe_flags": [], "precision": "mixed_bfloat16", "kr_bert": True,
+        "runs": ["models/r"],
         "scores": reporting.group_summary([run["results"]], datasets),
     }  # fmt: skip
     report = {
