@@ -111,8 +111,17 @@ def test_evaluate_py_mean_pooling_matches_an_independent_bert(
     assert list(results) == ["korsts:dev", "klue_sts:dev"]
     assert results["korsts:dev"]["n"] == 1500 and results["klue_sts:dev"]["n"] == 519
     for scores in results.values():
-        assert set(scores) == {"n", "pearson", "spearman", "alignment", "uniformity"}
-    assert "mean pooling" in result.stdout
+        assert set(scores) == {
+            "n",
+            "pearson",
+            "spearman",
+            "alignment",
+            "uniformity",
+            "max_examples",
+            "max_sequence_length",
+        }
+        assert scores["max_examples"] is None and scores["max_sequence_length"] == 64  # not a run's checkpoint: 64
+    assert "mean pooling, max length 64" in result.stdout
     assert f"{results['korsts:dev']['spearman'] * 100:.2f}" in result.stdout
     assert results["korsts:dev"]["spearman"] == pytest.approx(reference_korsts_dev_spearman["mean"], abs=1e-3)
 
