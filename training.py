@@ -245,8 +245,9 @@ def train(
                 state_manager = tf.train.CheckpointManager(state, worker_state_dir, max_to_keep=1)
                 evaluation = EvaluateAndCheckpoint(encoder, state_manager, recipe)
             try:
-                # A resumed run draws other batches than the first steps of the run it continues.
-                batches = make_batches(tokenizer, recipe.seed + start_step)
+                # The run's one sequence of batches, the ones its saved steps took skipped: a resumed run trains on
+                # what the run it continues would have (each pass's shuffle follows from the seed and the pass).
+                batches = make_batches(tokenizer, recipe.seed).skip(start_step)
                 run_steps(simcse, strategy, batches, start_step, recipe.total_steps, evaluation, show_progress=chief)
             finally:
                 if new_run and not run.saved_state():
@@ -319,8 +320,9 @@ def run_steps(simcse, strategy, batches, start_step, total_steps, evaluation, sh
 
 def build_simcse(recipe, config, saved_state=None):
     """(encoder, compiled SimCSE, its training state), restored from `saved_state` if given; in the strategy's
-    scope. The state holds the model, optimizer slots, step counter and (mixed_float16) loss scale: all a resumed
-    run needs. The optimizer's variables are made here, not in the first step, which may be traced in a replica."""
+    scope. The state holds the model, optimizer slots, step counter, (mixed_float16) loss scale and the dropout
+    layers' random streams: all a resumed run needs to go on as if it had not stopped. The optimizer's variables are
+    made here, not in the first step, which may be traced in a replica."""
     encoder = model.BertEncoder(config)
     simcse = optimization.compile_simcse(
         encoder,
@@ -331,7 +333,11 @@ def build_simcse(recipe, config, saved_state=None):
         mini_batch_size=recipe.mini_batch_size,
     )
     simcse.optimizer.build(simcse.trainable_variables)
-    state = tf.train.Checkpoint(model=simcse, optimizer=simcse.optimizer)
+    # The dropout layers' seed states too (Keras does not track them): a resumed run draws the masks the run it
+    # continues would have.
+    state = tf.train.Checkpoint(
+        model=simcse, optimizer=simcse.optimizer, dropout_seed_states=encoder.dropout_seed_states()
+    )
     if saved_state:
         state.restore(saved_state).assert_existing_objects_matched()
         logging.info("resuming from %s", saved_state)

@@ -13,6 +13,7 @@ import time
 import types
 
 import loopback
+import numpy as np
 import pytest
 import tensorflow as tf
 from absl import flags
@@ -433,11 +434,11 @@ def test_steps_skipped_by_the_loss_scaler_leave_one_step_counter(
     sentences = data.corpus_sentences(data_dir)
     recipe = make_recipe(precision="mixed_float16", total_steps=8, evaluation_frequency=4, learning_rate=1e-3)
     sets = training.load_evaluation_sets(data_dir)
-    first_steps = []
+    seeds = []
 
     def stopping_after(steps):
         def make_batches(tokenizer, seed):
-            first_steps.append(seed - recipe.seed)
+            seeds.append(seed)
             return data.unsupervised_batches(sentences, tokenizer, recipe.batch_size, seed).take(steps)
 
         return make_batches
@@ -450,13 +451,14 @@ def test_steps_skipped_by_the_loss_scaler_leave_one_step_counter(
     assert saved_optimizer_variable(state, "dynamic_scale") < 2.0**20
 
     train(data_dir, tmp_path, recipe, stopping_after(100), None, sets, **untrained)
-    assert first_steps == [0, 4]  # resumed after the 4 steps taken, whatever the optimizer counted
+    assert seeds == [recipe.seed] * 2  # one sequence of batches, the 4 steps taken skipped
+    # Resumed after the 4 steps taken, whatever the optimizer counted.
     assert [record["step"] for record in eval_history(run_dir)] == [4, 8]
     state = tf.train.latest_checkpoint(run_dir / "state")
     assert state.endswith("ckpt-8") and optimizer_step(state) < 8
     assert sorted(int(path.name[5:-6]) for path in run_dir.glob("step-*.index")) == [4, 8]
     train(data_dir, tmp_path, recipe, stopping_after(100), None, sets, **untrained)
-    assert first_steps == [0, 4]  # finished: nothing trained again
+    assert seeds == [recipe.seed] * 2  # finished: nothing trained again
 
 
 @pytest.mark.slow
@@ -818,3 +820,43 @@ def test_defaults_are_the_original_recipe(run_in_fork, script, recipe):
     result = run_in_fork(f"{script}.py", code=f"import json\nfrom absl import flags\n{print_defaults}")
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout.splitlines()[-1]) == recipe
+
+
+@pytest.mark.parametrize("replicas", [1, 2])
+def test_a_stopped_and_resumed_run_ends_as_one_that_was_not(
+    self_made_data_dir, random_bert, two_replicas, tmp_path, replicas
+):
+    """Data-exact resuming: the batches the saved steps took are skipped, the dropout stream comes back with the
+    state; the final weights and the evaluations equal those of the run that was not stopped."""
+    data_dir = self_made_data_dir
+    untrained = {"files": random_bert, "pretrained": False}
+    sentences = data.corpus_sentences(data_dir)
+    # 12 steps of 8 over the 61 corpus sentences: two passes and a half, each shuffled anew.
+    recipe = make_recipe(total_steps=12, batch_size=8, evaluation_frequency=4, learning_rate=1e-3)
+    sets = training.load_evaluation_sets(data_dir)
+    strategy = two_replicas if replicas == 2 else None
+
+    def stopping_after(steps):
+        def make_batches(tokenizer, seed):
+            return data.unsupervised_batches(sentences, tokenizer, recipe.batch_size, seed).take(steps)
+
+        return make_batches
+
+    train(data_dir, tmp_path / "whole", recipe, None, strategy, sets, **untrained)
+    train(data_dir, tmp_path / "stopped", recipe, stopping_after(6), strategy, sets, **untrained)
+    assert [record["step"] for record in eval_history(tmp_path / "stopped" / "runs" / "run")] == [4]
+    train(data_dir, tmp_path / "stopped", recipe, None, strategy, sets, **untrained)
+
+    def final(name):
+        run_dir = tmp_path / name / "runs" / "run"
+        reader = tf.train.load_checkpoint(str(run_dir / "step-12"))
+        weights = {key: reader.get_tensor(key) for key in reader.get_variable_to_shape_map()}
+        history = [{k: v for k, v in record.items() if k != "seconds"} for record in eval_history(run_dir)]
+        return weights, history
+
+    (whole, whole_history), (resumed, resumed_history) = final("whole"), final("stopped")
+    assert [record["step"] for record in resumed_history] == [4, 8, 12]
+    for key, value in whole.items():
+        np.testing.assert_allclose(resumed[key], value, atol=1e-6, err_msg=key)
+    for whole_record, resumed_record in zip(whole_history, resumed_history, strict=True):
+        assert resumed_record == pytest.approx(whole_record, abs=1e-6)
