@@ -339,7 +339,13 @@ def build_simcse(recipe, config, saved_state=None):
         model=simcse, optimizer=simcse.optimizer, dropout_seed_states=encoder.dropout_seed_states()
     )
     if saved_state:
-        state.restore(saved_state).assert_existing_objects_matched()
+        try:
+            state.restore(saved_state).assert_existing_objects_matched()
+        except AssertionError:  # a state saved before the dropout streams were: the rest must all be there
+            tf.train.Checkpoint(model=simcse, optimizer=simcse.optimizer).restore(
+                saved_state
+            ).assert_existing_objects_matched()
+            logging.warning("%s holds no dropout streams (saved by an older version): new masks are drawn", saved_state)
         logging.info("resuming from %s", saved_state)
     return encoder, simcse, state
 

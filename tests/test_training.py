@@ -860,3 +860,22 @@ def test_a_stopped_and_resumed_run_ends_as_one_that_was_not(
         np.testing.assert_allclose(resumed[key], value, atol=1e-6, err_msg=key)
     for whole_record, resumed_record in zip(whole_history, resumed_history, strict=True):
         assert resumed_record == pytest.approx(whole_record, abs=1e-6)
+
+
+def test_a_state_saved_without_dropout_streams_still_resumes(
+    self_made_data_dir, random_bert, tmp_path, monkeypatch, caplog
+):
+    untrained = {"files": random_bert, "pretrained": False}
+    recipe = make_recipe(total_steps=8, batch_size=8, evaluation_frequency=4)
+    sentences = data.corpus_sentences(self_made_data_dir)
+
+    def stopping_at_6(tokenizer, seed):
+        return data.unsupervised_batches(sentences, tokenizer, recipe.batch_size, seed).take(6)
+
+    with monkeypatch.context() as older_version:
+        older_version.setattr(model.BertEncoder, "dropout_seed_states", lambda self: [])
+        train(self_made_data_dir, tmp_path, recipe, stopping_at_6, **untrained)
+    with caplog.at_level("WARNING"):
+        train(self_made_data_dir, tmp_path, recipe, **untrained)
+    assert "holds no dropout streams (saved by an older version): new masks are drawn" in caplog.text
+    assert [record["step"] for record in eval_history(tmp_path / "runs" / "run")] == [4, 8]
