@@ -5,6 +5,7 @@ a path, the contents of a file. Scripts run their `main` through `run`, which tu
 a file that cannot be decoded into the one line.
 """
 
+import signal
 import sys
 import unicodedata
 
@@ -38,6 +39,22 @@ class DataError(InputError):
 class TrainingError(InputError):
     """Training that cannot start or go on: a recipe out of range, a run directory of another recipe, a diverged
     loss, a lost worker."""
+
+
+class Interrupted(BaseException):  # noqa: N818  (not an error: a stop the user asked for)
+    """SIGINT (Ctrl-C) or SIGTERM (a preemption, a scheduler): `run` ends the script with the message, or with
+    "interrupted", and exit status 128 + the signal's number, as a shell reports a process the signal ended. A
+    BaseException, as KeyboardInterrupt: no `except Exception` of a library swallows it."""
+
+    def __init__(self, signal_number, message=None):
+        super().__init__(message or f"interrupted by {signal.Signals(signal_number).name}")
+        self.signal_number = signal_number
+
+
+def raise_interrupted(signal_number, frame):
+    """A signal handler: the signal as `Interrupted`, raised where the main thread is."""
+    del frame
+    raise Interrupted(signal_number)
 
 
 # An error line is cut here: a file can put a name of any length into a message.
@@ -97,4 +114,10 @@ def run(main, command=None):
         except (InputError, OSError, UnicodeDecodeError, *FILE_SYSTEM_ERRORS) as error:
             sys.exit(f"error: {one_line(error)}")
 
-    app.run(main_reporting_bad_input, flags_parser=parse_flags)
+    signal.signal(signal.SIGTERM, raise_interrupted)  # SIGINT raises KeyboardInterrupt already
+    try:
+        app.run(main_reporting_bad_input, flags_parser=parse_flags)
+    except (Interrupted, KeyboardInterrupt) as stop:
+        signal_number = getattr(stop, "signal_number", signal.SIGINT)
+        print(f"error: {one_line(stop) if isinstance(stop, Interrupted) else 'interrupted by SIGINT'}", file=sys.stderr)
+        sys.exit(128 + signal_number)

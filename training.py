@@ -8,12 +8,15 @@ import dataclasses
 import json
 import math
 import shutil
+import signal
+import threading
 
 import keras
 import tensorflow as tf
 from absl import logging
 from tensorboard.plugins.hparams import api as hp
 
+import checkpointing
 import data
 import distribution
 import errors
@@ -23,13 +26,10 @@ import model
 import model_files
 import optimization
 import run_directory
-import sts
 import tokenization
 
 # Evaluated during training, as in the original work; `best` is chosen by the first's Spearman.
 EVALUATION_SETS = (("korsts", "dev"), ("klue_sts", "dev"))
-# Training states kept in state/: the newest, and the one before in case the newest is damaged.
-KEEP_STATES = 2
 
 
 # What each field of a `Recipe` must be: (holds(value), the requirement as the error says it). training_flags.py
@@ -238,12 +238,12 @@ def train(
                 if new_tensorboard_dir:
                     with summary_writer.as_default():
                         hp.hparams(hyperparameters(run_config, run.start()))
-                evaluation = chief_evaluation(
+                evaluation = checkpointing.chief_evaluation(
                     encoder, state, recipe, config, tokenizer, evaluation_sets, run, history, summary_writer
                 )
             else:
                 state_manager = tf.train.CheckpointManager(state, worker_state_dir, max_to_keep=1)
-                evaluation = EvaluateAndCheckpoint(encoder, state_manager, recipe)
+                evaluation = checkpointing.EvaluateAndCheckpoint(encoder, state_manager, recipe)
             try:
                 # The run's one sequence of batches, the ones its saved steps took skipped: a resumed run trains on
                 # what the run it continues would have (each pass's shuffle follows from the seed and the pass).
@@ -262,26 +262,6 @@ def train(
             if worker_state_dir:
                 shutil.rmtree(worker_state_dir, ignore_errors=True)
         return run_dir
-
-
-def chief_evaluation(encoder, state, recipe, config, tokenizer, evaluation_sets, run, history, summary_writer):
-    """The chief's EvaluateAndCheckpoint: STS evaluation of a float32 copy of `encoder`, saved to `run`."""
-    float32_encoder = model.BertEncoder(config, dtype="float32")
-    return EvaluateAndCheckpoint(
-        encoder,
-        tf.train.CheckpointManager(state, run.state_dir, max_to_keep=KEEP_STATES),
-        recipe,
-        float32_encoder,
-        sts.StsEvaluator(
-            evaluation_sets,
-            tokenizer.trimmed,  # as evaluate.py encodes
-            model.sentence_embedder(float32_encoder, "cls"),
-            recipe.batch_size,
-        ),
-        run,
-        history,
-        summary_writer,
-    )
 
 
 def hyperparameters(run_config, start):
@@ -305,23 +285,62 @@ def run_steps(simcse, strategy, batches, start_step, total_steps, evaluation, sh
     progress.update(start_step)
     step = start_step
     try:
-        for step, batch in zip(
-            range(start_step + 1, total_steps + 1), strategy.experimental_distribute_dataset(batches), strict=False
-        ):
-            logs = train_function(batch)
-            loss, learning_rate = float(logs["loss"]), float(logs["learning_rate"])
-            progress.update(step, [("loss", loss), ("learning_rate", learning_rate)])
-            if not evaluation(step, loss, learning_rate, simcse.loss_tracker):
-                return
+        with StopRequests() as stop:
+            for step, batch in zip(
+                range(start_step + 1, total_steps + 1), strategy.experimental_distribute_dataset(batches), strict=False
+            ):
+                logs = train_function(batch)
+                loss, learning_rate = float(logs["loss"]), float(logs["learning_rate"])
+                progress.update(step, [("loss", loss), ("learning_rate", learning_rate)])
+                if not evaluation(step, loss, learning_rate, simcse.loss_tracker):
+                    return
+                if stop.signal_number:
+                    stop.abort_on_another()
+                    saved = evaluation.save_state(step)
+                    raise errors.Interrupted(
+                        stop.signal_number,
+                        f"interrupted by {signal.Signals(stop.signal_number).name} at step {step} of {total_steps}: "
+                        f"its training state is saved ({saved}); rerun the same command, with the same run name, to "
+                        "go on from it",
+                    )
     except (tf.errors.UnavailableError, tf.errors.DeadlineExceededError) as error:
         saved_step = max(start_step, evaluation.saved_step())
         raise errors.TrainingError(distribution.lost_worker_message(error, step, saved_step)) from error
 
 
+class StopRequests:
+    """SIGINT (Ctrl-C) and SIGTERM (a preemption, a scheduler) while training, as requests: the step in flight
+    finishes, then the caller saves the training state and stops. A second SIGINT after `abort_on_another` raises
+    KeyboardInterrupt at once (a save cut short leaves the states saved before it). Only the main thread can take
+    signals; elsewhere nothing changes."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __enter__(self):
+        self.signal_number = None
+        self.previous = {}
+        if threading.current_thread() is threading.main_thread():
+            self.previous = {number: signal.signal(number, self.request) for number in self.SIGNALS}
+        return self
+
+    def request(self, signal_number, frame):
+        del frame
+        self.signal_number = signal_number
+
+    def abort_on_another(self):
+        if self.previous:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    def __exit__(self, *exception):
+        for number, handler in self.previous.items():
+            signal.signal(number, handler)
+
+
 def build_simcse(recipe, config, saved_state=None):
     """(encoder, compiled SimCSE, its training state), restored from `saved_state` if given; in the strategy's
-    scope. The state holds the model, optimizer slots, step counter, (mixed_float16) loss scale and the dropout
-    layers' random streams: all a resumed run needs to go on as if it had not stopped. The optimizer's variables are
+    scope. The state holds the model, optimizer slots, step counter, (mixed_float16) loss scale, the dropout
+    layers' random streams and the loss since the last evaluation: all a resumed run needs to go on as if it had not
+    stopped. The optimizer's variables are
     made here, not in the first step, which may be traced in a replica."""
     encoder = model.BertEncoder(config)
     simcse = optimization.compile_simcse(
@@ -333,10 +352,13 @@ def build_simcse(recipe, config, saved_state=None):
         mini_batch_size=recipe.mini_batch_size,
     )
     simcse.optimizer.build(simcse.trainable_variables)
-    # The dropout layers' seed states too (Keras does not track them): a resumed run draws the masks the run it
-    # continues would have.
+    # The dropout layers' seed states and the loss tracker's sums too (Keras' tracking leaves them out): a run
+    # resumed between two evaluations draws the masks, and records the mean loss, of the run it continues.
     state = tf.train.Checkpoint(
-        model=simcse, optimizer=simcse.optimizer, dropout_seed_states=encoder.dropout_seed_states()
+        model=simcse,
+        optimizer=simcse.optimizer,
+        dropout_seed_states=encoder.dropout_seed_states(),
+        loss_since_evaluation=list(simcse.loss_tracker.variables),
     )
     if saved_state:
         try:
@@ -364,90 +386,3 @@ def make_train_function(simcse, strategy):
         return {name: strategy.reduce("MEAN", value, axis=None) for name, value in logs.items()}
 
     return train_function
-
-
-def history_record(step, loss, learning_rate, results):
-    """A line of eval_history.jsonl from the evaluator's results; a metric that is not finite is None."""
-    record = {
-        "step": step,
-        "loss": loss,
-        "learning_rate": learning_rate,
-        "klue_sts_pearson": results["klue_sts:dev"]["pearson"],
-        "korsts_spearman": results["korsts:dev"]["spearman"],
-    }
-    for key, scores in results.items():
-        name = key.split(":")[0]
-        record[f"{name}_alignment"] = scores["alignment"]
-        record[f"{name}_uniformity"] = scores["uniformity"]
-    return record
-
-
-class EvaluateAndCheckpoint:
-    """Called after every step: every `recipe.evaluation_frequency` steps and at the last, STS evaluation of a
-    float32 copy of the weights, the evaluation saved to the run directory, TensorBoard scalars, the training
-    state, then `best/`; False (stop) once the loss is not finite, keeping the last good checkpoints.
-
-    Evaluation runs on a float32 copy, exactly as evaluate.py runs on a saved checkpoint, so the scores recorded
-    are the ones evaluate.py gives for the same checkpoint, with mixed precision too.
-
-    Workers other than the chief of a multi-worker run are given no `evaluator`: they save the training state
-    alone (to a directory of their own: saving may take part in collectives), and their next step waits for the
-    chief's evaluation.
-    """
-
-    def __init__(
-        self,
-        encoder,
-        state_manager,
-        recipe,
-        float32_encoder=None,
-        evaluator=None,
-        run=None,
-        history=None,
-        summary_writer=None,
-    ):
-        self.encoder = encoder
-        self.state_manager = state_manager
-        self.recipe = recipe
-        self.float32_encoder = float32_encoder
-        self.evaluator = evaluator
-        self.run = run
-        self.history = history
-        self.summary_writer = summary_writer
-        self.failure = None
-
-    def saved_step(self):
-        """The step of the newest training state saved, 0 if none."""
-        return run_directory.state_step(self.state_manager.latest_checkpoint)
-
-    def __call__(self, step, loss, learning_rate, loss_tracker):
-        """After step `step` (counted from the start of the run): False to stop training."""
-        if not math.isfinite(loss):
-            last = self.state_manager.latest_checkpoint or "none"
-            self.failure = f"the loss became {loss} at step {step}: training stopped; last good state: {last}"
-            return False
-        if step % self.recipe.evaluation_frequency and step != self.recipe.total_steps:
-            return True
-        if self.evaluator:
-            record = self.evaluate(step, loss, learning_rate)
-        self.state_manager.save(checkpoint_number=step)
-        if self.evaluator:
-            self.run.point_best_at(run_directory.best_step(self.history))
-            logging.info("step %d: %s", step, json.dumps(record))
-        # The loss shown and recorded is the mean since the previous evaluation.
-        loss_tracker.reset_state()
-        return True
-
-    def evaluate(self, step, loss, learning_rate):
-        """Evaluates the weights after `step` and saves the evaluation; returns its history record."""
-        weights = self.encoder.checkpoint_variables()
-        for name, variable in self.float32_encoder.checkpoint_variables().items():
-            variable.assign(weights[name])
-        record = history_record(step, loss, learning_rate, self.evaluator())
-        self.run.save_evaluation(record, self.float32_encoder, self.history)
-        with self.summary_writer.as_default(step=step):
-            for name, value in record.items():
-                if name != "step" and value is not None:
-                    tf.summary.scalar(name, value)
-        self.summary_writer.flush()
-        return record

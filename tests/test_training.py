@@ -7,8 +7,10 @@ import os
 import pathlib
 import re
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import time
 import types
 
@@ -20,6 +22,7 @@ from absl import flags
 from helpers import (
     HUGGINGFACE_NUMERICS,
     MICRO,
+    REPO,
     SELF_MADE_STAND_IN_ROWS,
     SMALL,
     TINY,
@@ -28,12 +31,14 @@ from helpers import (
     command_line,
     eval_history,
     float32_embedder,
+    last_stderr_line,
     needs_openssl,
     run_script,
     sts_scores,
     tfds_korean_downloads,
 )
 
+import checkpointing
 import data
 import distribution
 import errors
@@ -203,7 +208,7 @@ def test_a_metric_that_is_not_finite_is_null_and_never_best(tmp_path):
         "korsts:dev": {"n": 3, "pearson": None, "spearman": None, "alignment": None, "uniformity": -1.0},
         "klue_sts:dev": {"n": 3, "pearson": 0.5, "spearman": 0.4, "alignment": 0.2, "uniformity": -2.0},
     }
-    assert training.history_record(10, 1.5, 1e-5, results) == {
+    assert checkpointing.history_record(10, 1.5, 1e-5, results) == {
         "step": 10, "loss": 1.5, "learning_rate": 1e-5, "klue_sts_pearson": 0.5, "korsts_spearman": None,
         "korsts_alignment": None, "korsts_uniformity": -1.0, "klue_sts_alignment": 0.2, "klue_sts_uniformity": -2.0,
     }  # fmt: skip
@@ -879,3 +884,122 @@ def test_a_state_saved_without_dropout_streams_still_resumes(
         train(self_made_data_dir, tmp_path, recipe, **untrained)
     assert "holds no dropout streams (saved by an older version): new masks are drawn" in caplog.text
     assert [record["step"] for record in eval_history(tmp_path / "runs" / "run")] == [4, 8]
+
+
+def interrupted_run(data_dir, tmp_path, recipe, strategy, sets, signal_number, at_step, monkeypatch, files):
+    """A run sent `signal_number` after step `at_step` (from its evaluation hook, so at that very step): the
+    errors.Interrupted it ends with."""
+    after_step = checkpointing.EvaluateAndCheckpoint.__call__
+
+    def signalling(self, step, *args):
+        going_on = after_step(self, step, *args)
+        if step == at_step:
+            os.kill(os.getpid(), signal_number)
+        return going_on
+
+    with monkeypatch.context() as patched:
+        patched.setattr(checkpointing.EvaluateAndCheckpoint, "__call__", signalling)
+        with pytest.raises(errors.Interrupted) as interrupted:
+            train(data_dir, tmp_path, recipe, None, strategy, sets, files=files, pretrained=False)
+    return interrupted.value
+
+
+@pytest.mark.parametrize(
+    ("replicas", "signal_number"),
+    [
+        (1, signal.SIGTERM),
+        pytest.param(1, signal.SIGINT, marks=pytest.mark.slow),
+        pytest.param(2, signal.SIGTERM, marks=pytest.mark.slow),
+        (2, signal.SIGINT),
+    ],
+)
+def test_an_interrupted_run_saves_its_step_and_resumes_exactly(
+    self_made_data_dir, random_bert, two_replicas, tmp_path, monkeypatch, replicas, signal_number
+):
+    data_dir = self_made_data_dir
+    recipe = make_recipe(total_steps=12, batch_size=8, evaluation_frequency=4, learning_rate=1e-3)
+    sets = training.load_evaluation_sets(data_dir)
+    strategy = two_replicas if replicas == 2 else None
+    train(data_dir, tmp_path / "whole", recipe, None, strategy, sets, files=random_bert, pretrained=False)
+
+    stopped = tmp_path / "stopped"
+    interrupted = interrupted_run(data_dir, stopped, recipe, strategy, sets, signal_number, 6, monkeypatch, random_bert)
+    run_dir = stopped / "runs" / "run"
+    name = signal.Signals(signal_number).name
+    assert interrupted.signal_number == signal_number
+    assert str(interrupted).startswith(f"interrupted by {name} at step 6 of 12: its training state is saved (")
+    # The state of step 6 beside the evaluation's of step 4; step 6 is no evaluation, no step-N, no best/ candidate.
+    assert sorted(path.name for path in (run_dir / "state").glob("*.index")) == ["ckpt-4.index", "ckpt-6.index"]
+    assert [record["step"] for record in eval_history(run_dir)] == [4]
+    assert sorted(path.name for path in run_dir.glob("step-*.index")) == ["step-4.index"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handlers given back
+
+    train(data_dir, stopped, recipe, None, strategy, sets, files=random_bert, pretrained=False)
+    whole, resumed = (
+        tf.train.load_checkpoint(str(d / "runs" / "run" / "step-12")) for d in (tmp_path / "whole", stopped)
+    )
+    for key in whole.get_variable_to_shape_map():
+        np.testing.assert_allclose(resumed.get_tensor(key), whole.get_tensor(key), atol=1e-6, err_msg=key)
+    histories = [
+        [{k: v for k, v in record.items() if k != "seconds"} for record in eval_history(d / "runs" / "run")]
+        for d in (tmp_path / "whole", stopped)
+    ]
+    assert [record["step"] for record in histories[1]] == [4, 8, 12]
+    for whole_record, resumed_record in zip(*histories, strict=True):
+        assert resumed_record == pytest.approx(whole_record, abs=1e-6)
+
+
+def test_a_second_ctrl_c_while_saving_leaves_the_states_before_it(
+    self_made_data_dir, random_bert, tmp_path, monkeypatch
+):
+    data_dir = self_made_data_dir
+    recipe = make_recipe(total_steps=12, batch_size=8, evaluation_frequency=4)
+    sets = training.load_evaluation_sets(data_dir)
+    save = tf.train.CheckpointManager.save
+
+    def interrupted_save(self, checkpoint_number=None, **kwargs):
+        if checkpoint_number == 6:  # the interruption's save, not an evaluation's
+            os.kill(os.getpid(), signal.SIGINT)
+        return save(self, checkpoint_number=checkpoint_number, **kwargs)
+
+    monkeypatch.setattr(tf.train.CheckpointManager, "save", interrupted_save)
+    with pytest.raises(KeyboardInterrupt):
+        interrupted_run(data_dir, tmp_path, recipe, None, sets, signal.SIGINT, 6, monkeypatch, random_bert)
+    state_dir = tmp_path / "runs" / "run" / "state"
+    assert tf.train.latest_checkpoint(str(state_dir)).endswith("ckpt-4")
+    tf.train.load_checkpoint(tf.train.latest_checkpoint(str(state_dir)))  # loadable
+    monkeypatch.undo()
+    train(data_dir, tmp_path, recipe, None, None, sets, files=random_bert, pretrained=False)
+    assert [record["step"] for record in eval_history(tmp_path / "runs" / "run")] == [4, 8, 12]
+
+
+def run_until(command, ready, timeout=300):
+    """`command` started with Popen, standard error to a file; waits until `ready()`, then returns the process."""
+    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + timeout
+    while not ready():
+        assert process.poll() is None, process.communicate()[1][-3000:]
+        assert time.monotonic() < deadline, "the process never got ready"
+        time.sleep(0.2)
+    return process
+
+
+@pytest.mark.slow
+def test_ctrl_c_in_train_unsupervised_py_is_one_line_and_the_step_to_resume_from(
+    self_made_data_dir, random_bert, tmp_path
+):
+    options = {
+        **{name: random_bert[name] for name in ("config", "vocab_path", "pretrained_weight")},
+        "data_dir": self_made_data_dir, "model_checkpoints": tmp_path / "runs",
+        "tensorboard_log_path": tmp_path / "logs", "run_name": "run", "batch_size": 8, "max_sequence_length": 16,
+        "total_steps": 100_000, "evaluation_frequency": 5,
+    }  # fmt: skip
+    history = tmp_path / "runs" / "run" / "eval_history.jsonl"
+    process = run_until([sys.executable, *command_line("train_unsupervised.py", options)], history.exists)
+    process.send_signal(signal.SIGINT)  # what Ctrl-C in a terminal sends
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 128 + signal.SIGINT
+    assert "Traceback" not in stderr
+    line = last_stderr_line(subprocess.CompletedProcess([], 130, "", stderr))
+    step = int(re.match(r"error: interrupted by SIGINT at step (\d+) of 100000: its training state is saved", line)[1])
+    assert tf.train.latest_checkpoint(str(tmp_path / "runs" / "run" / "state")).endswith(f"ckpt-{step}")
