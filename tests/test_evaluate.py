@@ -3,6 +3,9 @@ numpy BERT and tokenizer, in-process and through evaluate.py end to end; odd sen
 errors."""
 
 import json
+import signal
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -10,11 +13,13 @@ import scipy.stats
 import tensorflow as tf
 from helpers import (
     KORSTS_HEADER,
+    REPO,
     SHARED_DATA,
     TINY,
     VOCAB,
     assert_failed_cleanly,
     float32_embedder,
+    last_stderr_line,
     require_shared,
     run_script,
     sts_scores,
@@ -166,4 +171,22 @@ def test_bad_input_ends_in_one_line_and_no_results(
         f"--results_json={results_json}", flag.format(tmp=tmp_path),
     )  # fmt: skip
     assert_failed_cleanly(result, "error: " + message.format(tmp=tmp_path))
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.slow
+def test_evaluate_py_stopped_by_sigterm_is_one_line_and_writes_nothing(prepared_data_dir, random_bert, tmp_path):
+    """A long evaluation (12,540 sentences one at a time) sent SIGTERM once the model is loaded."""
+    results_json = tmp_path / "results.json"
+    command = [
+        sys.executable, "-u", "evaluate.py", f"--checkpoint={random_bert['pretrained_weight']}", "--batch_size=1",
+        f"--data_dir={prepared_data_dir[0]}", "--datasets=question_pair:validation", f"--results_json={results_json}",
+    ]  # fmt: skip
+    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert process.stdout.readline().startswith("checkpoint ")  # loaded: embedding begins
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 128 + signal.SIGTERM
+    assert "Traceback" not in stderr
+    assert last_stderr_line(subprocess.CompletedProcess([], 143, "", stderr)) == "error: interrupted by SIGTERM"
     assert not list(tmp_path.iterdir())

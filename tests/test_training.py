@@ -357,43 +357,6 @@ def optimizer_step(state_prefix):
 
 
 @pytest.mark.slow
-def test_stopped_run_on_two_replicas_resumes_with_every_evaluation_once(
-    self_made_data_dir, random_bert, two_replicas, tmp_path
-):
-    data_dir = self_made_data_dir
-    untrained = {"files": random_bert, "pretrained": False}
-    sentences = data.corpus_sentences(data_dir)
-    recipe = make_recipe(learning_rate=1e-3)
-    sets = training.load_evaluation_sets(data_dir)
-    strategy = two_replicas
-
-    def stopping_at_15(tokenizer, seed):
-        # The input ends after 15 of 30 steps: the run stops there, as a killed one would, after the
-        # evaluation and state of step 10.
-        return data.unsupervised_batches(sentences, tokenizer, recipe.batch_size, seed).take(15)
-
-    run_dir = tmp_path / "runs" / "run"
-    train(data_dir, tmp_path, recipe, stopping_at_15, strategy, sets, **untrained)
-    assert [record["step"] for record in eval_history(run_dir)] == [10]
-
-    train(data_dir, tmp_path, recipe, None, strategy, sets, **untrained)
-    history = eval_history(run_dir)
-    assert [record["step"] for record in history] == [10, 20, 30]
-    # The optimizer came back: its step counter went on from 10 (a fresh one would end at 20), the schedule
-    # continued, and the loss kept falling.
-    assert optimizer_step(tf.train.latest_checkpoint(run_dir / "state")) == 30
-    assert history[1]["learning_rate"] < history[0]["learning_rate"]
-    assert history[1]["loss"] < history[0]["loss"]
-
-    # Once more: the run is complete, and nothing is built, trained or evaluated again.
-    def no_batches(tokenizer, seed):
-        raise AssertionError("a finished run made its batches")
-
-    train(data_dir, tmp_path, recipe, no_batches, strategy, sets, **untrained)
-    assert eval_history(run_dir) == history
-
-
-@pytest.mark.slow
 def test_a_damaged_newest_state_is_passed_over_for_the_one_before(self_made_data_dir, random_bert, tmp_path, caplog):
     data_dir = self_made_data_dir
     untrained = {"files": random_bert, "pretrained": False}
@@ -827,80 +790,113 @@ def test_defaults_are_the_original_recipe(run_in_fork, script, recipe):
     assert json.loads(result.stdout.splitlines()[-1]) == recipe
 
 
-@pytest.mark.parametrize("replicas", [1, 2])
+# === Resuming exactly ===
+
+# Eight steps of 8 sentences over the 61 of the self-made corpus (a pass and more, each shuffled anew), evaluated at
+# 4 and 8; the runs below stop at step 6 and resume.
+RESUME_RECIPE = make_recipe(total_steps=8, batch_size=8, evaluation_frequency=4, learning_rate=1e-3)
+
+
+def final_weights_and_history(directory):
+    """The step-8 weights and the history (without timings) of the run in `directory`."""
+    run_dir = directory / "runs" / "run"
+    reader = tf.train.load_checkpoint(str(run_dir / "step-8"))
+    weights = {key: reader.get_tensor(key) for key in reader.get_variable_to_shape_map()}
+    return weights, [{k: v for k, v in record.items() if k != "seconds"} for record in eval_history(run_dir)]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(self_made_data_dir, random_bert, two_replicas, tmp_path_factory):
+    """uninterrupted(replicas): `final_weights_and_history` of RESUME_RECIPE's run that nobody stopped, on one device
+    or two replicas, made on first use."""
+    made = {}
+
+    def run(replicas):
+        if replicas not in made:
+            directory = tmp_path_factory.mktemp(f"uninterrupted{replicas}")
+            strategy = two_replicas if replicas == 2 else None
+            train(self_made_data_dir, directory, RESUME_RECIPE, None, strategy, files=random_bert, pretrained=False)
+            made[replicas] = final_weights_and_history(directory)
+        return made[replicas]
+
+    return run
+
+
+def assert_ends_as(directory, expected):
+    """The run in `directory` has `expected`'s weights (to 1e-6) and history (every evaluation, to 1e-6)."""
+    weights, history = final_weights_and_history(directory)
+    expected_weights, expected_history = expected
+    for key, value in expected_weights.items():
+        np.testing.assert_allclose(weights[key], value, atol=1e-6, err_msg=key)
+    assert [record["step"] for record in history] == [4, 8]
+    for record, expected_record in zip(history, expected_history, strict=True):
+        assert record == pytest.approx(expected_record, abs=1e-6)
+
+
+@pytest.mark.parametrize("replicas", [1, pytest.param(2, marks=pytest.mark.slow)])
 def test_a_stopped_and_resumed_run_ends_as_one_that_was_not(
-    self_made_data_dir, random_bert, two_replicas, tmp_path, replicas
+    self_made_data_dir, random_bert, two_replicas, uninterrupted, tmp_path, replicas
 ):
-    """Data-exact resuming: the batches the saved steps took are skipped, the dropout stream comes back with the
-    state; the final weights and the evaluations equal those of the run that was not stopped."""
-    data_dir = self_made_data_dir
-    untrained = {"files": random_bert, "pretrained": False}
-    sentences = data.corpus_sentences(data_dir)
-    # 12 steps of 8 over the 61 corpus sentences: two passes and a half, each shuffled anew.
-    recipe = make_recipe(total_steps=12, batch_size=8, evaluation_frequency=4, learning_rate=1e-3)
-    sets = training.load_evaluation_sets(data_dir)
+    """Data-exact resuming: the batches the saved steps took are skipped, the dropout streams and the loss since the
+    last evaluation come back with the state. The input ends after step 6, as a killed run stops: it resumes from
+    the state of step 4."""
+    sentences = data.corpus_sentences(self_made_data_dir)
     strategy = two_replicas if replicas == 2 else None
 
-    def stopping_after(steps):
-        def make_batches(tokenizer, seed):
-            return data.unsupervised_batches(sentences, tokenizer, recipe.batch_size, seed).take(steps)
+    def stopping_after_6(tokenizer, seed):
+        return data.unsupervised_batches(sentences, tokenizer, RESUME_RECIPE.batch_size, seed).take(6)
 
-        return make_batches
+    untrained = {"files": random_bert, "pretrained": False}
+    run_dir = tmp_path / "runs" / "run"
+    train(self_made_data_dir, tmp_path, RESUME_RECIPE, stopping_after_6, strategy, **untrained)
+    assert [record["step"] for record in eval_history(run_dir)] == [4]
+    train(self_made_data_dir, tmp_path, RESUME_RECIPE, None, strategy, **untrained)
+    assert_ends_as(tmp_path, uninterrupted(replicas))
+    # The optimizer came back: its step counter went on from 4 (a fresh one would end at 4).
+    assert optimizer_step(tf.train.latest_checkpoint(run_dir / "state")) == 8
 
-    train(data_dir, tmp_path / "whole", recipe, None, strategy, sets, **untrained)
-    train(data_dir, tmp_path / "stopped", recipe, stopping_after(6), strategy, sets, **untrained)
-    assert [record["step"] for record in eval_history(tmp_path / "stopped" / "runs" / "run")] == [4]
-    train(data_dir, tmp_path / "stopped", recipe, None, strategy, sets, **untrained)
+    # Once more: the run is complete, and nothing is built, trained or evaluated again.
+    def no_batches(tokenizer, seed):
+        raise AssertionError("a finished run made its batches")
 
-    def final(name):
-        run_dir = tmp_path / name / "runs" / "run"
-        reader = tf.train.load_checkpoint(str(run_dir / "step-12"))
-        weights = {key: reader.get_tensor(key) for key in reader.get_variable_to_shape_map()}
-        history = [{k: v for k, v in record.items() if k != "seconds"} for record in eval_history(run_dir)]
-        return weights, history
-
-    (whole, whole_history), (resumed, resumed_history) = final("whole"), final("stopped")
-    assert [record["step"] for record in resumed_history] == [4, 8, 12]
-    for key, value in whole.items():
-        np.testing.assert_allclose(resumed[key], value, atol=1e-6, err_msg=key)
-    for whole_record, resumed_record in zip(whole_history, resumed_history, strict=True):
-        assert resumed_record == pytest.approx(whole_record, abs=1e-6)
+    history = eval_history(run_dir)
+    train(self_made_data_dir, tmp_path, RESUME_RECIPE, no_batches, strategy, **untrained)
+    assert eval_history(run_dir) == history
 
 
 def test_a_state_saved_without_dropout_streams_still_resumes(
     self_made_data_dir, random_bert, tmp_path, monkeypatch, caplog
 ):
     untrained = {"files": random_bert, "pretrained": False}
-    recipe = make_recipe(total_steps=8, batch_size=8, evaluation_frequency=4)
     sentences = data.corpus_sentences(self_made_data_dir)
 
-    def stopping_at_6(tokenizer, seed):
-        return data.unsupervised_batches(sentences, tokenizer, recipe.batch_size, seed).take(6)
+    def stopping_after_6(tokenizer, seed):
+        return data.unsupervised_batches(sentences, tokenizer, RESUME_RECIPE.batch_size, seed).take(6)
 
     with monkeypatch.context() as older_version:
         older_version.setattr(model.BertEncoder, "dropout_seed_states", lambda self: [])
-        train(self_made_data_dir, tmp_path, recipe, stopping_at_6, **untrained)
+        train(self_made_data_dir, tmp_path, RESUME_RECIPE, stopping_after_6, **untrained)
     with caplog.at_level("WARNING"):
-        train(self_made_data_dir, tmp_path, recipe, **untrained)
+        train(self_made_data_dir, tmp_path, RESUME_RECIPE, **untrained)
     assert "holds no dropout streams (saved by an older version): new masks are drawn" in caplog.text
     assert [record["step"] for record in eval_history(tmp_path / "runs" / "run")] == [4, 8]
 
 
-def interrupted_run(data_dir, tmp_path, recipe, strategy, sets, signal_number, at_step, monkeypatch, files):
-    """A run sent `signal_number` after step `at_step` (from its evaluation hook, so at that very step): the
-    errors.Interrupted it ends with."""
+def interrupted_run(data_dir, directory, strategy, signal_number, monkeypatch, files):
+    """RESUME_RECIPE's run in `directory`, sent `signal_number` after step 6 (from its evaluation hook, so at that
+    very step): the errors.Interrupted it ends with."""
     after_step = checkpointing.EvaluateAndCheckpoint.__call__
 
     def signalling(self, step, *args):
         going_on = after_step(self, step, *args)
-        if step == at_step:
+        if step == 6:
             os.kill(os.getpid(), signal_number)
         return going_on
 
     with monkeypatch.context() as patched:
         patched.setattr(checkpointing.EvaluateAndCheckpoint, "__call__", signalling)
         with pytest.raises(errors.Interrupted) as interrupted:
-            train(data_dir, tmp_path, recipe, None, strategy, sets, files=files, pretrained=False)
+            train(data_dir, directory, RESUME_RECIPE, None, strategy, files=files, pretrained=False)
     return interrupted.value
 
 
@@ -910,51 +906,31 @@ def interrupted_run(data_dir, tmp_path, recipe, strategy, sets, signal_number, a
         (1, signal.SIGTERM),
         pytest.param(1, signal.SIGINT, marks=pytest.mark.slow),
         pytest.param(2, signal.SIGTERM, marks=pytest.mark.slow),
-        (2, signal.SIGINT),
+        pytest.param(2, signal.SIGINT, marks=pytest.mark.slow),
     ],
 )
 def test_an_interrupted_run_saves_its_step_and_resumes_exactly(
-    self_made_data_dir, random_bert, two_replicas, tmp_path, monkeypatch, replicas, signal_number
+    self_made_data_dir, random_bert, two_replicas, uninterrupted, tmp_path, monkeypatch, replicas, signal_number
 ):
-    data_dir = self_made_data_dir
-    recipe = make_recipe(total_steps=12, batch_size=8, evaluation_frequency=4, learning_rate=1e-3)
-    sets = training.load_evaluation_sets(data_dir)
     strategy = two_replicas if replicas == 2 else None
-    train(data_dir, tmp_path / "whole", recipe, None, strategy, sets, files=random_bert, pretrained=False)
-
-    stopped = tmp_path / "stopped"
-    interrupted = interrupted_run(data_dir, stopped, recipe, strategy, sets, signal_number, 6, monkeypatch, random_bert)
-    run_dir = stopped / "runs" / "run"
+    interrupted = interrupted_run(self_made_data_dir, tmp_path, strategy, signal_number, monkeypatch, random_bert)
+    run_dir = tmp_path / "runs" / "run"
     name = signal.Signals(signal_number).name
     assert interrupted.signal_number == signal_number
-    assert str(interrupted).startswith(f"interrupted by {name} at step 6 of 12: its training state is saved (")
+    assert str(interrupted).startswith(f"interrupted by {name} at step 6 of 8: its training state is saved (")
     # The state of step 6 beside the evaluation's of step 4; step 6 is no evaluation, no step-N, no best/ candidate.
     assert sorted(path.name for path in (run_dir / "state").glob("*.index")) == ["ckpt-4.index", "ckpt-6.index"]
     assert [record["step"] for record in eval_history(run_dir)] == [4]
     assert sorted(path.name for path in run_dir.glob("step-*.index")) == ["step-4.index"]
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handlers given back
 
-    train(data_dir, stopped, recipe, None, strategy, sets, files=random_bert, pretrained=False)
-    whole, resumed = (
-        tf.train.load_checkpoint(str(d / "runs" / "run" / "step-12")) for d in (tmp_path / "whole", stopped)
-    )
-    for key in whole.get_variable_to_shape_map():
-        np.testing.assert_allclose(resumed.get_tensor(key), whole.get_tensor(key), atol=1e-6, err_msg=key)
-    histories = [
-        [{k: v for k, v in record.items() if k != "seconds"} for record in eval_history(d / "runs" / "run")]
-        for d in (tmp_path / "whole", stopped)
-    ]
-    assert [record["step"] for record in histories[1]] == [4, 8, 12]
-    for whole_record, resumed_record in zip(*histories, strict=True):
-        assert resumed_record == pytest.approx(whole_record, abs=1e-6)
+    train(self_made_data_dir, tmp_path, RESUME_RECIPE, None, strategy, files=random_bert, pretrained=False)
+    assert_ends_as(tmp_path, uninterrupted(replicas))
 
 
 def test_a_second_ctrl_c_while_saving_leaves_the_states_before_it(
     self_made_data_dir, random_bert, tmp_path, monkeypatch
 ):
-    data_dir = self_made_data_dir
-    recipe = make_recipe(total_steps=12, batch_size=8, evaluation_frequency=4)
-    sets = training.load_evaluation_sets(data_dir)
     save = tf.train.CheckpointManager.save
 
     def interrupted_save(self, checkpoint_number=None, **kwargs):
@@ -964,13 +940,13 @@ def test_a_second_ctrl_c_while_saving_leaves_the_states_before_it(
 
     monkeypatch.setattr(tf.train.CheckpointManager, "save", interrupted_save)
     with pytest.raises(KeyboardInterrupt):
-        interrupted_run(data_dir, tmp_path, recipe, None, sets, signal.SIGINT, 6, monkeypatch, random_bert)
-    state_dir = tmp_path / "runs" / "run" / "state"
-    assert tf.train.latest_checkpoint(str(state_dir)).endswith("ckpt-4")
-    tf.train.load_checkpoint(tf.train.latest_checkpoint(str(state_dir)))  # loadable
+        interrupted_run(self_made_data_dir, tmp_path, None, signal.SIGINT, monkeypatch, random_bert)
+    state = tf.train.latest_checkpoint(str(tmp_path / "runs" / "run" / "state"))
+    assert state.endswith("ckpt-4")
+    tf.train.load_checkpoint(state)  # loadable
     monkeypatch.undo()
-    train(data_dir, tmp_path, recipe, None, None, sets, files=random_bert, pretrained=False)
-    assert [record["step"] for record in eval_history(tmp_path / "runs" / "run")] == [4, 8, 12]
+    train(self_made_data_dir, tmp_path, RESUME_RECIPE, files=random_bert, pretrained=False)
+    assert [record["step"] for record in eval_history(tmp_path / "runs" / "run")] == [4, 8]
 
 
 def run_until(command, ready, timeout=300):
