@@ -10,6 +10,7 @@ temporary one, or a directory half moved under its final name (a run directory's
 
 import contextlib
 import errno
+import itertools
 import json
 import math
 import os
@@ -160,12 +161,13 @@ def read_bytes(path, max_bytes=None):
         return f.read() if max_bytes is None else f.read(max_bytes)
 
 
-def read_lines(path):
-    """The lines of the text file `path`, newlines kept; FileError naming the line that is not UTF-8."""
+def read_lines(path, max_lines=None):
+    """The lines of the text file `path` (its first `max_lines`, the rest never read), newlines kept; FileError
+    naming the line that is not UTF-8."""
     if isdir(path):
         raise errors.FileError(f"{path} is a directory, not a text file")
     with tf.io.gfile.GFile(path, "rb") as f:
-        return decode_lines(f.readlines(), path)
+        return decode_lines(itertools.islice(f, max_lines), path)
 
 
 @contextlib.contextmanager

@@ -57,8 +57,14 @@ class KrBertTokenizer(tf.Module):
             raise errors.ConfigError(
                 f"max_sequence_length must leave room for [CLS] and [SEP], got {max_sequence_length}"
             )
-        tokens = [line.rstrip("\n") for line in files.read_lines(vocab_path)]
+        # A vocab longer than the config's is refused one line past it, however long the file.
+        read_at_most = None if model_vocab_size is None else model_vocab_size + 1
+        tokens = [line.rstrip("\n") for line in files.read_lines(vocab_path, read_at_most)]
         self.vocab_size = len(tokens)
+        if model_vocab_size is not None and self.vocab_size > model_vocab_size:
+            raise errors.ConfigError(
+                f"vocab {vocab_path} has more than {model_vocab_size} tokens, config vocab_size is {model_vocab_size}"
+            )
         if model_vocab_size is not None and self.vocab_size != model_vocab_size:
             raise errors.ConfigError(
                 f"vocab {vocab_path} has {self.vocab_size} tokens, config vocab_size is {model_vocab_size}"

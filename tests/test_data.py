@@ -167,6 +167,15 @@ def test_tokenizer_rejects_missing_vocab(tmp_path):
         tokenization.KrBertTokenizer(str(tmp_path / "vocab.txt"), 64, model_vocab_size=16424)
 
 
+def test_a_vocab_longer_than_its_config_is_refused_one_line_past_it(tmp_path):
+    # Past its 6th line the file is not UTF-8: reading on would be refused as that, not as too long.
+    (tmp_path / "vocab.txt").write_bytes(b"[PAD]\n[UNK]\n[CLS]\n[SEP]\n\xea\xb0\x80\n#\n" + b"\xff\n" * 100_000)
+    with pytest.raises(errors.ConfigError, match="vocab .* has more than 5 tokens, config vocab_size is 5"):
+        tokenization.KrBertTokenizer(str(tmp_path / "vocab.txt"), 64, model_vocab_size=5)
+    with pytest.raises(errors.FileError, match="line 7 is not UTF-8 text"):  # read whole, as without a config
+        tokenization.KrBertTokenizer(str(tmp_path / "vocab.txt"), 64)
+
+
 def test_prepared_datasets_match_the_source_files(prepared_data_dir):
     data_dir, log = prepared_data_dir
     for split in ("train", "dev"):
