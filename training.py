@@ -248,7 +248,7 @@ def train(
                 # The run's one sequence of batches, the ones its saved steps took skipped: a resumed run trains on
                 # what the run it continues would have (each pass's shuffle follows from the seed and the pass).
                 batches = make_batches(tokenizer, recipe.seed).skip(start_step)
-                run_steps(simcse, strategy, batches, start_step, recipe.total_steps, evaluation, show_progress=chief)
+                run_steps(simcse, strategy, batches, start_step, recipe.total_steps, evaluation, chief, run_dir)
             finally:
                 if new_run and not run.saved_state():
                     # Stopped before its first evaluation: nothing to resume from, so nothing is left behind.
@@ -274,10 +274,11 @@ def hyperparameters(run_config, start):
     return {name: ",".join(value) if isinstance(value, list) else value for name, value in values.items()}
 
 
-def run_steps(simcse, strategy, batches, start_step, total_steps, evaluation, show_progress):
+def run_steps(simcse, strategy, batches, start_step, total_steps, evaluation, show_progress, run_dir):
     """Trains `simcse` on `batches` from step `start_step` + 1 to `total_steps` (fewer if the batches end),
     calling `evaluation` after every step and stopping when it returns False. A worker of a multi-worker run
-    that dies or hangs ends the others with an errors.TrainingError."""
+    that dies or hangs ends the others with an errors.TrainingError. SIGINT or SIGTERM (to any worker) ends every
+    worker after the same step, its training state saved, with errors.Interrupted."""
     train_function = make_train_function(simcse, strategy)
     progress = keras.utils.Progbar(
         total_steps, verbose=1 if show_progress else 0, stateful_metrics=["loss", "learning_rate"]
@@ -294,14 +295,15 @@ def run_steps(simcse, strategy, batches, start_step, total_steps, evaluation, sh
                 progress.update(step, [("loss", loss), ("learning_rate", learning_rate)])
                 if not evaluation(step, loss, learning_rate, simcse.loss_tracker):
                     return
-                if stop.signal_number:
+                signal_number = stop.agreed(strategy)
+                if signal_number:
                     stop.abort_on_another()
-                    saved = evaluation.save_state(step)
+                    evaluation.save_state(step)
                     raise errors.Interrupted(
-                        stop.signal_number,
-                        f"interrupted by {signal.Signals(stop.signal_number).name} at step {step} of {total_steps}: "
-                        f"its training state is saved ({saved}); rerun the same command, with the same run name, to "
-                        "go on from it",
+                        signal_number,
+                        f"interrupted by {signal.Signals(signal_number).name} at step {step} of {total_steps}: "
+                        f"its training state is saved ({run_dir}/state); rerun the same command, with the same run "
+                        "name, to go on from it",
                     )
     except (tf.errors.UnavailableError, tf.errors.DeadlineExceededError) as error:
         saved_step = max(start_step, evaluation.saved_step())
@@ -326,6 +328,15 @@ class StopRequests:
     def request(self, signal_number, frame):
         del frame
         self.signal_number = signal_number
+
+    def agreed(self, strategy):
+        """The signal to stop on, or None: under several workers the same on every worker at the same step (an
+        all-reduce of whether each has one, every step; a worker without one stops on SIGTERM's behalf)."""
+        if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+            return self.signal_number
+        received = tf.constant(int(self.signal_number is not None), tf.int32)
+        workers_stopping = strategy.reduce("SUM", strategy.run(lambda: tf.identity(received)), axis=None)
+        return (self.signal_number or signal.SIGTERM) if int(workers_stopping) else None
 
     def abort_on_another(self):
         if self.previous:

@@ -6,12 +6,14 @@ import json
 import os
 import pathlib
 import re
+import signal
 import socket
 import subprocess
 import sys
 import time
 
 import pytest
+import tensorflow as tf
 from helpers import (
     MICRO_NO_DROPOUT,
     REPO,
@@ -73,6 +75,11 @@ def finish(workers, timeout=300):
     return results
 
 
+def state_saved(run_dir, step):
+    """Whether the chief has saved the training state of `step` (the `checkpoint` file names it)."""
+    return (tf.train.latest_checkpoint(str(run_dir / "state")) or "").endswith(f"ckpt-{step}")
+
+
 def test_two_workers_write_once_survive_a_killed_worker_and_match_one_process(prepared_data_dir, tmp_path):
     data_dir = prepared_data_dir[0]
     (tmp_path / "tmp").mkdir()
@@ -96,12 +103,12 @@ def test_two_workers_write_once_survive_a_killed_worker_and_match_one_process(pr
         "learning_rate": LEARNING_RATE,
     }
     run_dir = tmp_path / "runs" / "run"
-    history = run_dir / "eval_history.jsonl"
 
-    # Worker 1 is killed once the chief has saved its first evaluation: the chief cannot take another step.
+    # Worker 1 is killed once the chief has saved its first evaluation (its training state last): the chief cannot
+    # take another step.
     workers = start_workers(options, tmp_path, "first")
     deadline = time.monotonic() + 300
-    while not (history.exists() and history.read_text()) and time.monotonic() < deadline:
+    while not state_saved(run_dir, 3) and time.monotonic() < deadline:
         assert workers[0][0].poll() is None and workers[1][0].poll() is None, "a worker ended before it was killed"
         time.sleep(0.02)
     workers[1][0].kill()
@@ -202,3 +209,40 @@ def test_only_the_chief_prepares_datasets_and_the_other_worker_waits_for_them(ra
     )
     assert "is not prepared in" not in worker.stderr and "downloading" not in worker.stderr.lower()
     assert not (tmp_path / "tfds").exists() and not (tmp_path / "runs").exists()
+
+
+def test_sigterm_to_one_worker_stops_both_after_the_same_step_with_its_state_saved(prepared_data_dir, tmp_path):
+    (tmp_path / "tmp").mkdir()
+    (tmp_path / "config.json").write_text(json.dumps(MICRO_NO_DROPOUT))
+    options = {
+        "config": tmp_path / "config.json",
+        "pretrained_weight": write_tf1_checkpoint(tmp_path / "model.ckpt", google_bert_weights(MICRO_NO_DROPOUT)),
+        "vocab_path": VOCAB,
+        "data_dir": prepared_data_dir[0],
+        "model_checkpoints": tmp_path / "runs",
+        "tensorboard_log_path": tmp_path / "logs",
+        "run_name": "run",
+        "distribution_strategy": "multi_worker_mirrored",
+        "batch_size": BATCH_SIZE,
+        "max_sequence_length": MAX_SEQUENCE_LENGTH,
+        "total_steps": 100_000,
+        "evaluation_frequency": EVALUATION_FREQUENCY,
+    }
+    run_dir = tmp_path / "runs" / "run"
+    history = run_dir / "eval_history.jsonl"
+    workers = start_workers(options, tmp_path, "first")
+    deadline = time.monotonic() + 300
+    while not (history.exists() and history.read_text()) and time.monotonic() < deadline:
+        assert workers[0][0].poll() is None and workers[1][0].poll() is None, "a worker ended before the signal"
+        time.sleep(0.02)
+    workers[1][0].send_signal(signal.SIGTERM)  # the other worker alone: a preempted VM
+    results = finish(workers)
+    assert [result.returncode for result in results] == [128 + signal.SIGTERM] * 2
+    steps = {
+        int(re.search(r"error: interrupted by SIGTERM at step (\d+) of 100000", without_runtime_logs(r).stderr)[1])
+        for r in results
+    }
+    assert len(steps) == 1, steps  # the same step on both
+    (step,) = steps
+    assert tf.train.latest_checkpoint(str(run_dir / "state")).endswith(f"ckpt-{step}")  # the chief's, one
+    assert not list((tmp_path / "tmp").glob("simcse-worker-*"))
