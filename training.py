@@ -286,7 +286,7 @@ def run_steps(simcse, strategy, batches, start_step, total_steps, evaluation, sh
     progress.update(start_step)
     step = start_step
     try:
-        with StopRequests() as stop:
+        with StopRequests(strategy) as stop:
             for step, batch in zip(
                 range(start_step + 1, total_steps + 1), strategy.experimental_distribute_dataset(batches), strict=False
             ):
@@ -295,7 +295,7 @@ def run_steps(simcse, strategy, batches, start_step, total_steps, evaluation, sh
                 progress.update(step, [("loss", loss), ("learning_rate", learning_rate)])
                 if not evaluation(step, loss, learning_rate, simcse.loss_tracker):
                     return
-                signal_number = stop.agreed(strategy)
+                signal_number = stop.agreed()
                 if signal_number:
                     stop.abort_on_another()
                     evaluation.save_state(step)
@@ -318,6 +318,16 @@ class StopRequests:
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
+    def __init__(self, strategy):
+        self.workers_stopping = None
+        if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+
+            @tf.function  # an eager collective is slow
+            def workers_stopping(received):
+                return strategy.reduce("SUM", strategy.run(tf.identity, args=(received,)), axis=None)
+
+            self.workers_stopping = workers_stopping
+
     def __enter__(self):
         self.signal_number = None
         self.previous = {}
@@ -329,14 +339,13 @@ class StopRequests:
         del frame
         self.signal_number = signal_number
 
-    def agreed(self, strategy):
+    def agreed(self):
         """The signal to stop on, or None: under several workers the same on every worker at the same step (an
         all-reduce of whether each has one, every step; a worker without one stops on SIGTERM's behalf)."""
-        if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        if self.workers_stopping is None:
             return self.signal_number
         received = tf.constant(int(self.signal_number is not None), tf.int32)
-        workers_stopping = strategy.reduce("SUM", strategy.run(lambda: tf.identity(received)), axis=None)
-        return (self.signal_number or signal.SIGTERM) if int(workers_stopping) else None
+        return (self.signal_number or signal.SIGTERM) if int(self.workers_stopping(received)) else None
 
     def abort_on_another(self):
         if self.previous:

@@ -22,6 +22,7 @@ from helpers import (
     command_line,
     eval_history,
     google_bert_weights,
+    last_stderr_line,
     write_tf1_checkpoint,
 )
 
@@ -113,8 +114,12 @@ def test_two_workers_write_once_survive_a_killed_worker_and_match_one_process(pr
         time.sleep(0.02)
     workers[1][0].kill()
     chief, _ = finish(workers)
-    assert_failed_cleanly(chief, "error: lost contact with another worker after step 3")
-    assert chief.stderr.rstrip().endswith("rerun the same command on every worker to resume from step 3")
+    # After step 3, or 4 if the chief took another step before the kill landed: it resumes from 3 all the same.
+    assert re.fullmatch(
+        r"error: lost contact with another worker after step [34] \(.*\): rerun the same command on every worker "
+        "to resume from step 3",
+        last_stderr_line(chief),
+    )
     assert [record["step"] for record in eval_history(run_dir)] == [3]
 
     # The same command on both workers resumes and finishes: every evaluation once, one best/, nothing left over.
