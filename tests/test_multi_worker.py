@@ -76,21 +76,14 @@ def finish(workers, timeout=300):
     return results
 
 
-def state_saved(run_dir, step):
-    """Whether the chief has saved the training state of `step` (the `checkpoint` file names it)."""
-    return (tf.train.latest_checkpoint(str(run_dir / "state")) or "").endswith(f"ckpt-{step}")
-
-
-def test_two_workers_write_once_survive_a_killed_worker_and_match_one_process(prepared_data_dir, tmp_path):
-    data_dir = prepared_data_dir[0]
-    (tmp_path / "tmp").mkdir()
-    # A random BERT of one narrow layer over KR-BERT's vocab, as a Google-format checkpoint: its loss depends on
-    # which sentences a batch holds, and its steps and evaluations take little time beside the processes' start.
+def worker_options(tmp_path, data_dir, **changes):
+    """The flags of both workers: a random BERT of one narrow layer over KR-BERT's vocab, as a Google-format
+    checkpoint (its loss depends on which sentences a batch holds, and its steps and evaluations take little time
+    beside the processes' start), trained in tmp_path/runs/run."""
     (tmp_path / "config.json").write_text(json.dumps(MICRO_NO_DROPOUT))
-    checkpoint = write_tf1_checkpoint(tmp_path / "model.ckpt", google_bert_weights(MICRO_NO_DROPOUT))
-    options = {
+    return {
         "config": tmp_path / "config.json",
-        "pretrained_weight": checkpoint,
+        "pretrained_weight": write_tf1_checkpoint(tmp_path / "model.ckpt", google_bert_weights(MICRO_NO_DROPOUT)),
         "vocab_path": VOCAB,
         "data_dir": data_dir,
         "model_checkpoints": tmp_path / "runs",
@@ -102,7 +95,20 @@ def test_two_workers_write_once_survive_a_killed_worker_and_match_one_process(pr
         "total_steps": STEPS,
         "evaluation_frequency": EVALUATION_FREQUENCY,
         "learning_rate": LEARNING_RATE,
+        **changes,
     }
+
+
+def state_saved(run_dir, step):
+    """Whether the chief has saved the training state of `step` (the `checkpoint` file names it)."""
+    return (tf.train.latest_checkpoint(str(run_dir / "state")) or "").endswith(f"ckpt-{step}")
+
+
+def test_two_workers_write_once_survive_a_killed_worker_and_match_one_process(prepared_data_dir, tmp_path):
+    data_dir = prepared_data_dir[0]
+    (tmp_path / "tmp").mkdir()
+    options = worker_options(tmp_path, data_dir)
+    checkpoint = options["pretrained_weight"]
     run_dir = tmp_path / "runs" / "run"
 
     # Worker 1 is killed once the chief has saved its first evaluation (its training state last): the chief cannot
@@ -218,21 +224,7 @@ def test_only_the_chief_prepares_datasets_and_the_other_worker_waits_for_them(ra
 
 def test_sigterm_to_one_worker_stops_both_after_the_same_step_with_its_state_saved(prepared_data_dir, tmp_path):
     (tmp_path / "tmp").mkdir()
-    (tmp_path / "config.json").write_text(json.dumps(MICRO_NO_DROPOUT))
-    options = {
-        "config": tmp_path / "config.json",
-        "pretrained_weight": write_tf1_checkpoint(tmp_path / "model.ckpt", google_bert_weights(MICRO_NO_DROPOUT)),
-        "vocab_path": VOCAB,
-        "data_dir": prepared_data_dir[0],
-        "model_checkpoints": tmp_path / "runs",
-        "tensorboard_log_path": tmp_path / "logs",
-        "run_name": "run",
-        "distribution_strategy": "multi_worker_mirrored",
-        "batch_size": BATCH_SIZE,
-        "max_sequence_length": MAX_SEQUENCE_LENGTH,
-        "total_steps": 100_000,
-        "evaluation_frequency": EVALUATION_FREQUENCY,
-    }
+    options = worker_options(tmp_path, prepared_data_dir[0], total_steps=100_000)
     run_dir = tmp_path / "runs" / "run"
     history = run_dir / "eval_history.jsonl"
     workers = start_workers(options, tmp_path, "first")
