@@ -21,7 +21,6 @@ from helpers import (
     float32_embedder,
     last_stderr_line,
     require_shared,
-    run_script,
     sts_scores,
 )
 from reference_bert import bert
@@ -100,14 +99,15 @@ def test_scores_of_a_random_bert_match_an_independent_bert(
 
 @pytest.mark.slow
 def test_evaluate_py_mean_pooling_matches_an_independent_bert(
-    prepared_data_dir, reference_korsts_dev_spearman, tmp_path
+    prepared_data_dir, reference_korsts_dev_spearman, run_in_fork, tmp_path
 ):
-    """The tiny checkpoint as a Hugging Face directory, given alone: its config and vocab come with it."""
+    """The tiny checkpoint as a Hugging Face directory, given alone: its config and vocab come with it. (evaluate.py's
+    run in a fresh interpreter is the SIGTERM test's.)"""
     encoder = model.BertEncoder(model.BertConfig.from_json_file(TINY["config"]), dtype="float32")
     google_checkpoint.load_checkpoint(encoder, str(TINY["pretrained_weight"]))
     huggingface.write_directory(encoder, str(VOCAB), False, 64, "cls", str(tmp_path / "tiny"), "card\n")
     results_json = tmp_path / "results.json"
-    result = run_script(
+    result = run_in_fork(
         "evaluate.py", f"--checkpoint={tmp_path / 'tiny'}", f"--data_dir={prepared_data_dir[0]}",
         "--datasets=korsts:dev,klue_sts:dev", "--pooling=mean", f"--results_json={results_json}",
     )  # fmt: skip
