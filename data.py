@@ -122,7 +122,7 @@ def prepare(names, source_dir, data_dir):
             builder = download_and_prepare(name, data_dir)
         else:
             builder = _offline_builder(name, source_dir)(data_dir=data_dir)
-            builder.download_and_prepare()
+            prepare_leaving_nothing_on_failure(builder)
         splits = ", ".join(f"{split}: {info.num_examples}" for split, info in builder.info.splits.items())
         logging.info("prepared %s in %s (%s)", name, builder.data_dir, splits)
 
@@ -181,11 +181,27 @@ def download_and_prepare(name, data_dir=None):
         return builder
     root = builder.data_dir_root
     check_reachable(name, root)
+    try:
+        prepare_leaving_nothing_on_failure(builder)
+    except DOWNLOAD_ERRORS as error:
+        # A checksum mismatch is several lines naming the file it was downloaded to, which is gone now.
+        message = re.sub(r", downloaded to .*?, has", " has", errors.first_line(error)).rstrip(":")
+        raise errors.DataError(
+            f"downloading {name} failed, nothing was kept: {message}. Rerun, or prepare it offline: "
+            f"{offline_instructions(name, root)}"
+        ) from error
+    return builder
+
+
+def prepare_leaving_nothing_on_failure(builder):
+    """`builder.download_and_prepare()`; if it fails or is interrupted, whatever it added to the data directory
+    (downloads, extractions, the dataset's directory) is removed."""
+    root, name = builder.data_dir_root, builder.name
     root_existed = tf.io.gfile.exists(root)
     before = _entries_a_preparation_adds_to(root, name)
     try:
         builder.download_and_prepare()
-    except BaseException as error:
+    except BaseException:
         if not root_existed:
             if tf.io.gfile.exists(root):
                 tf.io.gfile.rmtree(root)
@@ -195,15 +211,7 @@ def download_and_prepare(name, data_dir=None):
                     tf.io.gfile.rmtree(path)
                 elif tf.io.gfile.exists(path):
                     tf.io.gfile.remove(path)
-        if isinstance(error, DOWNLOAD_ERRORS):
-            # A checksum mismatch is several lines naming the file it was downloaded to, which is gone now.
-            message = re.sub(r", downloaded to .*?, has", " has", errors.first_line(error)).rstrip(":")
-            raise errors.DataError(
-                f"downloading {name} failed, nothing was kept: {message}. Rerun, or prepare it offline: "
-                f"{offline_instructions(name, root)}"
-            ) from error
         raise
-    return builder
 
 
 def _entries_a_preparation_adds_to(root, name):

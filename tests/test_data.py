@@ -6,6 +6,7 @@ import contextlib
 import json
 import pathlib
 import re
+import signal
 import zipfile
 
 import loopback
@@ -13,6 +14,7 @@ import numpy as np
 import pytest
 import stand_in_checksums
 import tensorflow as tf
+import tfds_korean.korsts
 from helpers import (
     KOREAN_SENTENCES,
     KORSTS_HEADER,
@@ -578,3 +580,18 @@ def test_supervised_batches_never_span_two_epochs():
     epochs = [np.concatenate(batches[i : i + 2]) for i in range(0, 8, 2)]
     assert all(len(set(epoch)) == 8 for epoch in epochs)  # no triple twice in an epoch, nor in a batch
     assert len({tuple(sorted(epoch)) for epoch in epochs}) > 1  # each epoch shuffled anew
+
+
+def test_an_interrupted_preparation_leaves_nothing(self_made_source_dir, tmp_path, monkeypatch):
+    generate = tfds_korean.korsts.Korsts._generate_examples
+
+    def interrupted_after_five(self, *args, **kwargs):
+        for index, example in enumerate(generate(self, *args, **kwargs)):
+            if index == 5:
+                raise errors.Interrupted(signal.SIGTERM)  # what errors.run's handler raises
+            yield example
+
+    monkeypatch.setattr(tfds_korean.korsts.Korsts, "_generate_examples", interrupted_after_five)
+    with pytest.raises(errors.Interrupted):
+        data.prepare(["korsts"], str(self_made_source_dir), str(tmp_path / "tfds"))
+    assert not (tmp_path / "tfds").exists()

@@ -1,13 +1,15 @@
-"""errors.run turns every kind of bad input into one line on stderr and exit status 1; JSON reads name the file;
-atomic writes leave nothing behind when they fail."""
+"""errors.run turns every kind of bad input into one line on stderr and exit status 1, and a signal into one line
+and 128 + its number; JSON reads name the file; atomic writes leave nothing behind when they fail."""
 
 import json
 import re
+import signal
 import sys
 
 import pytest
 import tensorflow as tf
 from absl import flags
+from helpers import assert_failed_cleanly
 
 import errors
 import files
@@ -123,3 +125,24 @@ def test_positional_arguments_are_refused_unless_they_are_the_scripts_command(mo
     with pytest.raises(SystemExit):
         errors.run(lambda: ran.append("main"), command="prepare")
     assert ran == ["main"]
+
+
+@pytest.mark.parametrize(
+    ("script", "arguments", "command", "signal_number"),
+    [
+        ("export.py", ["--checkpoint=c", "--output=o"], None, signal.SIGINT),
+        ("report.py", ["--runs=r", "--output=o"], None, signal.SIGTERM),
+        ("data.py", ["prepare"], "prepare", signal.SIGINT),
+    ],
+)
+def test_a_signal_ends_any_script_in_one_line_with_128_plus_its_number(
+    run_in_fork, script, arguments, command, signal_number
+):
+    """What errors.run makes of Ctrl-C or SIGTERM while a script's main runs (here: it signals itself)."""
+    code = (
+        "import os, signal, errors\n"
+        f"errors.run(lambda: os.kill(os.getpid(), {int(signal_number)}), command={command!r})"
+    )
+    result = run_in_fork(script, *arguments, code=code)
+    assert result.returncode == 128 + signal_number
+    assert_failed_cleanly(result, f"error: interrupted by {signal.Signals(signal_number).name}")
