@@ -21,9 +21,10 @@ def softmax(x):
     return shifted / shifted.sum(axis=-1, keepdims=True)
 
 
-def bert(weights, num_layers, num_heads, word_ids, mask, type_ids):
-    """Returns (sequence_output [batch, seq, hidden], pooled_output [batch, hidden]) in float64."""
-    w = {name: np.asarray(value, np.float64) for name, value in weights.items()}
+def bert(weights, num_layers, num_heads, word_ids, mask, type_ids, dtype=np.float64):
+    """Returns (sequence_output [batch, seq, hidden], pooled_output [batch, hidden]) in `dtype` (float64 unless a
+    caller trades precision for time)."""
+    w = {name: np.asarray(value, dtype) for name, value in weights.items()}
     batch, seq = word_ids.shape
     x = (
         w["bert/embeddings/word_embeddings"][word_ids]
@@ -33,7 +34,7 @@ def bert(weights, num_layers, num_heads, word_ids, mask, type_ids):
     x = layer_norm(x, w["bert/embeddings/LayerNorm/gamma"], w["bert/embeddings/LayerNorm/beta"])
     hidden = x.shape[-1]
     head = hidden // num_heads
-    adder = (1.0 - mask[:, None, None, :].astype(np.float64)) * -10000.0
+    adder = (1.0 - mask[:, None, None, :].astype(dtype)) * -10000.0
     for i in range(num_layers):
         p = f"bert/encoder/layer_{i}/"
 
