@@ -2,7 +2,8 @@
 
 Library code raises `InputError`, or the subclass of its domain, for anything the user can put right: a flag value,
 a path, the contents of a file. Scripts run their `main` through `run`, which turns that, a file-system error and
-a file that cannot be decoded into the one line.
+a file that cannot be decoded into the one line; and Ctrl-C or SIGTERM (`Interrupted`) into one line and exit
+status 128 + the signal's number.
 """
 
 import signal

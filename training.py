@@ -1,6 +1,7 @@
 """The training loop both SimCSE scripts share, with plain arguments: the recipe, the model and its training state
-built and resumed, the steps, and STS evaluation and checkpointing during training (into run_directory.py's run
-directory). train_unsupervised.py and train_supervised.py wire their flags to `train` through training_flags.py.
+built and resumed exactly, the steps, and their stop on SIGINT or SIGTERM; after each step, checkpointing.py
+evaluates and saves into run_directory.py's run directory. train_unsupervised.py and train_supervised.py wire their
+flags to `train` through training_flags.py.
 """
 
 import contextlib
