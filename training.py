@@ -297,7 +297,7 @@ def run_steps(simcse, strategy, batches, start_step, total_steps, evaluation, sh
                 if not evaluation(step, loss, learning_rate, simcse.loss_tracker):
                     return
                 signal_number = stop.agreed()
-                if signal_number:
+                if signal_number and step < total_steps:  # at the last step the run has finished: nothing to stop
                     stop.abort_on_another()
                     evaluation.save_state(step)
                     raise errors.Interrupted(
