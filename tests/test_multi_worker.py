@@ -222,17 +222,18 @@ def test_only_the_chief_prepares_datasets_and_the_other_worker_waits_for_them(ra
     assert not (tmp_path / "tfds").exists() and not (tmp_path / "runs").exists()
 
 
-def test_sigterm_to_one_worker_stops_both_after_the_same_step_with_its_state_saved(prepared_data_dir, tmp_path):
-    (tmp_path / "tmp").mkdir()
-    options = worker_options(tmp_path, prepared_data_dir[0], total_steps=100_000)
-    run_dir = tmp_path / "runs" / "run"
+def interrupted_step(workers, signalled, run_dir, after_step):
+    """Once the chief has recorded an evaluation after `after_step`, SIGTERM to the workers `signalled` (indices), at
+    once; both must end with status 143 and one line naming one step: that step, whose training state the chief
+    (alone) has saved."""
     history = run_dir / "eval_history.jsonl"
-    workers = start_workers(options, tmp_path, "first")
     deadline = time.monotonic() + 300
-    while not (history.exists() and history.read_text()) and time.monotonic() < deadline:
+    while not (history.exists() and eval_history(run_dir) and eval_history(run_dir)[-1]["step"] > after_step):
         assert workers[0][0].poll() is None and workers[1][0].poll() is None, "a worker ended before the signal"
+        assert time.monotonic() < deadline, "no evaluation after the signal was due"
         time.sleep(0.02)
-    workers[1][0].send_signal(signal.SIGTERM)  # the other worker alone: a preempted VM
+    for index in signalled:
+        workers[index][0].send_signal(signal.SIGTERM)
     results = finish(workers)
     assert [result.returncode for result in results] == [128 + signal.SIGTERM] * 2
     steps = {
@@ -241,5 +242,22 @@ def test_sigterm_to_one_worker_stops_both_after_the_same_step_with_its_state_sav
     }
     assert len(steps) == 1, steps  # the same step on both
     (step,) = steps
-    assert tf.train.latest_checkpoint(str(run_dir / "state")).endswith(f"ckpt-{step}")  # the chief's, one
+    assert tf.train.latest_checkpoint(str(run_dir / "state")).endswith(f"ckpt-{step}")  # the chief's
+    return step, results
+
+
+def test_sigterm_to_one_worker_or_both_stops_both_after_the_same_step_with_its_state_saved(prepared_data_dir, tmp_path):
+    (tmp_path / "tmp").mkdir()
+    options = worker_options(tmp_path, prepared_data_dir[0], total_steps=100_000)
+    run_dir = tmp_path / "runs" / "run"
+    # The other worker alone: a preempted VM.
+    first, _ = interrupted_step(start_workers(options, tmp_path, "first"), [1], run_dir, 0)
+    # Both at once, after the same command resumed from that step: a job scheduler stopping the job.
+    second, (chief, _) = interrupted_step(start_workers(options, tmp_path, "second"), [0, 1], run_dir, first)
+    assert f"resuming from {run_dir}/state/ckpt-{first}" in chief.stderr
+    assert second > first
     assert not list((tmp_path / "tmp").glob("simcse-worker-*"))
+    # Only the chief writes the run: no other state directory, and no step evaluated twice.
+    steps = [record["step"] for record in eval_history(run_dir)]
+    assert steps == sorted(set(steps))
+    assert sorted(path.name for path in (tmp_path / "runs").iterdir()) == ["run"]

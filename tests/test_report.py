@@ -1,7 +1,7 @@
 """report.py over runs made here (a random BERT trained on the tests' own data): the results table's means,
 standard deviations and n against evaluate.py on each `best/`, the reference rows, results.json and the plots;
 what training records for it (start.json, TensorBoard's HParams); bad input failing with one line, nothing written.
-End to end on the shared data: a run of the tiny checkpoint, reported in a subprocess."""
+report.py on a run of the tiny checkpoint over the shared data: test_training.py's unsupervised learning test."""
 
 import json
 import pathlib
@@ -11,7 +11,7 @@ import shutil
 import numpy as np
 import pytest
 import tensorflow as tf
-from helpers import MICRO_CHARACTER, REPO, TINY, assert_failed_cleanly, run_script
+from helpers import MICRO_CHARACTER, REPO, assert_failed_cleanly
 from PIL import Image
 from tensorboard.plugins.hparams import plugin_data_pb2
 
@@ -291,28 +291,6 @@ def test_report_py_fails_with_one_line(runs, self_made_data_dir, run_in_fork, tm
     )
     assert_failed_cleanly(result, "error: korsts:test was not prepared")
     assert not output.exists()
-
-
-@pytest.mark.slow
-def test_report_py_end_to_end_on_a_run_of_the_tiny_checkpoint(prepared_data_dir, tmp_path):
-    data_dir = prepared_data_dir[0]
-    # Two steps, one evaluation of the full sets (the report's are full too).
-    run_dir = train_run(training.Recipe(**{**RECIPE, "total_steps": 2}), TINY, data_dir, tmp_path, "tiny")
-    output = tmp_path / "report"
-    result = run_script(
-        "report.py", f"--runs={run_dir}", "--datasets=korsts:dev,klue_sts:dev", f"--data_dir={data_dir}",
-        f"--output={output}",
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.strip() == str(output / "results.md")
-    stored = json.loads((output / "results.json").read_text())
-    [entry] = stored["runs"]
-    best = [record for record in entry["history"] if record["step"] == entry["best_step"]][0]
-    # Training's evaluation of best/ and the report's agree (the same model, sets, length and pooling).
-    assert entry["results"]["korsts:dev"]["spearman"] == pytest.approx(best["korsts_spearman"], abs=1e-6)
-    assert entry["results"]["korsts:dev"]["n"] == 1500 and entry["results"]["klue_sts:dev"]["n"] == 519
-    assert stored["starts"][0]["pretrained_weight"] == str(pathlib.Path(TINY["pretrained_weight"]).absolute())
-    assert "| tiny-char-mlm (4 layers, hidden 256) | unsupervised | 1 |" in (output / "results.md").read_text()
 
 
 def test_only_kr_berts_hub_id_or_release_counts_as_the_original_works_model(tmp_path, monkeypatch):

@@ -10,7 +10,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 import types
 
@@ -22,7 +21,6 @@ from absl import flags
 from helpers import (
     HUGGINGFACE_NUMERICS,
     MICRO,
-    REPO,
     SELF_MADE_STAND_IN_ROWS,
     SMALL,
     TINY,
@@ -30,11 +28,9 @@ from helpers import (
     assert_failed_cleanly,
     command_line,
     eval_history,
-    float32_embedder,
     last_stderr_line,
     needs_openssl,
     run_script,
-    sts_scores,
     tfds_korean_downloads,
 )
 
@@ -314,7 +310,7 @@ SHORT_CPU_RUN = {"precision": "mixed_bfloat16", "batch_size": 32, "max_sequence_
 
 
 @pytest.mark.slow
-def test_unsupervised_simcse_spreads_embeddings_and_best_scores_as_recorded(
+def test_unsupervised_simcse_spreads_embeddings_and_report_py_scores_it_as_recorded(
     prepared_data_dir, scores_before_training, tmp_path
 ):
     data_dir = prepared_data_dir[0]
@@ -336,11 +332,22 @@ def test_unsupervised_simcse_spreads_embeddings_and_best_scores_as_recorded(
     # Measured here: KorSTS dev uniformity -0.229 -> -1.341 in 40 steps, alignment 0.021 -> 0.201.
     assert history[-1]["korsts_uniformity"] < before["uniformity"] - 0.6
     assert history[-1]["korsts_alignment"] < 0.5
-    # The saved best checkpoint scores, evaluated as evaluate.py does in float32, what training recorded.
-    best = sts_scores(data_dir, float32_embedder(TINY, checkpoint=run_dir / "best"), 32, sets=["korsts:dev"])[
-        "korsts:dev"
-    ]
-    assert best["spearman"] == pytest.approx(max(r["korsts_spearman"] for r in history), abs=1e-4)
+    # report.py on the run, as a user runs it (its end-to-end run): best/ scores, in float32 as evaluate.py does,
+    # what training recorded, and the start what the tiny checkpoint scored before training.
+    output = tmp_path / "report"
+    result = run_script(
+        "report.py", f"--runs={run_dir}", "--datasets=korsts:dev", f"--data_dir={data_dir}", f"--output={output}"
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip() == str(output / "results.md")
+    stored = json.loads((output / "results.json").read_text())
+    [entry], [start] = stored["runs"], stored["starts"]
+    assert (entry["best_step"], entry["max_sequence_length"], entry["pooling"]) == (40, 32, "cls")
+    assert entry["results"]["korsts:dev"]["n"] == 1500
+    assert entry["results"]["korsts:dev"]["spearman"] == pytest.approx(history[-1]["korsts_spearman"], abs=1e-4)
+    assert start["pretrained_weight"] == str(pathlib.Path(TINY["pretrained_weight"]).absolute())
+    assert start["results"]["korsts:dev"]["spearman"] == pytest.approx(before["spearman"], abs=1e-6)
+    assert "| tiny-char-mlm (4 layers, hidden 256) | unsupervised | 1 |" in (output / "results.md").read_text()
 
 
 def saved_optimizer_variable(state_prefix, name):
@@ -793,7 +800,7 @@ def test_defaults_are_the_original_recipe(run_in_fork, script, recipe):
 # === Resuming exactly ===
 
 # Eight steps of 8 sentences over the 61 of the self-made corpus (a pass and more, each shuffled anew), evaluated at
-# 4 and 8; the runs below stop at step 6 and resume.
+# 4 and 8, from the random BERT's checkpoint; the runs below stop at step 6 or 7 and resume.
 RESUME_RECIPE = make_recipe(total_steps=8, batch_size=8, evaluation_frequency=4, learning_rate=1e-3)
 
 
@@ -815,7 +822,7 @@ def uninterrupted(self_made_data_dir, random_bert, two_replicas, tmp_path_factor
         if replicas not in made:
             directory = tmp_path_factory.mktemp(f"uninterrupted{replicas}")
             strategy = two_replicas if replicas == 2 else None
-            train(self_made_data_dir, directory, RESUME_RECIPE, None, strategy, files=random_bert, pretrained=False)
+            train(self_made_data_dir, directory, RESUME_RECIPE, None, strategy, files=random_bert)
             made[replicas] = final_weights_and_history(directory)
         return made[replicas]
 
@@ -833,25 +840,20 @@ def assert_ends_as(directory, expected):
         assert record == pytest.approx(expected_record, abs=1e-6)
 
 
-@pytest.mark.parametrize("replicas", [1])  # two replicas: test_an_interrupted_run_saves_its_step_and_resumes_exactly
-def test_a_stopped_and_resumed_run_ends_as_one_that_was_not(
-    self_made_data_dir, random_bert, two_replicas, uninterrupted, tmp_path, replicas
-):
+def test_a_stopped_and_resumed_run_ends_as_one_that_was_not(self_made_data_dir, random_bert, uninterrupted, tmp_path):
     """Data-exact resuming: the batches the saved steps took are skipped, the dropout streams and the loss since the
     last evaluation come back with the state. The input ends after step 6, as a killed run stops: it resumes from
-    the state of step 4."""
+    the state of step 4. (A real kill, on two replicas: test_train_unsupervised_py_killed_and_interrupted_...)"""
     sentences = data.corpus_sentences(self_made_data_dir)
-    strategy = two_replicas if replicas == 2 else None
 
     def stopping_after_6(tokenizer, seed):
         return data.unsupervised_batches(sentences, tokenizer, RESUME_RECIPE.batch_size, seed).take(6)
 
-    untrained = {"files": random_bert, "pretrained": False}
     run_dir = tmp_path / "runs" / "run"
-    train(self_made_data_dir, tmp_path, RESUME_RECIPE, stopping_after_6, strategy, **untrained)
+    train(self_made_data_dir, tmp_path, RESUME_RECIPE, stopping_after_6, files=random_bert)
     assert [record["step"] for record in eval_history(run_dir)] == [4]
-    train(self_made_data_dir, tmp_path, RESUME_RECIPE, None, strategy, **untrained)
-    assert_ends_as(tmp_path, uninterrupted(replicas))
+    train(self_made_data_dir, tmp_path, RESUME_RECIPE, files=random_bert)
+    assert_ends_as(tmp_path, uninterrupted(1))
     # The optimizer came back: its step counter went on from 4 (a fresh one would end at 4).
     assert optimizer_step(tf.train.latest_checkpoint(run_dir / "state")) == 8
 
@@ -860,7 +862,7 @@ def test_a_stopped_and_resumed_run_ends_as_one_that_was_not(
         raise AssertionError("a finished run made its batches")
 
     history = eval_history(run_dir)
-    train(self_made_data_dir, tmp_path, RESUME_RECIPE, no_batches, strategy, **untrained)
+    train(self_made_data_dir, tmp_path, RESUME_RECIPE, no_batches, files=random_bert)
     assert eval_history(run_dir) == history
 
 
@@ -897,32 +899,28 @@ def interrupted_run(data_dir, directory, strategy, signal_number, monkeypatch, f
     with monkeypatch.context() as patched:
         patched.setattr(checkpointing.EvaluateAndCheckpoint, "__call__", signalling)
         with pytest.raises(errors.Interrupted) as interrupted:
-            train(data_dir, directory, RESUME_RECIPE, None, strategy, files=files, pretrained=False)
+            train(data_dir, directory, RESUME_RECIPE, None, strategy, files=files)
     return interrupted.value
 
 
-@pytest.mark.parametrize(
-    ("replicas", "signal_number"),
-    # Both signals take one path (StopRequests): each is tested on one of the two set-ups.
-    [(1, signal.SIGTERM), pytest.param(2, signal.SIGINT, marks=pytest.mark.slow)],
-)
-def test_an_interrupted_run_saves_its_step_and_resumes_exactly(
-    self_made_data_dir, random_bert, two_replicas, uninterrupted, tmp_path, monkeypatch, replicas, signal_number
+def test_sigterm_saves_the_step_reached_and_the_run_resumes_exactly(
+    self_made_data_dir, random_bert, uninterrupted, tmp_path, monkeypatch
 ):
-    strategy = two_replicas if replicas == 2 else None
-    interrupted = interrupted_run(self_made_data_dir, tmp_path, strategy, signal_number, monkeypatch, random_bert)
+    """SIGTERM and SIGINT take one path (StopRequests); SIGINT, on two replicas, from the script:
+    test_train_unsupervised_py_killed_and_interrupted_..."""
+    handler = signal.getsignal(signal.SIGTERM)
+    interrupted = interrupted_run(self_made_data_dir, tmp_path, None, signal.SIGTERM, monkeypatch, random_bert)
     run_dir = tmp_path / "runs" / "run"
-    name = signal.Signals(signal_number).name
-    assert interrupted.signal_number == signal_number
-    assert str(interrupted).startswith(f"interrupted by {name} at step 6 of 8: its training state is saved (")
+    assert interrupted.signal_number == signal.SIGTERM
+    assert str(interrupted).startswith("interrupted by SIGTERM at step 6 of 8: its training state is saved (")
     # The state of step 6 beside the evaluation's of step 4; step 6 is no evaluation, no step-N, no best/ candidate.
     assert sorted(path.name for path in (run_dir / "state").glob("*.index")) == ["ckpt-4.index", "ckpt-6.index"]
     assert [record["step"] for record in eval_history(run_dir)] == [4]
     assert sorted(path.name for path in run_dir.glob("step-*.index")) == ["step-4.index"]
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handlers given back
+    assert signal.getsignal(signal.SIGTERM) is handler  # the handlers given back
 
-    train(self_made_data_dir, tmp_path, RESUME_RECIPE, None, strategy, files=random_bert, pretrained=False)
-    assert_ends_as(tmp_path, uninterrupted(replicas))
+    train(self_made_data_dir, tmp_path, RESUME_RECIPE, files=random_bert)
+    assert_ends_as(tmp_path, uninterrupted(1))
 
 
 def test_a_second_ctrl_c_while_saving_leaves_the_states_before_it(
@@ -943,33 +941,56 @@ def test_a_second_ctrl_c_while_saving_leaves_the_states_before_it(
     tf.train.load_checkpoint(state)  # loadable: the run resumes from it
 
 
-def run_until(command, ready, timeout=300):
-    """`command` started with Popen, standard error to a file; waits until `ready()`, then returns the process."""
-    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + timeout
-    while not ready():
-        assert process.poll() is None, process.communicate()[1][-3000:]
-        assert time.monotonic() < deadline, "the process never got ready"
-        time.sleep(0.2)
-    return process
+# The fork's code: train_unsupervised.py, its process sending itself `signal` right after step `step`'s hook (so at
+# that very step, as a signal from outside lands between two steps), then ended as the script ends.
+SIGNALLED_AFTER_STEP = """
+import os, signal
+import checkpointing, errors, train_unsupervised
+after_step = checkpointing.EvaluateAndCheckpoint.__call__
+def signalling(self, step, *args):
+    going_on = after_step(self, step, *args)
+    if step == {step}:
+        os.kill(os.getpid(), signal.{signal})
+    return going_on
+checkpointing.EvaluateAndCheckpoint.__call__ = signalling
+errors.run(train_unsupervised.main)
+"""
 
 
 @pytest.mark.slow
-def test_ctrl_c_in_train_unsupervised_py_is_one_line_and_the_step_to_resume_from(
-    self_made_data_dir, random_bert, tmp_path
+def test_train_unsupervised_py_killed_and_interrupted_on_two_replicas_ends_as_a_run_nobody_stopped(
+    self_made_data_dir, random_bert, uninterrupted, run_in_fork, tmp_path
 ):
+    """RESUME_RECIPE's run, as train_unsupervised.py runs it on two replicas: kill -9 after step 6 (its last save
+    the evaluation of step 4), the same command, Ctrl-C after step 7, the same command again."""
+    recipe = {name: getattr(RESUME_RECIPE, name) for name in (
+        "total_steps", "batch_size", "learning_rate", "warmup_ratio", "temperature", "max_sequence_length",
+        "evaluation_frequency", "seed",
+    )}  # fmt: skip
     options = {
         **{name: random_bert[name] for name in ("config", "vocab_path", "pretrained_weight")},
-        "data_dir": self_made_data_dir, "model_checkpoints": tmp_path / "runs",
-        "tensorboard_log_path": tmp_path / "logs", "run_name": "run", "batch_size": 8, "max_sequence_length": 16,
-        "total_steps": 100_000, "evaluation_frequency": 5,
+        **recipe, "data_dir": self_made_data_dir, "model_checkpoints": tmp_path / "runs",
+        "tensorboard_log_path": tmp_path / "logs", "run_name": "run", "distribution_strategy": "mirrored",
+        "num_cpu_devices": 2,
     }  # fmt: skip
-    history = tmp_path / "runs" / "run" / "eval_history.jsonl"
-    process = run_until([sys.executable, *command_line("train_unsupervised.py", options)], history.exists)
-    process.send_signal(signal.SIGINT)  # what Ctrl-C in a terminal sends
-    _, stderr = process.communicate(timeout=120)
-    assert process.returncode == 128 + signal.SIGINT
-    assert "Traceback" not in stderr
-    line = last_stderr_line(subprocess.CompletedProcess([], 130, "", stderr))
-    step = int(re.match(r"error: interrupted by SIGINT at step (\d+) of 100000: its training state is saved", line)[1])
-    assert tf.train.latest_checkpoint(str(tmp_path / "runs" / "run" / "state")).endswith(f"ckpt-{step}")
+    command = command_line("train_unsupervised.py", options)
+    run_dir = tmp_path / "runs" / "run"
+
+    killed = run_in_fork(*command, code=SIGNALLED_AFTER_STEP.format(step=6, signal="SIGKILL"))
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    assert [record["step"] for record in eval_history(run_dir)] == [4]
+    assert tf.train.latest_checkpoint(str(run_dir / "state")).endswith("ckpt-4")
+
+    interrupted = run_in_fork(*command, code=SIGNALLED_AFTER_STEP.format(step=7, signal="SIGINT"))
+    assert interrupted.returncode == 128 + signal.SIGINT, interrupted.stderr[-3000:]
+    assert "Traceback" not in interrupted.stderr and f"resuming from {run_dir}/state/ckpt-4" in interrupted.stderr
+    assert last_stderr_line(interrupted) == (
+        f"error: interrupted by SIGINT at step 7 of 8: its training state is saved ({run_dir}/state); rerun the "
+        "same command, with the same run name, to go on from it"
+    )
+    assert tf.train.latest_checkpoint(str(run_dir / "state")).endswith("ckpt-7")
+
+    finished = run_in_fork(*command)
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    assert "mirrored, 2 replica(s)" in finished.stderr
+    assert_ends_as(tmp_path, uninterrupted(2))
