@@ -83,6 +83,50 @@ def set_precision(precision, on_tpu=False):
         )
 
 
+# The precisions sentences are encoded in (evaluate.py, export.py, report.py): the Keras policy of each. bfloat16
+# keeps float32 weights, LayerNorm and softmax, and multiplies in bfloat16 (the embeddings come out float32).
+ENCODING_POLICIES = {"float32": "float32", "bfloat16": "mixed_bfloat16"}
+# CPU flags of native bfloat16 arithmetic in /proc/cpuinfo: x86's AVX512_BF16 and AMX, Arm's BF16.
+BFLOAT16_CPU_FLAGS = ("avx512_bf16", "amx_bf16", "bf16")
+# GPUs compute in bfloat16 from compute capability 8.0 (Ampere) on.
+BFLOAT16_GPU_CAPABILITY = (8, 0)
+
+
+def cpu_flags(cpuinfo="/proc/cpuinfo"):
+    """The feature flags of the first CPU in `cpuinfo` (x86 "flags", Arm "Features"); empty where it is unreadable."""
+    try:
+        with open(cpuinfo, encoding="utf-8") as lines:
+            for line in lines:
+                name, _, value = line.partition(":")
+                if name.strip() in ("flags", "Features"):
+                    return set(value.split())
+    except OSError:
+        pass
+    return set()
+
+
+def bfloat16_device():
+    """What computes in bfloat16 here, natively ("GPU:0", "CPU (avx512_bf16)"), or None."""
+    for index, gpu in enumerate(tf.config.list_physical_devices("GPU")):
+        if tf.config.experimental.get_device_details(gpu).get("compute_capability", (0, 0)) >= BFLOAT16_GPU_CAPABILITY:
+            return f"GPU:{index}"
+    native = sorted(set(BFLOAT16_CPU_FLAGS) & cpu_flags())
+    return f"CPU ({', '.join(native)})" if native else None
+
+
+def encoding_policy(precision):
+    """The Keras policy that encodes in `precision` (ENCODING_POLICIES); bfloat16 only where it is native (emulated,
+    it is slower than float32 and no more exact)."""
+    if precision not in ENCODING_POLICIES:
+        raise errors.InputError(f"precision {precision!r} is not one of {', '.join(ENCODING_POLICIES)}")
+    if precision == "bfloat16" and bfloat16_device() is None:
+        raise errors.InputError(
+            "precision bfloat16: this machine has no native bfloat16 (no GPU of compute capability 8.0 or more, "
+            f"no CPU flag {', '.join(BFLOAT16_CPU_FLAGS[:-1])} or {BFLOAT16_CPU_FLAGS[-1]}): use float32"
+        )
+    return ENCODING_POLICIES[precision]
+
+
 def worker_state_directory(run_dir, task_id):
     """A new, empty directory for the training state of worker `task_id` (not the chief) of the run in `run_dir`,
     in the system's temporary directory, named by both: a rerun clears what a killed worker left there."""

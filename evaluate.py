@@ -76,6 +76,7 @@ def define_flags():
     model_flags.define_max_sequence_length(None, model_flags.RUN_LENGTH_NOTE + "; a SavedModel has its own)")
     model_flags.define_pooling(" (a SavedModel has its own)")
     model_flags.define_batch_size(64)
+    model_flags.define_precision(None, " (default: float32; a SavedModel has its own)")
     flags.DEFINE_integer(
         "max_examples", None, "Score at most this many examples of each set, a seeded sample (default: all).",
         lower_bound=1,
@@ -110,6 +111,7 @@ def main():
         FLAGS.batch_size,
         FLAGS.max_examples,
         FLAGS.passage_length,
+        FLAGS.precision,
         verbose=True,
     )
     print_table(results)

@@ -8,6 +8,7 @@ tasks (transfer.py), every set read before the model is loaded, so a missing spl
 import tensorflow as tf
 
 import data
+import distribution
 import errors
 import model
 import model_files
@@ -60,6 +61,7 @@ def evaluate(
     batch_size=64,
     max_examples=None,
     passage_length=None,
+    precision=None,
     verbose=False,
 ):
     """{"name:split": {metric: value}} of the model on each set in `datasets` ("korsts:dev", "nsmc:test", ...).
@@ -75,10 +77,15 @@ def evaluate(
         pooling, batch_size: how sentences are encoded (a checkpoint's).
         max_examples: score at most this many examples of each set, a seeded sample (None: all).
         passage_length: tokens of each retrieval paragraph (None: the model's max_position_embeddings).
+        precision: what a checkpoint's encoder computes in, "float32" (None) or "bfloat16" (where it is native:
+            distribution.encoding_policy); a SavedModel computes in the precision it was exported in.
         verbose: print what is evaluated and progress bars.
     """
     if max_examples is not None and max_examples < 1:
         raise errors.InputError(f"max_examples is {max_examples}: score at least 1 example of each set")
+    if saved_model_dir is None:
+        precision = precision or "float32"
+        distribution.encoding_policy(precision)  # refused before anything is read
     sts_sets, tasks = {}, {}
     for name, split in parse_sets(datasets):
         if name in data.STS_SCORE_FEATURES:
@@ -89,24 +96,25 @@ def evaluate(
         embedder = saved_model.load_saved_embedder(saved_model_dir)
         tokenizer = passage_tokenizer = tf.identity  # the SavedModel tokenizes inside: it takes the sentences
         max_sequence_length = passage_length = embedder.max_sequence_length
-        described = f"SavedModel {saved_model_dir}, max length {max_sequence_length or 'not recorded'}"
+        precision = embedder.precision
+        described = f"SavedModel {saved_model_dir}, max length {max_sequence_length or 'not recorded'}, {precision}"
     else:
         max_sequence_length = max_sequence_length or model_files.run_sequence_length(checkpoint)
         found = model_files.find_checked(checkpoint, max_sequence_length, config_path, vocab_path, lower_case)
         passage_length = passage_length or found.config.max_position_embeddings
         found.config.check_sequence_length(passage_length)
-        bert_tokenizer, encoder, loaded = model_files.load_encoder(found, max_sequence_length)
+        bert_tokenizer, encoder, loaded = model_files.load_encoder(found, max_sequence_length, precision)
         tokenizer = bert_tokenizer.trimmed
         passage_tokenizer = tokenization.KrBertTokenizer(
             found.vocab_path, passage_length, found.config.vocab_size, found.lower_case
         ).trimmed
         embedder = model.sentence_embedder(encoder, pooling)
-        described = f"checkpoint {loaded}, {pooling} pooling, max length {max_sequence_length}"
+        described = f"checkpoint {loaded}, {pooling} pooling, max length {max_sequence_length}, {precision}"
     if verbose:
         print(described)
     results = sts.StsEvaluator(sts_sets, tokenizer, embedder, batch_size)(verbose) if sts_sets else {}
     for scores in results.values():
-        scores |= {"max_examples": max_examples, "max_sequence_length": max_sequence_length}
+        scores |= {"max_examples": max_examples, "max_sequence_length": max_sequence_length, "precision": precision}
     encode = tf.function(embedder, reduce_retracing=True)
 
     def embedding(sentences_tokenizer):
@@ -118,7 +126,7 @@ def evaluate(
         if verbose:
             print(f"{key}: {task.kind}")
         results[key] = task.score(embedding(tokenizer), embedding(passage_tokenizer), verbose)
-        results[key]["max_sequence_length"] = max_sequence_length
+        results[key] |= {"max_sequence_length": max_sequence_length, "precision": precision}
         if task.kind == "retrieval":
             results[key]["passage_length"] = passage_length
     return {f"{name}:{split}": results[f"{name}:{split}"] for name, split in parse_sets(datasets)}

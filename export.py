@@ -18,6 +18,7 @@ From Python: `export("models/RUN/best", "exported/krbert-simcse")`.
 
 from absl import flags, logging
 
+import distribution
 import errors
 import files
 import huggingface
@@ -40,20 +41,28 @@ def export(
     max_sequence_length=None,
     pooling="cls",
     results_json=None,
+    precision="float32",
 ):
     """Writes the model at `checkpoint` to the new directory `output` as a SavedModel (`output_format`
     "savedmodel") or a Hugging Face directory ("huggingface", its model card with the scores of `results_json`,
     evaluate.py's); returns what was read. `checkpoint`, `config_path`, `vocab_path`, `lower_case` and
     `max_sequence_length` (None: the run's own, else 64) are as for `evaluation.evaluate`; the SavedModel records its
     length (`saved_model.load_saved_embedder`), the Hugging Face directory in its tokenizer and sentence-transformers
-    configs."""
+    configs. The SavedModel computes in `precision` ("float32" or "bfloat16", where native) and records it; a Hugging
+    Face directory holds float32 weights, whatever precision its user loads them in."""
     files.check_new_directory(output)
+    if output_format == "huggingface" and precision != "float32":
+        raise errors.InputError(
+            f"precision {precision} is the SavedModel's: a Hugging Face directory holds float32 weights (load them "
+            "in bfloat16 with transformers' torch_dtype=torch.bfloat16)"
+        )
+    distribution.encoding_policy(precision)  # bfloat16 refused where it is not native, before anything is read
     max_sequence_length = max_sequence_length or model_files.run_sequence_length(checkpoint)
     results = files.read_json(results_json) if results_json else None
     found = model_files.find_checked(checkpoint, max_sequence_length, config_path, vocab_path, lower_case)
-    tokenizer, encoder, loaded = model_files.load_encoder(found, max_sequence_length)
+    tokenizer, encoder, loaded = model_files.load_encoder(found, max_sequence_length, precision)
     if output_format == "savedmodel":
-        saved_model.save_embedder(model.sentence_embedder(encoder, pooling), tokenizer, output)
+        saved_model.save_embedder(model.sentence_embedder(encoder, pooling), tokenizer, output, precision)
     else:
         run_config, record = run_directory.checkpoint_run(loaded)
         card = huggingface.model_card(loaded, pooling, max_sequence_length, run_config, record, results)
@@ -61,10 +70,11 @@ def export(
             encoder, found.vocab_path, found.lower_case, max_sequence_length, pooling, output, card
         )
     logging.info(
-        "exported %s (%s pooling, max length %d) to %s as %s",
+        "exported %s (%s pooling, max length %d, %s) to %s as %s",
         loaded,
         pooling,
         max_sequence_length,
+        precision,
         output,
         output_format,
     )
@@ -79,6 +89,7 @@ def define_flags():
     flags.DEFINE_enum("format", "savedmodel", ["savedmodel", "huggingface"], "What to write.")
     model_flags.define_max_sequence_length(None, model_flags.RUN_LENGTH_NOTE + ")")
     model_flags.define_pooling()
+    model_flags.define_precision("float32", " (the SavedModel's; it records it)")
     flags.DEFINE_string(
         "results_json", None, "evaluate.py's --results_json of this checkpoint, for the model card (Hugging Face)."
     )
@@ -97,6 +108,7 @@ def main():
         FLAGS.max_sequence_length,
         FLAGS.pooling,
         FLAGS.results_json,
+        FLAGS.precision,
     )
 
 

@@ -427,7 +427,8 @@ def pool(outputs, input_mask, pooling):
 
 
 def sentence_embedder(encoder, pooling):
-    """A Keras model from the encoder's input dict to one embedding per sentence, [batch, hidden]."""
+    """A Keras model from the encoder's input dict to one float32 embedding per sentence, [batch, hidden], whatever
+    precision the encoder computes in."""
     inputs = {name: keras.Input(shape=(None,), dtype="int32", name=name) for name in INPUT_NAMES}
-    embeddings = pool(encoder(inputs), inputs["input_mask"], pooling)
+    embeddings = keras.ops.cast(pool(encoder(inputs), inputs["input_mask"], pooling), "float32")  # [batch, hidden]
     return keras.Model(inputs=inputs, outputs=embeddings, name=f"{pooling}_embedder")

@@ -4,6 +4,7 @@
 
 from absl import flags
 
+import distribution
 import model
 import model_files
 import tokenization
@@ -72,6 +73,18 @@ def define_data_dir(flag_values=flags.FLAGS):
         None,
         "TFDS data directory (default: TFDS's); datasets not prepared there are downloaded.",
         flag_values=flag_values,
+    )
+
+
+def define_precision(default, note=""):
+    """--precision of a script that encodes sentences; `note` as for `define_pooling`."""
+    flags.DEFINE_enum(
+        "precision",
+        default,
+        list(distribution.ENCODING_POLICIES),
+        "What the encoder multiplies in: float32, or bfloat16 (float32 weights, LayerNorm and softmax; refused "
+        "where bfloat16 is not native: a GPU before compute capability 8.0, a CPU without AVX512_BF16, AMX or Arm "
+        f"BF16){note}.",
     )
 
 

@@ -22,6 +22,7 @@ import time
 from absl import flags, logging
 
 import data
+import distribution
 import errors
 import evaluation
 import files
@@ -40,7 +41,7 @@ POOLING = "cls"
 BATCH_SIZE = 64
 
 
-def report(runs, datasets, output, data_dir=None, max_sequence_length=None, command="report.py"):
+def report(runs, datasets, output, data_dir=None, max_sequence_length=None, command="report.py", precision="float32"):
     """Scores the runs at the paths `runs` and writes results.md, results.json and the plots to `output`; returns
     what results.json holds. Every run and set is read, and `output` checked, before anything is evaluated or
     written.
@@ -52,7 +53,9 @@ def report(runs, datasets, output, data_dir=None, max_sequence_length=None, comm
         data_dir: the TFDS data directory (None: TFDS's).
         max_sequence_length: tokens per sentence; None: each run's own, as training evaluated it.
         command: the command line results.md names.
+        precision: what the encoders compute in, "float32" (as training evaluates) or "bfloat16" (where native).
     """
+    distribution.encoding_policy(precision)
     files.check_can_make_directory(output)
     results_json = os.path.join(output, "results.json")
     if files.isdir(output):
@@ -68,13 +71,14 @@ def report(runs, datasets, output, data_dir=None, max_sequence_length=None, comm
         else:
             data.sts_pairs(name, split, data_dir)
     stored = reporting.stored_evaluations(results_json)
-    scorer = Scorer(datasets, data_dir, stored)
+    scorer = Scorer(datasets, data_dir, stored, precision)
 
     report = {
         "date": time.strftime("%Y-%m-%d"),
         "machine": reporting.machine(),
         "data_dir": files.absolute(data_dir) if data_dir else None,
         "datasets": datasets,
+        "precision": precision,
         "runs": [],
         "groups": [],
         "starts": [],
@@ -120,17 +124,18 @@ def report(runs, datasets, output, data_dir=None, max_sequence_length=None, comm
 class Scorer:
     """Scores checkpoints on the report's sets, reusing the stored scores of the same weights."""
 
-    def __init__(self, datasets, data_dir, stored):
+    def __init__(self, datasets, data_dir, stored, precision):
         self.datasets = datasets
         self.data_dir = data_dir
         self.stored = stored
+        self.precision = precision
 
     def score(self, weights_file, max_sequence_length, **model):
-        """{"digest", "max_sequence_length", "pooling", "results"} of the checkpoint; `model` as for
+        """{"digest", "max_sequence_length", "pooling", "precision", "results"} of the checkpoint; `model` as for
         evaluation.evaluate."""
         digest = reporting.checkpoint_digest(weights_file)
         key = {
-            dataset: reporting.evaluation_key(digest, dataset, max_sequence_length, POOLING)
+            dataset: reporting.evaluation_key(digest, dataset, max_sequence_length, POOLING, self.precision)
             for dataset in self.datasets
         }
         results = {dataset: self.stored[key[dataset]] for dataset in self.datasets if key[dataset] in self.stored}
@@ -139,12 +144,18 @@ class Scorer:
             logging.info("scoring %s on %s", model["checkpoint"], ", ".join(missing))
             scores = evaluation.evaluate(
                 missing, data_dir=self.data_dir, max_sequence_length=max_sequence_length, pooling=POOLING,
-                batch_size=BATCH_SIZE, **model,
+                batch_size=BATCH_SIZE, precision=self.precision, **model,
             )  # fmt: skip
             results |= scores
             self.stored |= {key[dataset]: scores[dataset] for dataset in missing}
         results = {dataset: results[dataset] for dataset in self.datasets}
-        return {"digest": digest, "max_sequence_length": max_sequence_length, "pooling": POOLING, "results": results}
+        return {
+            "digest": digest,
+            "max_sequence_length": max_sequence_length,
+            "pooling": POOLING,
+            "precision": self.precision,
+            "results": results,
+        }
 
     def score_run(self, run, max_sequence_length):
         """A run's entry of results.json: its recipe, history, best step and the scores of its best/."""
@@ -222,12 +233,15 @@ def define_flags():
     )
     model_flags.define_data_dir()
     model_flags.define_max_sequence_length(None, " (default: each run's own, as training evaluated it)")
+    model_flags.define_precision("float32", " (float32: as training evaluated)")
     flags.DEFINE_string("output", None, "Directory of results.md, results.json and the plots.", required=True)
 
 
 def main():
     command = shlex.join(["python", "report.py", *sys.argv[1:]])
-    report(FLAGS.runs, FLAGS.datasets, FLAGS.output, FLAGS.data_dir, FLAGS.max_sequence_length, command)
+    report(
+        FLAGS.runs, FLAGS.datasets, FLAGS.output, FLAGS.data_dir, FLAGS.max_sequence_length, command, FLAGS.precision
+    )
     print(os.path.join(FLAGS.output, "results.md"))
 
 

@@ -217,8 +217,8 @@ def checkpoint_digest(weights_file):
     return hashlib.sha256(files.read_bytes(path)).hexdigest()
 
 
-def evaluation_key(digest, dataset, max_sequence_length, pooling):
-    return json.dumps([digest, dataset, max_sequence_length, pooling])
+def evaluation_key(digest, dataset, max_sequence_length, pooling, precision):
+    return json.dumps([digest, dataset, max_sequence_length, pooling, precision])
 
 
 def stored_evaluations(results_json):
@@ -229,7 +229,9 @@ def stored_evaluations(results_json):
     evaluations = {}
     for entry in [*stored.get("runs", []), *stored.get("starts", [])]:
         for dataset, scores in entry["results"].items():
-            key = evaluation_key(entry["digest"], dataset, entry["max_sequence_length"], entry["pooling"])
+            # A report from before precision was recorded encoded in float32.
+            precision = entry.get("precision", "float32")
+            key = evaluation_key(entry["digest"], dataset, entry["max_sequence_length"], entry["pooling"], precision)
             evaluations[key] = scores
     return evaluations
 
@@ -362,8 +364,8 @@ def provenance(report):
         f"{dataset} (n = {report['runs'][0]['results'][dataset]['n']:,})" for dataset in report["datasets"]
     )
     lines = [
-        f"Scored on {report['machine']}, from the TFDS data directory {report['data_dir'] or 'TFDS uses by default'}: "
-        f"{sizes}.",
+        f"Scored on {report['machine']}, in {report.get('precision', 'float32')}, from the TFDS data directory "
+        f"{report['data_dir'] or 'TFDS uses by default'}: {sizes}.",
         "",
     ]
     for group in report["groups"]:

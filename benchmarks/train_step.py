@@ -118,6 +118,8 @@ flags.DEFINE_string(
 TEMPERATURE = 0.05
 LEARNING_RATE = 3e-5
 KINDS = ("unsupervised", "supervised")
+# The encoding precision (evaluate.py's --precision) of each training precision's encoding cell.
+ENCODING_PRECISIONS = {"float32": "float32", "mixed_bfloat16": "bfloat16"}
 # Sentences a step encodes per batch row: two dropout views, or premise, entailment and contradiction.
 VIEWS = {"unsupervised": 2, "supervised": 3}
 # Sentences per evaluate.py batch of pairs (its --batch_size 64, two sentences each): the encoders' batch.
@@ -303,18 +305,22 @@ def ours_pipeline(args):
     return batches * sentences_per_batch / (time.perf_counter() - start)
 
 
-def ours_encode(settings):
-    """Seconds of evaluate.py's encoding of the --encode_sentences sentences: in-graph tokenizer, shortest sentences
-    first, padding trimmed, float32 [CLS] (sentence-transformers' `encode` also sorts by length)."""
+def ours_encode(args):
+    """Seconds of evaluate.py's encoding of the --encode_sentences sentences in `precision` (float32, or
+    mixed_bfloat16: evaluate.py's --precision=bfloat16): in-graph tokenizer, shortest sentences first, padding trimmed,
+    [CLS] (sentence-transformers' `encode` also sorts by length)."""
+    settings, precision = args
     import tensorflow as tf
 
+    import distribution
     import model
     import sts
     import tokenization
 
     config = model.BertConfig.from_json_file(settings["config"])
     tokenizer = tokenization.KrBertTokenizer(settings["vocab_path"], settings["max_sequence_length"], config.vocab_size)
-    embedder = model.sentence_embedder(model.BertEncoder(config, dtype="float32"), "cls")
+    policy = distribution.encoding_policy(ENCODING_PRECISIONS[precision])
+    embedder = model.sentence_embedder(model.BertEncoder(config, dtype=policy), "cls")
     sentences = encode_sentences(settings)
     sentences = [sentences[row] for row in sts.shortest_first(sentences)]
     batches = tf.data.Dataset.from_tensor_slices(sentences).batch(ENCODE_BATCH_SIZE)
@@ -391,10 +397,13 @@ def torch_step(args):
     return median_step_seconds(step_end_times, settings["warmup_steps"])
 
 
-def sentence_transformers_encode(settings):
-    """Seconds of sentence-transformers' `encode` of the same sentences, float32, [CLS] pooling, a model of the same
-    size (random weights) with KR-BERT's vocab in a transformers BertTokenizerFast."""
+def sentence_transformers_encode(args):
+    """Seconds of sentence-transformers' `encode` of the same sentences, [CLS] pooling, a model of the same size
+    (random weights) with KR-BERT's vocab in a transformers BertTokenizerFast; in bfloat16 for mixed_bfloat16 (the
+    model cast to it, as its users run bfloat16)."""
+    settings, precision = args
     import sentence_transformers
+    import torch
     import transformers
     from sentence_transformers.sentence_transformer import modules
 
@@ -406,6 +415,8 @@ def sentence_transformers_encode(settings):
         transformer = modules.Transformer(directory, max_seq_length=length)
         pooling = modules.Pooling(config.hidden_size, pooling_mode="cls")
         encoder = sentence_transformers.SentenceTransformer(modules=[transformer, pooling], device="cpu")
+    if precision == "mixed_bfloat16":
+        encoder = encoder.to(torch.bfloat16)
     sentences = encode_sentences(settings)
     encoder.encode(sentences[:ENCODE_BATCH_SIZE], batch_size=ENCODE_BATCH_SIZE)
     return rounds.median_pass_seconds(lambda: encoder.encode(sentences, batch_size=ENCODE_BATCH_SIZE))
@@ -485,7 +496,10 @@ def main(argv):
                 (torch_step, (kind, precision, settings)),
             )
             cells[precision, kind] = {"ours": ours, "theirs": theirs}
-    cells["float32", "encoding"] = {"ours": (ours_encode, settings), "theirs": (sentence_transformers_encode, settings)}
+        cells[precision, "encoding"] = {
+            "ours": (ours_encode, (settings, precision)),
+            "theirs": (sentence_transformers_encode, (settings, precision)),
+        }
     seconds = rounds.run_rounds(cells, lambda job: measure(*job), FLAGS.rounds)
     limits = {precision: measure(step_limits, (config, precision, settings)) for precision in FLAGS.precisions}
     print_comparison(config, {cell: rounds.summary(**times) for cell, times in seconds.items()}, limits)
@@ -525,7 +539,7 @@ def print_comparison(config, results, limits):
     for precision in FLAGS.precisions:
         line = {"cpu": cpu, "precision": precision, "rounds": FLAGS.rounds}
         for (cell_precision, kind), result in results.items():
-            if cell_precision == precision or kind == "encoding":
+            if cell_precision == precision:
                 line[kind] = {name: round(value, 4) for name, value in result.items()}
                 if kind != "encoding":
                     line[kind]["matmul_limit_s"] = round(limits[precision][kind], 4)

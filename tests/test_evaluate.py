@@ -127,9 +127,11 @@ def test_evaluate_py_mean_pooling_matches_an_independent_bert(
             "uniformity",
             "max_examples",
             "max_sequence_length",
+            "precision",
         }
         assert scores["max_examples"] is None and scores["max_sequence_length"] == 64  # not a run's checkpoint: 64
-    assert "mean pooling, max length 64" in result.stdout
+        assert scores["precision"] == "float32"
+    assert "mean pooling, max length 64, float32" in result.stdout
     assert f"{results['korsts:dev']['spearman'] * 100:.2f}" in result.stdout
     assert results["korsts:dev"]["spearman"] == pytest.approx(reference_korsts_dev_spearman["mean"], abs=1e-3)
 

@@ -16,6 +16,7 @@ from PIL import Image
 from tensorboard.plugins.hparams import plugin_data_pb2
 
 import data
+import distribution
 import errors
 import evaluation
 import model
@@ -156,8 +157,8 @@ def test_report_summarises_the_seeds_of_each_recipe_as_evaluate_py_scores_them(
     text = (output / "results.md").read_text()
     # Where the numbers come from, first: the machine, the data, and that the model is not KR-BERT.
     assert (
-        f"Scored on {reporting.machine()}, from the TFDS data directory {self_made_data_dir}: korsts:dev (n = 24), "
-        in text
+        f"Scored on {reporting.machine()}, in float32, from the TFDS data directory {self_made_data_dir}: korsts:dev "
+        "(n = 24), " in text
     )
     trained = "Trained by `train_unsupervised.py` from `{}` with the recipe column's flags, float32, seeds 42, 43."
     assert trained.format(random_bert["pretrained_weight"]) in text
@@ -291,6 +292,23 @@ def test_report_py_fails_with_one_line(runs, self_made_data_dir, run_in_fork, tm
     )
     assert_failed_cleanly(result, "error: korsts:test was not prepared")
     assert not output.exists()
+
+
+@pytest.mark.skipif(distribution.bfloat16_device() is None, reason="this machine has no native bfloat16")
+def test_a_report_in_bfloat16_scores_anew_and_says_so(runs, self_made_data_dir, tmp_path):
+    output, run = tmp_path / "report", str(runs["a-seed42"])
+    made = {
+        precision: report.report([run], ["korsts:dev"], str(output), str(self_made_data_dir), precision=precision)
+        for precision in ("float32", "bfloat16")  # the second into the first's directory: nothing of it is reused
+    }
+    assert "in bfloat16, from the TFDS data directory" in (output / "results.md").read_text()
+    assert made["bfloat16"]["precision"] == made["bfloat16"]["runs"][0]["precision"] == "bfloat16"
+    scores = {precision: made[precision]["runs"][0]["results"]["korsts:dev"] for precision in made}
+    expected = evaluation.evaluate(
+        ["korsts:dev"], checkpoint=f"{run}/best", data_dir=str(self_made_data_dir), pooling="cls", precision="bfloat16"
+    )["korsts:dev"]
+    assert scores["bfloat16"]["spearman"] == pytest.approx(expected["spearman"], abs=1e-6)
+    assert scores["bfloat16"]["pearson"] != scores["float32"]["pearson"]
 
 
 def test_only_kr_berts_hub_id_or_release_counts_as_the_original_works_model(tmp_path, monkeypatch):

@@ -843,7 +843,7 @@ def assert_ends_as(directory, expected):
 def test_a_stopped_and_resumed_run_ends_as_one_that_was_not(self_made_data_dir, random_bert, uninterrupted, tmp_path):
     """Data-exact resuming: the batches the saved steps took are skipped, the dropout streams and the loss since the
     last evaluation come back with the state. The input ends after step 6, as a killed run stops: it resumes from
-    the state of step 4. (A real kill, on two replicas: test_train_unsupervised_py_killed_and_interrupted_...)"""
+    the state of step 4. (A real kill: test_train_unsupervised_py_killed_and_interrupted_...)"""
     sentences = data.corpus_sentences(self_made_data_dir)
 
     def stopping_after_6(tokenizer, seed):
@@ -903,24 +903,30 @@ def interrupted_run(data_dir, directory, strategy, signal_number, monkeypatch, f
     return interrupted.value
 
 
-def test_sigterm_saves_the_step_reached_and_the_run_resumes_exactly(
-    self_made_data_dir, random_bert, uninterrupted, tmp_path, monkeypatch
+@pytest.mark.parametrize(
+    ("replicas", "signal_number"),
+    # Both signals take one path (StopRequests): each is tested on one of the two set-ups here, the other in
+    # test_train_unsupervised_py_killed_and_interrupted_...
+    [(1, signal.SIGTERM), pytest.param(2, signal.SIGINT, marks=pytest.mark.slow)],
+)
+def test_a_signal_saves_the_step_reached_and_the_run_resumes_exactly(
+    self_made_data_dir, random_bert, two_replicas, uninterrupted, tmp_path, monkeypatch, replicas, signal_number
 ):
-    """SIGTERM and SIGINT take one path (StopRequests); SIGINT, on two replicas, from the script:
-    test_train_unsupervised_py_killed_and_interrupted_..."""
-    handler = signal.getsignal(signal.SIGTERM)
-    interrupted = interrupted_run(self_made_data_dir, tmp_path, None, signal.SIGTERM, monkeypatch, random_bert)
+    strategy = two_replicas if replicas == 2 else None
+    handler = signal.getsignal(signal_number)
+    interrupted = interrupted_run(self_made_data_dir, tmp_path, strategy, signal_number, monkeypatch, random_bert)
     run_dir = tmp_path / "runs" / "run"
-    assert interrupted.signal_number == signal.SIGTERM
-    assert str(interrupted).startswith("interrupted by SIGTERM at step 6 of 8: its training state is saved (")
+    name = signal.Signals(signal_number).name
+    assert interrupted.signal_number == signal_number
+    assert str(interrupted).startswith(f"interrupted by {name} at step 6 of 8: its training state is saved (")
     # The state of step 6 beside the evaluation's of step 4; step 6 is no evaluation, no step-N, no best/ candidate.
     assert sorted(path.name for path in (run_dir / "state").glob("*.index")) == ["ckpt-4.index", "ckpt-6.index"]
     assert [record["step"] for record in eval_history(run_dir)] == [4]
     assert sorted(path.name for path in run_dir.glob("step-*.index")) == ["step-4.index"]
-    assert signal.getsignal(signal.SIGTERM) is handler  # the handlers given back
+    assert signal.getsignal(signal_number) is handler  # the handler given back
 
-    train(self_made_data_dir, tmp_path, RESUME_RECIPE, files=random_bert)
-    assert_ends_as(tmp_path, uninterrupted(1))
+    train(self_made_data_dir, tmp_path, RESUME_RECIPE, None, strategy, files=random_bert)
+    assert_ends_as(tmp_path, uninterrupted(replicas))
 
 
 def test_a_second_ctrl_c_while_saving_leaves_the_states_before_it(
@@ -958,11 +964,12 @@ errors.run(train_unsupervised.main)
 
 
 @pytest.mark.slow
-def test_train_unsupervised_py_killed_and_interrupted_on_two_replicas_ends_as_a_run_nobody_stopped(
-    self_made_data_dir, random_bert, uninterrupted, run_in_fork, tmp_path
+@pytest.mark.parametrize(("replicas", "stop"), [(1, "SIGINT"), (2, "SIGTERM")])
+def test_train_unsupervised_py_killed_and_interrupted_ends_as_a_run_nobody_stopped(
+    self_made_data_dir, random_bert, uninterrupted, run_in_fork, tmp_path, replicas, stop
 ):
-    """RESUME_RECIPE's run, as train_unsupervised.py runs it on two replicas: kill -9 after step 6 (its last save
-    the evaluation of step 4), the same command, Ctrl-C after step 7, the same command again."""
+    """RESUME_RECIPE's run, as train_unsupervised.py runs it: kill -9 after step 6 (its last save the evaluation of
+    step 4), the same command, `stop` (SIGINT: a Ctrl-C) after step 7, the same command again."""
     recipe = {name: getattr(RESUME_RECIPE, name) for name in (
         "total_steps", "batch_size", "learning_rate", "warmup_ratio", "temperature", "max_sequence_length",
         "evaluation_frequency", "seed",
@@ -970,8 +977,8 @@ def test_train_unsupervised_py_killed_and_interrupted_on_two_replicas_ends_as_a_
     options = {
         **{name: random_bert[name] for name in ("config", "vocab_path", "pretrained_weight")},
         **recipe, "data_dir": self_made_data_dir, "model_checkpoints": tmp_path / "runs",
-        "tensorboard_log_path": tmp_path / "logs", "run_name": "run", "distribution_strategy": "mirrored",
-        "num_cpu_devices": 2,
+        "tensorboard_log_path": tmp_path / "logs", "run_name": "run",
+        **({"distribution_strategy": "mirrored", "num_cpu_devices": 2} if replicas == 2 else {}),
     }  # fmt: skip
     command = command_line("train_unsupervised.py", options)
     run_dir = tmp_path / "runs" / "run"
@@ -981,16 +988,16 @@ def test_train_unsupervised_py_killed_and_interrupted_on_two_replicas_ends_as_a_
     assert [record["step"] for record in eval_history(run_dir)] == [4]
     assert tf.train.latest_checkpoint(str(run_dir / "state")).endswith("ckpt-4")
 
-    interrupted = run_in_fork(*command, code=SIGNALLED_AFTER_STEP.format(step=7, signal="SIGINT"))
-    assert interrupted.returncode == 128 + signal.SIGINT, interrupted.stderr[-3000:]
+    interrupted = run_in_fork(*command, code=SIGNALLED_AFTER_STEP.format(step=7, signal=stop))
+    assert interrupted.returncode == 128 + signal.Signals[stop], interrupted.stderr[-3000:]
     assert "Traceback" not in interrupted.stderr and f"resuming from {run_dir}/state/ckpt-4" in interrupted.stderr
     assert last_stderr_line(interrupted) == (
-        f"error: interrupted by SIGINT at step 7 of 8: its training state is saved ({run_dir}/state); rerun the "
+        f"error: interrupted by {stop} at step 7 of 8: its training state is saved ({run_dir}/state); rerun the "
         "same command, with the same run name, to go on from it"
     )
     assert tf.train.latest_checkpoint(str(run_dir / "state")).endswith("ckpt-7")
 
     finished = run_in_fork(*command)
     assert finished.returncode == 0, finished.stderr[-3000:]
-    assert "mirrored, 2 replica(s)" in finished.stderr
-    assert_ends_as(tmp_path, uninterrupted(2))
+    assert f"{replicas} replica(s)" in finished.stderr
+    assert_ends_as(tmp_path, uninterrupted(replicas))
