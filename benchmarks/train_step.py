@@ -520,7 +520,7 @@ def print_comparison(config, results, limits):
     print(f"\n{cpu}\n{config.num_hidden_layers} layers, hidden {config.hidden_size}, batch {FLAGS.batch_size}, length "
           f"{FLAGS.max_sequence_length}; {FLAGS.rounds} rounds (order alternating, each side a fresh process), "
           f"median of {FLAGS.steps} steps")  # fmt: skip
-    print(f"{'cell':34} {'ours s':>8} {'theirs s':>9} {'ratio':>6} {'(min-max)':>12} {'TFLOP/s':>8} "
+    print(f"{'cell':40} {'ours s':>8} {'theirs s':>9} {'ratio':>6} {'(min-max)':>12} {'TFLOP/s':>8} "
           f"{'products s':>11} {'ours in':>8} {'theirs in':>9}")  # fmt: skip
     for (precision, kind), result in results.items():
         if kind == "encoding":
@@ -529,7 +529,7 @@ def print_comparison(config, results, limits):
             products = rounds.step_products(config, FLAGS.batch_size, FLAGS.max_sequence_length, VIEWS[kind])
             name, flops, limit = f"{kind} step, {precision}", rounds.step_flops(products), limits[precision][kind]
         spread = f"({result['ratio_min']:.2f}-{result['ratio_max']:.2f})"
-        line = f"{name:34} {result['ours_s']:8.3f} {result['theirs_s']:9.3f} {result['ratio']:6.2f} {spread:>12}"
+        line = f"{name:40} {result['ours_s']:8.3f} {result['theirs_s']:9.3f} {result['ratio']:6.2f} {spread:>12}"
         if limit is not None:
             line += f" {flops / result['ours_s'] / 1e12:8.3f} {limit:11.3f} {limit / result['ours_s']:8.0%}"
             line += f" {limit / result['theirs_s']:9.0%}"
