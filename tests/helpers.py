@@ -22,6 +22,7 @@ import model
 import source_files
 import sts
 import tokenization
+import training
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 
@@ -448,3 +449,62 @@ def write_task_files(source_dir):
 def write_text(path, lines):
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+# === In-process training (test_training.py, test_resuming.py) ===
+
+# Small and fast: every evaluation and save happens within seconds.
+QUICK_RECIPE = {
+    "kind": "unsupervised",
+    "total_steps": 30,
+    "batch_size": 16,
+    "learning_rate": 3e-5,
+    "warmup_ratio": 0.05,
+    "temperature": 0.05,
+    "max_sequence_length": 16,
+    "evaluation_frequency": 10,
+    "seed": 42,
+    "precision": "float32",
+}
+
+
+def make_recipe(**changes):
+    return training.Recipe(**{**QUICK_RECIPE, **changes})
+
+
+def train(
+    data_dir, tmp_path, recipe, make_batches=None, strategy=None, sets=None, files=TINY, pretrained=True, **options
+):
+    """training.train of a model's `files` (the tiny checkpoint by default; pretrained=False: its config from random
+    initialisation) into tmp_path/runs/run, on the data directory's corpus by default."""
+    if make_batches is None:
+        sentences = data.corpus_sentences(data_dir)
+
+        def make_batches(tokenizer, seed):
+            return data.unsupervised_batches(sentences, tokenizer, recipe.batch_size, seed)
+
+    return training.train(
+        recipe,
+        model.BertConfig.from_json_file(files["config"]),
+        str(files["vocab_path"]),
+        make_batches,
+        sets or training.load_evaluation_sets(data_dir),
+        run_dir=str(tmp_path / "runs" / "run"),
+        tensorboard_dir=str(tmp_path / "logs" / "run"),
+        pretrained_weight=str(files["pretrained_weight"]) if pretrained else None,
+        strategy=strategy,
+        **options,
+    )
+
+
+def saved_optimizer_variable(state_prefix, name):
+    """An optimizer variable of a saved training state: "iterations" is the one the learning rate follows (the
+    wrapped optimizer's under loss scaling), "dynamic_scale" the loss scale."""
+    reader = tf.train.load_checkpoint(state_prefix)
+    saved = reader.get_variable_to_shape_map()
+    prefixes = ("optimizer/inner_optimizer/_", "optimizer/_", "optimizer/")
+    return reader.get_tensor(next(key for p in prefixes if (key := f"{p}{name}/.ATTRIBUTES/VARIABLE_VALUE") in saved))
+
+
+def optimizer_step(state_prefix):
+    return int(saved_optimizer_variable(state_prefix, "iterations"))
