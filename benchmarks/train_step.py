@@ -450,6 +450,7 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import distribution
     import model
 
     config = model.BertConfig.from_json_file(FLAGS.config)
@@ -496,6 +497,9 @@ def main(argv):
                 (torch_step, (kind, precision, settings)),
             )
             cells[precision, kind] = {"ours": ours, "theirs": theirs}
+        if ENCODING_PRECISIONS[precision] == "bfloat16" and distribution.bfloat16_device() is None:
+            logging.warning("no native bfloat16 here: no encoding cell in %s (evaluate.py refuses it)", precision)
+            continue
         cells[precision, "encoding"] = {
             "ours": (ours_encode, (settings, precision)),
             "theirs": (sentence_transformers_encode, (settings, precision)),

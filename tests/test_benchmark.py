@@ -9,7 +9,7 @@ import subprocess
 import sys
 
 import pytest
-from helpers import BENCHMARK_TINY, REPO
+from helpers import BENCHMARK_TINY, REPO, VOCAB
 
 import model
 
@@ -120,3 +120,27 @@ def test_the_transfer_task_timer_runs_every_task_on_its_stand_ins(random_bert, s
     }  # fmt: skip
     assert all(seconds > 0 for _, seconds, _ in timed.values())
     assert timed["korquad:dev"][2]["passages"] >= 4
+
+
+def test_no_bfloat16_encoding_cell_where_evaluate_py_refuses_bfloat16(run_in_fork, self_made_data_dir):
+    # train_step.py's cells, up to the rounds (stopped there), with and without a CPU flag of native bfloat16.
+    cells_of = """
+import sys
+sys.path.insert(0, "benchmarks")
+import distribution, rounds, train_step
+from absl import flags
+flags.FLAGS(["train_step.py", "--vocab_path={vocab}", "--data_dir={data_dir}", "--precisions=float32,mixed_bfloat16"])
+def stop(cells, measure, count):
+    print(sorted(kind for precision, kind in cells if precision == "mixed_bfloat16"))
+    raise SystemExit
+rounds.run_rounds = stop
+distribution.cpu_flags = lambda cpuinfo="/proc/cpuinfo": {flags}
+train_step.main(["train_step.py"])
+"""
+    for cpu_flags, kinds in (("{'avx512_bf16'}", ["encoding", "supervised", "unsupervised"]),
+                             ("set()", ["supervised", "unsupervised"])):  # fmt: skip
+        code = cells_of.format(vocab=VOCAB, data_dir=self_made_data_dir, flags=cpu_flags)
+        result = run_in_fork("train_step.py", code=code)
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert result.stdout.splitlines()[-1] == str(kinds)
+    assert "no native bfloat16 here: no encoding cell in mixed_bfloat16" in result.stderr
