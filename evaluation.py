@@ -85,7 +85,7 @@ def evaluate(
         raise errors.InputError(f"max_examples is {max_examples}: score at least 1 example of each set")
     if saved_model_dir is None:
         precision = precision or "float32"
-        distribution.encoding_policy(precision)  # refused before anything is read
+        policy = distribution.encoding_policy(precision)  # refused before anything is read
     sts_sets, tasks = {}, {}
     for name, split in parse_sets(datasets):
         if name in data.STS_SCORE_FEATURES:
@@ -103,7 +103,7 @@ def evaluate(
         found = model_files.find_checked(checkpoint, max_sequence_length, config_path, vocab_path, lower_case)
         passage_length = passage_length or found.config.max_position_embeddings
         found.config.check_sequence_length(passage_length)
-        bert_tokenizer, encoder, loaded = model_files.load_encoder(found, max_sequence_length, precision)
+        bert_tokenizer, encoder, loaded = model_files.load_encoder(found, max_sequence_length, policy)
         tokenizer = bert_tokenizer.trimmed
         passage_tokenizer = tokenization.KrBertTokenizer(
             found.vocab_path, passage_length, found.config.vocab_size, found.lower_case

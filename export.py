@@ -56,11 +56,11 @@ def export(
             f"precision {precision} is the SavedModel's: a Hugging Face directory holds float32 weights (load them "
             "in bfloat16 with transformers' torch_dtype=torch.bfloat16)"
         )
-    distribution.encoding_policy(precision)  # bfloat16 refused where it is not native, before anything is read
+    policy = distribution.encoding_policy(precision)  # bfloat16 refused where it is not native, before anything is read
     max_sequence_length = max_sequence_length or model_files.run_sequence_length(checkpoint)
     results = files.read_json(results_json) if results_json else None
     found = model_files.find_checked(checkpoint, max_sequence_length, config_path, vocab_path, lower_case)
-    tokenizer, encoder, loaded = model_files.load_encoder(found, max_sequence_length, precision)
+    tokenizer, encoder, loaded = model_files.load_encoder(found, max_sequence_length, policy)
     if output_format == "savedmodel":
         saved_model.save_embedder(model.sentence_embedder(encoder, pooling), tokenizer, output, precision)
     else:

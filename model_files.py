@@ -6,7 +6,6 @@ anything is built, and the encoder and tokenizer made from them.
 import dataclasses
 import os
 
-import distribution
 import errors
 import files
 import google_checkpoint
@@ -152,11 +151,12 @@ def find_checked(weights, max_sequence_length, config_path=None, vocab_path=None
     return files
 
 
-def load_encoder(files, max_sequence_length, precision="float32"):
+def load_encoder(files, max_sequence_length, policy="float32"):
     """(tokenizer, encoder with the weights loaded, what was read) of `ModelFiles` `files`, for evaluation and
-    export; the encoder computes in `precision` (distribution.ENCODING_POLICIES), its weights float32."""
+    export; the encoder computes in the Keras dtype policy `policy` (distribution.encoding_policy), its weights
+    float32."""
     tokenizer = tokenization.KrBertTokenizer(
         files.vocab_path, max_sequence_length, files.config.vocab_size, files.lower_case
     )
-    encoder = model.BertEncoder(files.config, dtype=distribution.encoding_policy(precision))
+    encoder = model.BertEncoder(files.config, dtype=policy)
     return tokenizer, encoder, load_encoder_weights(encoder, files.weights)

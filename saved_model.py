@@ -25,8 +25,8 @@ class SentenceEmbedder(tf.Module):
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="sentences")])
     def serve(self, sentences):
-        embeddings = self.embedder(self.tokenizer.trimmed(sentences), training=False)  # [batch, hidden]
-        return {"embeddings": tf.math.l2_normalize(tf.cast(embeddings, tf.float32), axis=1)}
+        embeddings = self.embedder(self.tokenizer.trimmed(sentences), training=False)  # float32 [batch, hidden]
+        return {"embeddings": tf.math.l2_normalize(embeddings, axis=1)}
 
 
 def save_embedder(embedder, tokenizer, path, precision="float32"):

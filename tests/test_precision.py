@@ -5,7 +5,7 @@ KorSTS dev in the slow tier)."""
 import numpy as np
 import pytest
 import tensorflow as tf
-from helpers import TINY, assert_failed_cleanly, command_line, require_shared
+from helpers import TINY, assert_failed_cleanly, command_line, needs_native_bfloat16, require_shared
 
 import distribution
 import errors
@@ -17,10 +17,6 @@ import saved_model
 import tokenization
 
 SENTENCES = ["안전모를 가진 한 남자가 춤을 추고 있다.", "한 남자가 춤을 추고 있다.", "KR-BERT 문장 임베딩", "가" * 100]
-
-needs_native_bfloat16 = pytest.mark.skipif(
-    distribution.bfloat16_device() is None, reason="this machine has no native bfloat16 (GPU 8.0+, AVX512_BF16, AMX)"
-)
 
 
 @pytest.mark.parametrize(
@@ -80,7 +76,7 @@ def embeddings(random_bert, precision):
     """The random BERT's float32 [CLS] embeddings of SENTENCES, its encoder computing in `precision`, in a graph as
     evaluation runs it (grappler's fusions round bfloat16 otherwise than op by op)."""
     found = model_files.find(str(random_bert["pretrained_weight"]), random_bert["config"], random_bert["vocab_path"])
-    tokenizer, encoder, _ = model_files.load_encoder(found, 64, precision)
+    tokenizer, encoder, _ = model_files.load_encoder(found, 64, distribution.encoding_policy(precision))
     embed = tf.function(model.sentence_embedder(encoder, "cls"))
     return embed(tokenizer.trimmed(tf.constant(SENTENCES))).numpy()
 
