@@ -17,6 +17,7 @@ import pytest
 import tensorflow as tf
 
 import data
+import distribution
 import google_checkpoint
 import model
 import source_files
@@ -53,6 +54,10 @@ def require_shared():
 
 # loopback.HttpsMirror makes its certificate with the openssl command.
 needs_openssl = pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl not found (HttpsMirror uses it)")
+# Encoding in bfloat16 is refused where it is not native (distribution.encoding_policy).
+needs_native_bfloat16 = pytest.mark.skipif(
+    distribution.bfloat16_device() is None, reason="this machine has no native bfloat16 (GPU 8.0+, AVX512_BF16, AMX)"
+)
 
 
 def google_bert_weights(config, seed=0):

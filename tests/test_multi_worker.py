@@ -99,9 +99,26 @@ def worker_options(tmp_path, data_dir, **changes):
     }
 
 
+def wait_for(workers, ready, timeout=300):
+    """Polls `ready()` until it holds, both workers running all the while, for at most `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not ready():
+        assert workers[0][0].poll() is None and workers[1][0].poll() is None, "a worker ended before it was stopped"
+        assert time.monotonic() < deadline, "the workers never got there"
+        time.sleep(0.02)
+
+
 def state_saved(run_dir, step):
     """Whether the chief has saved the training state of `step` (the `checkpoint` file names it)."""
     return (tf.train.latest_checkpoint(str(run_dir / "state")) or "").endswith(f"ckpt-{step}")
+
+
+def evaluated_after(run_dir, step):
+    """Whether the chief has recorded an evaluation of a step after `step`."""
+    if not (run_dir / "eval_history.jsonl").exists():
+        return False
+    records = eval_history(run_dir)
+    return bool(records) and records[-1]["step"] > step
 
 
 def test_two_workers_write_once_survive_a_killed_worker_and_match_one_process(prepared_data_dir, tmp_path):
@@ -114,10 +131,7 @@ def test_two_workers_write_once_survive_a_killed_worker_and_match_one_process(pr
     # Worker 1 is killed once the chief has saved its first evaluation (its training state last): the chief cannot
     # take another step.
     workers = start_workers(options, tmp_path, "first")
-    deadline = time.monotonic() + 300
-    while not state_saved(run_dir, 3) and time.monotonic() < deadline:
-        assert workers[0][0].poll() is None and workers[1][0].poll() is None, "a worker ended before it was killed"
-        time.sleep(0.02)
+    wait_for(workers, lambda: state_saved(run_dir, 3))
     workers[1][0].kill()
     chief, _ = finish(workers)
     # After step 3, or 4 if the chief took another step before the kill landed: it resumes from 3 all the same.
@@ -226,12 +240,7 @@ def interrupted_step(workers, signalled, run_dir, after_step):
     """Once the chief has recorded an evaluation after `after_step`, SIGTERM to the workers `signalled` (indices), at
     once; both must end with status 143 and one line naming one step: that step, whose training state the chief
     (alone) has saved."""
-    history = run_dir / "eval_history.jsonl"
-    deadline = time.monotonic() + 300
-    while not (history.exists() and eval_history(run_dir) and eval_history(run_dir)[-1]["step"] > after_step):
-        assert workers[0][0].poll() is None and workers[1][0].poll() is None, "a worker ended before the signal"
-        assert time.monotonic() < deadline, "no evaluation after the signal was due"
-        time.sleep(0.02)
+    wait_for(workers, lambda: evaluated_after(run_dir, after_step))
     for index in signalled:
         workers[index][0].send_signal(signal.SIGTERM)
     results = finish(workers)

@@ -11,12 +11,11 @@ import shutil
 import numpy as np
 import pytest
 import tensorflow as tf
-from helpers import MICRO_CHARACTER, REPO, assert_failed_cleanly
+from helpers import MICRO_CHARACTER, REPO, assert_failed_cleanly, needs_native_bfloat16
 from PIL import Image
 from tensorboard.plugins.hparams import plugin_data_pb2
 
 import data
-import distribution
 import errors
 import evaluation
 import model
@@ -294,7 +293,7 @@ def test_report_py_fails_with_one_line(runs, self_made_data_dir, run_in_fork, tm
     assert not output.exists()
 
 
-@pytest.mark.skipif(distribution.bfloat16_device() is None, reason="this machine has no native bfloat16")
+@needs_native_bfloat16
 def test_a_report_in_bfloat16_scores_anew_and_says_so(runs, self_made_data_dir, tmp_path):
     output, run = tmp_path / "report", str(runs["a-seed42"])
     made = {
